@@ -1,0 +1,176 @@
+#include "core/fit.h"
+
+#include <chrono>
+#include <cstring>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+namespace holdfast {
+namespace {
+
+void Validate(const Sequential& model, const Dataset& data, const FitOptions& o) {
+  auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
+  if (o.batch_size <= 0) fail("batch size must be positive");
+  if (o.epochs < 0) fail("epochs must not be negative");
+  if (data.size() == 0) fail("training data is empty");
+  if (data.size() >= (int64_t{1} << 32)) fail("training data has 2^32 or more samples");
+  if (data.x.cols() != model.input_width()) {
+    fail("data has " + std::to_string(data.x.cols()) + " features, model expects " +
+         std::to_string(model.input_width()));
+  }
+  if (data.y.rows() != data.size()) fail("data has different numbers of inputs and targets");
+}
+
+// Sums of one batch, in the layout passed to Replica::SumMetrics.
+enum MetricIndex { kLossSum = 0, kCorrect, kSamples, kNumMetrics };
+
+}  // namespace
+
+void GatherRows(const Dataset& data, std::span<const uint32_t> order, Range range, Matrix* x,
+                Matrix* y) {
+  const int64_t xc = data.x.cols(), yc = data.y.cols();
+  x->resize(range.size(), xc);
+  y->resize(range.size(), yc);
+  for (int64_t i = 0; i < range.size(); ++i) {
+    const int64_t src = order[range.begin + i];
+    std::memcpy(x->data() + i * xc, data.x.data() + src * xc, sizeof(float) * xc);
+    std::memcpy(y->data() + i * yc, data.y.data() + src * yc, sizeof(float) * yc);
+  }
+}
+
+History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dataset& data,
+            const FitOptions& options) {
+  Validate(model, data, options);
+  Replica single_process;
+  Replica& replica = options.replica != nullptr ? *options.replica : single_process;
+  const BatchPlan plan(data.size(), options.batch_size, options.drop_remainder);
+  if (plan.num_batches() == 0) throw std::invalid_argument("batch size larger than the data");
+
+  History history;
+  TrainingState state;
+  state.model = &model;
+  state.optimizer = &optimizer;
+  state.loss = &loss;
+  state.options = &options;
+  state.replica = &replica;
+  state.epoch = options.initial_epoch;
+  state.batch = options.initial_batch;
+  state.batches_per_epoch = plan.num_batches();
+  state.samples_per_epoch = options.drop_remainder ? plan.num_batches() * plan.batch_size()
+                                                   : plan.num_samples();
+  state.history = &history;
+
+  replica.BeginTraining(model, optimizer);
+  for (Callback* cb : options.callbacks) cb->OnTrainBegin(state);
+  if (state.batch < 0 || state.batch > plan.num_batches()) {
+    throw std::invalid_argument("initial batch " + std::to_string(state.batch) +
+                                " outside the epoch's " + std::to_string(plan.num_batches()) +
+                                " batches");
+  }
+  if (state.batch == plan.num_batches()) {  // resumed exactly at an epoch's end
+    ++state.epoch;
+    state.batch = 0;
+  }
+
+  const GradientsReadyFn ready = replica.GradientsReadyHook();
+  const uint32_t n = static_cast<uint32_t>(data.size());
+  Matrix x, y, doutput;
+  std::vector<uint32_t> order(n);
+  while (state.epoch < options.epochs && !state.stop_training) {
+    if (options.shuffle) {
+      order = EpochPermutation(options.seed, state.epoch, n);
+    } else {
+      std::iota(order.begin(), order.end(), 0u);
+    }
+    if (state.batch == 0) state.metrics = {};
+    const auto start = std::chrono::steady_clock::now();
+    for (Callback* cb : options.callbacks) cb->OnEpochBegin(state);
+
+    while (state.batch < plan.num_batches() && !state.stop_training) {
+      for (Callback* cb : options.callbacks) cb->OnBatchBegin(state);
+      const Range batch = plan.Batch(state.batch);
+      const Range slice = ReplicaSlice(batch.size(), replica.rank(), replica.world_size());
+      GatherRows(data, order, {batch.begin + slice.begin, batch.begin + slice.end}, &x, &y);
+
+      StepContext ctx;
+      ctx.training = true;
+      ctx.seed = options.seed;
+      ctx.step = optimizer.iterations();
+      ctx.first_row = slice.begin;
+      const Matrix& output = model.Forward(x, ctx);
+      // Scaling by the global batch size makes the replicas' gradient sum the
+      // gradient of the global batch's mean loss, however it is split.
+      double sums[kNumMetrics];
+      sums[kLossSum] =
+          loss.Compute(output, y, 1.0f / static_cast<float>(batch.size()), &doutput);
+      sums[kCorrect] = static_cast<double>(loss.CountCorrect(output, y).value_or(0));
+      sums[kSamples] = static_cast<double>(slice.size());
+      model.Backward(doutput, ready);
+      replica.FinishGradients(model.store().grads());
+      optimizer.Apply(model.store().params(), model.store().grads());
+      replica.SumMetrics(sums);
+
+      state.metrics.loss_sum += sums[kLossSum];
+      state.metrics.correct += sums[kCorrect];
+      state.metrics.samples += sums[kSamples];
+      state.last_batch_loss = sums[kLossSum] / sums[kSamples];
+      ++state.batch;
+      for (Callback* cb : options.callbacks) cb->OnBatchEnd(state);
+    }
+
+    EpochLogs logs;
+    logs.epoch = state.epoch;
+    logs.loss = state.metrics.mean_loss();
+    if (loss.has_accuracy()) logs.accuracy = state.metrics.accuracy();
+    logs.samples = static_cast<int64_t>(state.metrics.samples);
+    logs.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    logs.complete = state.batch == plan.num_batches();
+    history.epochs.push_back(logs);
+    // A stopped epoch is in History but is not "ended": epoch-end hooks (such
+    // as saving at epoch boundaries) only see complete epochs.
+    if (!logs.complete) break;
+    for (Callback* cb : options.callbacks) cb->OnEpochEnd(state, logs);
+    ++state.epoch;
+    state.batch = 0;
+  }
+  for (Callback* cb : options.callbacks) cb->OnTrainEnd(state);
+  return history;
+}
+
+EvalResult Evaluate(Sequential& model, const Loss& loss, const Dataset& data, int64_t batch_size,
+                    Replica* replica) {
+  Replica single_process;
+  Replica& r = replica != nullptr ? *replica : single_process;
+  if (batch_size <= 0) throw std::invalid_argument("batch size must be positive");
+  if (data.x.cols() != model.input_width()) {
+    throw std::invalid_argument("data has " + std::to_string(data.x.cols()) +
+                                " features, model expects " +
+                                std::to_string(model.input_width()));
+  }
+  const BatchPlan plan(data.size(), batch_size, /*drop_remainder=*/false);
+  std::vector<uint32_t> order(static_cast<size_t>(data.size()));
+  std::iota(order.begin(), order.end(), 0u);
+  double sums[kNumMetrics] = {0, 0, 0};
+  Matrix x, y;
+  for (int64_t b = 0; b < plan.num_batches(); ++b) {
+    const Range batch = plan.Batch(b);
+    const Range slice = ReplicaSlice(batch.size(), r.rank(), r.world_size());
+    GatherRows(data, order, {batch.begin + slice.begin, batch.begin + slice.end}, &x, &y);
+    const Matrix& output = model.Forward(x, StepContext{});
+    sums[kLossSum] += loss.Compute(output, y, 1.0f, nullptr);
+    sums[kCorrect] += static_cast<double>(loss.CountCorrect(output, y).value_or(0));
+    sums[kSamples] += static_cast<double>(slice.size());
+  }
+  r.SumMetrics(sums);
+  EvalResult result;
+  result.samples = static_cast<int64_t>(sums[kSamples]);
+  if (result.samples > 0) {
+    result.loss = sums[kLossSum] / sums[kSamples];
+    if (loss.has_accuracy()) result.accuracy = sums[kCorrect] / sums[kSamples];
+  }
+  return result;
+}
+
+}  // namespace holdfast

@@ -1,0 +1,139 @@
+// fit() and evaluate(): the training loop, its callbacks and its history.
+//
+// The loop is defined by global positions: epoch e, global batch b of the
+// BatchPlan, global step = optimizer iterations. A Replica (single process by
+// default; distribute/ provides the MPI one) says which slice of each global
+// batch this process computes and how gradients and metrics are combined.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/data_order.h"
+#include "core/dataset.h"
+#include "core/loss.h"
+#include "core/optimizer.h"
+#include "core/sequential.h"
+
+namespace holdfast {
+
+// The seam between the training loop and a data-parallel strategy. The
+// default implementation is one replica that keeps everything local.
+class Replica {
+ public:
+  virtual ~Replica() = default;
+  virtual int rank() const { return 0; }
+  virtual int world_size() const { return 1; }
+  // Before the first step: make every replica's model and optimizer state
+  // equal to the chief's, and check that they train the same thing.
+  virtual void BeginTraining(Sequential& /*model*/, Optimizer& /*optimizer*/) {}
+  // Passed to Sequential::Backward: parts of the gradient buffer are final.
+  virtual GradientsReadyFn GradientsReadyHook() { return {}; }
+  // After backward: leave in `grads` the sum of every replica's gradients.
+  virtual void FinishGradients(std::span<float> /*grads*/) {}
+  // Sums small metric vectors (loss sums, counts) over replicas, in place.
+  virtual void SumMetrics(std::span<double> /*values*/) {}
+};
+
+// Running sums of the current epoch's training metrics, global over replicas.
+// Part of the training state: a run resumed mid-epoch restores them so its
+// epoch figures equal those of an uninterrupted run.
+struct EpochAccumulators {
+  double loss_sum = 0;     // sum of per-sample losses
+  double correct = 0;      // correct predictions (classification losses)
+  double samples = 0;      // samples seen this epoch
+  double mean_loss() const { return samples > 0 ? loss_sum / samples : 0; }
+  double accuracy() const { return samples > 0 ? correct / samples : 0; }
+};
+
+struct EpochLogs {
+  int epoch = 0;
+  double loss = 0;
+  double accuracy = std::numeric_limits<double>::quiet_NaN();  // NaN: loss defines none
+  int64_t samples = 0;
+  double seconds = 0;  // wall time of this invocation's part of the epoch
+  bool complete = true;  // false: training stopped before the epoch's last batch
+};
+
+struct History {
+  // One entry per epoch trained (even partly) by this fit. Only complete
+  // epochs reach Callback::OnEpochEnd.
+  std::vector<EpochLogs> epochs;
+};
+
+struct FitOptions;
+class Callback;
+
+// What the training loop exposes to callbacks. Callbacks may read all of it;
+// in on_train_begin they may move the start position (epoch, batch, metrics)
+// — that is how a restore callback resumes — and at any time they may set
+// stop_training to end fit after the current batch.
+struct TrainingState {
+  Sequential* model = nullptr;
+  Optimizer* optimizer = nullptr;
+  const Loss* loss = nullptr;
+  const FitOptions* options = nullptr;
+  Replica* replica = nullptr;
+  int epoch = 0;                 // epoch in progress
+  int64_t batch = 0;             // next global batch to run in that epoch
+  int64_t batches_per_epoch = 0;
+  int64_t samples_per_epoch = 0;
+  EpochAccumulators metrics;     // running sums of the epoch in progress
+  double last_batch_loss = 0;    // mean loss of the batch just finished
+  bool stop_training = false;
+  History* history = nullptr;
+  int64_t step() const { return optimizer->iterations(); }
+};
+
+// Keras-style hooks. The default implementations do nothing. An exception
+// thrown from a hook propagates out of fit() unchanged; the model and
+// optimizer then hold the state after the last completed step.
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual void OnTrainBegin(TrainingState&) {}
+  virtual void OnTrainEnd(TrainingState&) {}
+  virtual void OnEpochBegin(TrainingState&) {}
+  virtual void OnEpochEnd(TrainingState&, const EpochLogs&) {}
+  virtual void OnBatchBegin(TrainingState&) {}
+  virtual void OnBatchEnd(TrainingState&) {}
+};
+
+struct FitOptions {
+  int epochs = 1;                 // train until this many epochs are complete
+  int64_t batch_size = 32;        // global batch size
+  int initial_epoch = 0;          // resume position (a callback may override)
+  int64_t initial_batch = 0;
+  uint64_t seed = 0;              // data order and dropout
+  bool shuffle = true;            // false: identity order every epoch
+  bool drop_remainder = false;    // drop the last partial batch of an epoch
+  std::vector<Callback*> callbacks;  // not owned; called in order
+  Replica* replica = nullptr;        // not owned; null = single process
+};
+
+// Trains `model` (already built) with `optimizer` (built for the model's
+// store) on `data`. Throws std::invalid_argument on inconsistent options.
+History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dataset& data,
+            const FitOptions& options);
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = std::numeric_limits<double>::quiet_NaN();
+  int64_t samples = 0;
+};
+
+// Mean loss and accuracy over `data` in inference mode (no dropout), in
+// batches of batch_size. With a replica, each computes a slice and the sums
+// are combined, so every rank returns the same global figures.
+EvalResult Evaluate(Sequential& model, const Loss& loss, const Dataset& data,
+                    int64_t batch_size = 1000, Replica* replica = nullptr);
+
+// Copies rows order[range] of `data` (in order) into x and y.
+void GatherRows(const Dataset& data, std::span<const uint32_t> order, Range range, Matrix* x,
+                Matrix* y);
+
+}  // namespace holdfast

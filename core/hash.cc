@@ -1,0 +1,17 @@
+#include "core/hash.h"
+
+#include <xxhash.h>
+
+#include <cstdio>
+
+namespace holdfast {
+
+uint64_t Xxh3(const void* data, size_t bytes) { return XXH3_64bits(data, bytes); }
+
+std::string HexU64(uint64_t value) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(value));
+  return buf;
+}
+
+}  // namespace holdfast

@@ -1,0 +1,71 @@
+// ParameterStore: every parameter of a model in one contiguous float buffer,
+// every gradient in a second buffer of the same layout.
+//
+// Layers declare tensors while the model is built and get views into the
+// buffers afterwards. All-reduce then runs over contiguous buckets without a
+// copy, optimizer state mirrors the same layout, and a checkpoint writes a few
+// large blobs instead of many small tensors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "core/tensor.h"
+
+namespace holdfast {
+
+using FloatBuffer = std::vector<float, Eigen::aligned_allocator<float>>;
+
+struct TensorSpec {
+  std::string name;             // "dense_0/kernel"
+  std::vector<int64_t> shape;   // {784, 256}
+  size_t offset = 0;            // in floats, into the flat buffers
+  size_t size = 0;              // product of shape
+};
+
+class ParameterStore {
+ public:
+  // Offsets are rounded up to this many floats (64 bytes) so that every
+  // tensor starts on a cache line; the padding stays zero in every buffer.
+  static constexpr size_t kAlignFloats = 16;
+
+  ParameterStore() = default;
+  ParameterStore(const ParameterStore&) = delete;
+  ParameterStore& operator=(const ParameterStore&) = delete;
+
+  // Declares a tensor; returns its index. Only before Finalize().
+  size_t Declare(std::string name, std::vector<int64_t> shape);
+  // Allocates the zeroed parameter and gradient buffers. Called once.
+  void Finalize();
+  bool finalized() const { return finalized_; }
+
+  const std::vector<TensorSpec>& tensors() const { return tensors_; }
+  size_t size() const { return total_; }  // floats per buffer, padding included
+
+  std::span<float> params() { return {params_.data(), params_.size()}; }
+  std::span<const float> params() const { return {params_.data(), params_.size()}; }
+  std::span<float> grads() { return {grads_.data(), grads_.size()}; }
+  std::span<const float> grads() const { return {grads_.data(), grads_.size()}; }
+
+  float* param(size_t index) { return params_.data() + tensors_[index].offset; }
+  float* grad(size_t index) { return grads_.data() + tensors_[index].offset; }
+  // A 2-D view of tensor `index` (1-D tensors are one row).
+  MatrixMap ParamMatrix(size_t index);
+  MatrixMap GradMatrix(size_t index);
+
+  // "dense_0/kernel:784x256;dense_0/bias:256;..." — equal for equal layouts.
+  std::string Signature() const;
+
+ private:
+  std::vector<TensorSpec> tensors_;
+  size_t total_ = 0;
+  bool finalized_ = false;
+  FloatBuffer params_, grads_;
+};
+
+}  // namespace holdfast

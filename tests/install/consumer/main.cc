@@ -1,0 +1,29 @@
+// Trains a tiny regression with the installed holdfast and checks the loss fell.
+#include <cstdio>
+
+#include "core/fit.h"
+#include "core/version.h"
+
+int main() {
+  holdfast::Dataset data;
+  data.x.resize(64, 2);
+  data.y.resize(64, 1);
+  for (int i = 0; i < 64; ++i) {
+    data.x(i, 0) = static_cast<float>(i % 8) / 8;
+    data.x(i, 1) = static_cast<float>(i / 8) / 8;
+    data.y(i, 0) = 3 * data.x(i, 0) - 2 * data.x(i, 1) + 1;
+  }
+  holdfast::Sequential model(2);
+  model.Add<holdfast::Dense>(8).Add<holdfast::ReLU>().Add<holdfast::Dense>(1);
+  model.Build(1);
+  holdfast::Adam adam(0.01f);
+  adam.Build(model.store().size());
+  holdfast::MeanSquaredError mse;
+  holdfast::FitOptions options;
+  options.epochs = 40;
+  options.batch_size = 8;
+  const holdfast::History h = holdfast::Fit(model, adam, mse, data, options);
+  const double first = h.epochs.front().loss, last = h.epochs.back().loss;
+  std::printf("holdfast %s consumer: loss %.4f -> %.4f\n", HOLDFAST_VERSION, first, last);
+  return last < first / 4 ? 0 : 1;
+}
