@@ -1,11 +1,11 @@
 #include "core/callbacks.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <stdexcept>
 #include <string>
-#include <sys/stat.h>
 
 namespace holdfast {
 namespace {
@@ -76,9 +76,9 @@ void ProgressBar::OnBatchEnd(TrainingState& s) {
     std::string bar(kWidth, '.');
     for (int i = 0; i < filled; ++i) bar[i] = '=';
     if (filled < kWidth) bar[filled] = '>';
-    std::fprintf(out_, "\r%lld/%lld [%s] - ETA: %s - %s\033[K",
-                 static_cast<long long>(s.batch), static_cast<long long>(s.batches_per_epoch),
-                 bar.c_str(), FormatDuration(eta).c_str(), MetricsText(s).c_str());
+    std::fprintf(out_, "\r%lld/%lld [%s] - ETA: %s - %s\033[K", static_cast<long long>(s.batch),
+                 static_cast<long long>(s.batches_per_epoch), bar.c_str(),
+                 FormatDuration(eta).c_str(), MetricsText(s).c_str());
   } else {
     std::fprintf(out_, "Epoch %d/%d - %lld/%lld - ETA: %s - %s\n", s.epoch + 1, s.options->epochs,
                  static_cast<long long>(s.batch), static_cast<long long>(s.batches_per_epoch),
@@ -93,17 +93,18 @@ void ProgressBar::OnEpochEnd(TrainingState& s, const EpochLogs& logs) {
   if (tty_) {
     std::fprintf(out_, "\r%lld/%lld [%s] - %.1fs - %.0f samples/s - %s\033[K\n",
                  static_cast<long long>(s.batches_per_epoch),
-                 static_cast<long long>(s.batches_per_epoch),
-                 std::string(30, '=').c_str(), logs.seconds, rate, MetricsText(s).c_str());
+                 static_cast<long long>(s.batches_per_epoch), std::string(30, '=').c_str(),
+                 logs.seconds, rate, MetricsText(s).c_str());
   } else {
     std::fprintf(out_, "Epoch %d/%d - %lld batches - %.1fs - %.0f samples/s - %s\n", s.epoch + 1,
-                 s.options->epochs, static_cast<long long>(s.batches_per_epoch), logs.seconds,
-                 rate, MetricsText(s).c_str());
+                 s.options->epochs, static_cast<long long>(s.batches_per_epoch), logs.seconds, rate,
+                 MetricsText(s).c_str());
   }
   std::fflush(out_);
 }
 
-CsvLogger::CsvLogger(std::string path) : path_(std::move(path)) {
+void CsvLogger::OnTrainBegin(TrainingState& s) {
+  if (s.replica->rank() != 0 || out_.is_open()) return;
   struct stat st;
   const bool exists = stat(path_.c_str(), &st) == 0 && st.st_size > 0;
   out_.open(path_, std::ios::app);
@@ -111,8 +112,8 @@ CsvLogger::CsvLogger(std::string path) : path_(std::move(path)) {
   if (!exists) out_ << "epoch,loss,accuracy,samples,seconds\n" << std::flush;
 }
 
-void CsvLogger::OnEpochEnd(TrainingState& s, const EpochLogs& logs) {
-  if (s.replica->rank() != 0) return;
+void CsvLogger::OnEpochEnd(TrainingState&, const EpochLogs& logs) {
+  if (!out_.is_open()) return;
   out_ << logs.epoch << ',' << logs.loss << ',';
   if (!std::isnan(logs.accuracy)) out_ << logs.accuracy;
   out_ << ',' << logs.samples << ',' << logs.seconds << '\n' << std::flush;

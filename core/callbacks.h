@@ -30,11 +30,13 @@ class ProgressBar final : public Callback {
 };
 
 // Appends "epoch,loss,accuracy,samples,seconds" rows, one per epoch, to a
-// CSV file (header written when the file is new). Chief only.
+// CSV file (header written when the file is new). Only the chief (rank 0)
+// opens and writes the file.
 class CsvLogger final : public Callback {
  public:
+  explicit CsvLogger(std::string path) : path_(std::move(path)) {}
   // Throws std::runtime_error if the file cannot be opened.
-  explicit CsvLogger(std::string path);
+  void OnTrainBegin(TrainingState& s) override;
   void OnEpochEnd(TrainingState& s, const EpochLogs& logs) override;
 
  private:

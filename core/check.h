@@ -20,11 +20,11 @@ void SetCheckFailureHandler(CheckFailureHandler handler);
 
 }  // namespace holdfast
 
-#define HOLDFAST_CHECK(cond, msg)                                                         \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
-      std::ostringstream _hf_oss;                                                         \
-      _hf_oss << msg;                                                                     \
-      ::holdfast::CheckFailed(__FILE__, __LINE__, #cond, _hf_oss.str());                  \
-    }                                                                                     \
+#define HOLDFAST_CHECK(cond, msg)                                        \
+  do {                                                                   \
+    if (!(cond)) {                                                       \
+      std::ostringstream _hf_oss;                                        \
+      _hf_oss << msg;                                                    \
+      ::holdfast::CheckFailed(__FILE__, __LINE__, #cond, _hf_oss.str()); \
+    }                                                                    \
   } while (0)

@@ -26,8 +26,8 @@ BatchPlan::BatchPlan(int64_t num_samples, int64_t batch_size, bool drop_remainde
     : num_samples_(num_samples), batch_size_(batch_size) {
   if (batch_size <= 0) throw std::invalid_argument("batch size must be positive");
   if (num_samples < 0) throw std::invalid_argument("sample count must not be negative");
-  num_batches_ = drop_remainder ? num_samples / batch_size
-                                : (num_samples + batch_size - 1) / batch_size;
+  num_batches_ =
+      drop_remainder ? num_samples / batch_size : (num_samples + batch_size - 1) / batch_size;
 }
 
 Range BatchPlan::Batch(int64_t batch) const {

@@ -1,10 +1,10 @@
 #include "core/dataset.h"
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <cerrno>
 #include <memory>
-#include <sys/stat.h>
 
 namespace holdfast {
 namespace {
@@ -66,7 +66,8 @@ StatusOr<IdxArray> ReadIdxFile(const std::string& path) {
     if (!ReadExactly(file.get(), be, 4)) {
       return DataLossError(path + ": truncated IDX file (header)");
     }
-    const uint32_t dim = uint32_t{be[0]} << 24 | uint32_t{be[1]} << 16 | uint32_t{be[2]} << 8 | be[3];
+    const uint32_t dim =
+        uint32_t{be[0]} << 24 | uint32_t{be[1]} << 16 | uint32_t{be[2]} << 8 | be[3];
     if (dim == 0) return InvalidArgumentError(path + ": IDX dimension of size 0");
     total *= dim;
     if (total > kMaxIdxBytes) {
@@ -74,10 +75,17 @@ StatusOr<IdxArray> ReadIdxFile(const std::string& path) {
     }
     array.dims.push_back(dim);
   }
-  array.data.resize(total);
-  if (!ReadExactly(file.get(), array.data.data(), total)) {
-    return DataLossError(path + ": truncated IDX file: header promises " + std::to_string(total) +
-                         " bytes of data");
+  // Grow the buffer as bytes arrive instead of trusting the header's size:
+  // a damaged header must not make us allocate gigabytes first.
+  constexpr uint64_t kChunk = uint64_t{16} << 20;
+  while (array.data.size() < total) {
+    const uint64_t have = array.data.size();
+    const uint64_t want = std::min(kChunk, total - have);
+    array.data.resize(have + want);
+    if (!ReadExactly(file.get(), array.data.data() + have, want)) {
+      return DataLossError(path + ": truncated IDX file: header promises " + std::to_string(total) +
+                           " bytes of data");
+    }
   }
   uint8_t extra;
   if (gzread(file.get(), &extra, 1) != 0) {
@@ -119,7 +127,8 @@ StatusOr<Dataset> LoadIdxDataset(const std::string& images_path, const std::stri
 StatusOr<TrainTestData> LoadFashionMnist(const std::string& dir) {
   struct stat st;
   if (stat(dir.c_str(), &st) != 0) return ErrnoToStatus(errno, "data directory " + dir);
-  if (!S_ISDIR(st.st_mode)) return InvalidArgumentError("data directory " + dir + ": not a directory");
+  if (!S_ISDIR(st.st_mode))
+    return InvalidArgumentError("data directory " + dir + ": not a directory");
   TrainTestData out;
   HOLDFAST_ASSIGN_OR_RETURN(out.train, LoadIdxDataset(dir + "/train-images-idx3-ubyte.gz",
                                                       dir + "/train-labels-idx1-ubyte.gz"));

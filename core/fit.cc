@@ -57,8 +57,8 @@ History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dat
   state.epoch = options.initial_epoch;
   state.batch = options.initial_batch;
   state.batches_per_epoch = plan.num_batches();
-  state.samples_per_epoch = options.drop_remainder ? plan.num_batches() * plan.batch_size()
-                                                   : plan.num_samples();
+  state.samples_per_epoch =
+      options.drop_remainder ? plan.num_batches() * plan.batch_size() : plan.num_samples();
   state.history = &history;
 
   replica.BeginTraining(model, optimizer);
@@ -102,8 +102,7 @@ History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dat
       // Scaling by the global batch size makes the replicas' gradient sum the
       // gradient of the global batch's mean loss, however it is split.
       double sums[kNumMetrics];
-      sums[kLossSum] =
-          loss.Compute(output, y, 1.0f / static_cast<float>(batch.size()), &doutput);
+      sums[kLossSum] = loss.Compute(output, y, 1.0f / static_cast<float>(batch.size()), &doutput);
       sums[kCorrect] = static_cast<double>(loss.CountCorrect(output, y).value_or(0));
       sums[kSamples] = static_cast<double>(slice.size());
       model.Backward(doutput, ready);
@@ -124,8 +123,7 @@ History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dat
     logs.loss = state.metrics.mean_loss();
     if (loss.has_accuracy()) logs.accuracy = state.metrics.accuracy();
     logs.samples = static_cast<int64_t>(state.metrics.samples);
-    logs.seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    logs.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     logs.complete = state.batch == plan.num_batches();
     history.epochs.push_back(logs);
     // A stopped epoch is in History but is not "ended": epoch-end hooks (such
@@ -146,8 +144,7 @@ EvalResult Evaluate(Sequential& model, const Loss& loss, const Dataset& data, in
   if (batch_size <= 0) throw std::invalid_argument("batch size must be positive");
   if (data.x.cols() != model.input_width()) {
     throw std::invalid_argument("data has " + std::to_string(data.x.cols()) +
-                                " features, model expects " +
-                                std::to_string(model.input_width()));
+                                " features, model expects " + std::to_string(model.input_width()));
   }
   const BatchPlan plan(data.size(), batch_size, /*drop_remainder=*/false);
   std::vector<uint32_t> order(static_cast<size_t>(data.size()));

@@ -43,9 +43,9 @@ class Replica {
 // Part of the training state: a run resumed mid-epoch restores them so its
 // epoch figures equal those of an uninterrupted run.
 struct EpochAccumulators {
-  double loss_sum = 0;     // sum of per-sample losses
-  double correct = 0;      // correct predictions (classification losses)
-  double samples = 0;      // samples seen this epoch
+  double loss_sum = 0;  // sum of per-sample losses
+  double correct = 0;   // correct predictions (classification losses)
+  double samples = 0;   // samples seen this epoch
   double mean_loss() const { return samples > 0 ? loss_sum / samples : 0; }
   double accuracy() const { return samples > 0 ? correct / samples : 0; }
 };
@@ -55,7 +55,7 @@ struct EpochLogs {
   double loss = 0;
   double accuracy = std::numeric_limits<double>::quiet_NaN();  // NaN: loss defines none
   int64_t samples = 0;
-  double seconds = 0;  // wall time of this invocation's part of the epoch
+  double seconds = 0;    // wall time of this invocation's part of the epoch
   bool complete = true;  // false: training stopped before the epoch's last batch
 };
 
@@ -78,12 +78,12 @@ struct TrainingState {
   const Loss* loss = nullptr;
   const FitOptions* options = nullptr;
   Replica* replica = nullptr;
-  int epoch = 0;                 // epoch in progress
-  int64_t batch = 0;             // next global batch to run in that epoch
+  int epoch = 0;      // epoch in progress
+  int64_t batch = 0;  // next global batch to run in that epoch
   int64_t batches_per_epoch = 0;
   int64_t samples_per_epoch = 0;
-  EpochAccumulators metrics;     // running sums of the epoch in progress
-  double last_batch_loss = 0;    // mean loss of the batch just finished
+  EpochAccumulators metrics;   // running sums of the epoch in progress
+  double last_batch_loss = 0;  // mean loss of the batch just finished
   bool stop_training = false;
   History* history = nullptr;
   int64_t step() const { return optimizer->iterations(); }
@@ -104,13 +104,13 @@ class Callback {
 };
 
 struct FitOptions {
-  int epochs = 1;                 // train until this many epochs are complete
-  int64_t batch_size = 32;        // global batch size
-  int initial_epoch = 0;          // resume position (a callback may override)
+  int epochs = 1;           // train until this many epochs are complete
+  int64_t batch_size = 32;  // global batch size
+  int initial_epoch = 0;    // resume position (a callback may override)
   int64_t initial_batch = 0;
-  uint64_t seed = 0;              // data order and dropout
-  bool shuffle = true;            // false: identity order every epoch
-  bool drop_remainder = false;    // drop the last partial batch of an epoch
+  uint64_t seed = 0;                 // data order and dropout
+  bool shuffle = true;               // false: identity order every epoch
+  bool drop_remainder = false;       // drop the last partial batch of an epoch
   std::vector<Callback*> callbacks;  // not owned; called in order
   Replica* replica = nullptr;        // not owned; null = single process
 };

@@ -15,8 +15,8 @@ namespace holdfast {
 // What a forward pass needs to know about the step it belongs to.
 struct StepContext {
   bool training = false;
-  uint64_t seed = 0;   // the run's seed
-  int64_t step = 0;    // global optimizer step being computed
+  uint64_t seed = 0;  // the run's seed
+  int64_t step = 0;   // global optimizer step being computed
   // Global row index, within the global batch, of this replica's first row.
   // Dropout masks are keyed by global rows, so they do not depend on how the
   // batch is split across ranks.

@@ -39,17 +39,23 @@ MatrixMap ParameterStore::GradMatrix(size_t index) {
   return MatrixMap(grads_.data() + t.offset, rows, static_cast<int64_t>(t.size) / rows);
 }
 
-std::string ParameterStore::Signature() const {
+std::string DescribeTensor(const TensorSpec& t) {
   std::ostringstream out;
-  for (size_t i = 0; i < tensors_.size(); ++i) {
-    if (i > 0) out << ';';
-    out << tensors_[i].name << ':';
-    for (size_t d = 0; d < tensors_[i].shape.size(); ++d) {
-      if (d > 0) out << 'x';
-      out << tensors_[i].shape[d];
-    }
+  out << t.name << ':';
+  for (size_t d = 0; d < t.shape.size(); ++d) {
+    if (d > 0) out << 'x';
+    out << t.shape[d];
   }
   return out.str();
+}
+
+std::string ParameterStore::Signature() const {
+  std::string out;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (i > 0) out += ';';
+    out += DescribeTensor(tensors_[i]);
+  }
+  return out;
 }
 
 }  // namespace holdfast

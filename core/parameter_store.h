@@ -9,24 +9,43 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <Eigen/Core>
 
 #include "core/tensor.h"
 
 namespace holdfast {
 
-using FloatBuffer = std::vector<float, Eigen::aligned_allocator<float>>;
+// Allocates on 64-byte boundaries (a cache line, an AVX-512 vector) whatever
+// instruction set Eigen was compiled for.
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlignment{64};
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}  // NOLINT: rebinding
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlignment)); }
+  void deallocate(T* p, size_t) { ::operator delete(p, kAlignment); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const {
+    return true;
+  }
+};
+
+using FloatBuffer = std::vector<float, CacheLineAllocator<float>>;
 
 struct TensorSpec {
-  std::string name;             // "dense_0/kernel"
-  std::vector<int64_t> shape;   // {784, 256}
-  size_t offset = 0;            // in floats, into the flat buffers
-  size_t size = 0;              // product of shape
+  std::string name;            // "dense_0/kernel"
+  std::vector<int64_t> shape;  // {784, 256}
+  size_t offset = 0;           // in floats, into the flat buffers
+  size_t size = 0;             // product of shape
 };
+
+// "dense_0/kernel:784x256".
+std::string DescribeTensor(const TensorSpec& t);
 
 class ParameterStore {
  public:

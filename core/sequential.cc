@@ -57,8 +57,16 @@ void Sequential::Backward(const Matrix& doutput, const GradientsReadyFn& ready) 
 std::string Sequential::Signature() const {
   std::ostringstream out;
   out << "in:" << input_width_;
-  for (size_t i = 0; i < layers_.size(); ++i) out << '|' << layers_[i]->kind() << '_' << i;
-  out << '|' << store_.Signature();
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string name = layers_[i]->kind() + "_" + std::to_string(i);
+    std::string tensors;
+    for (const TensorSpec& t : store_.tensors()) {
+      if (t.name.rfind(name + "/", 0) != 0) continue;
+      if (!tensors.empty()) tensors += ';';
+      tensors += DescribeTensor(t);
+    }
+    out << '|' << (tensors.empty() ? name : tensors);
+  }
   return out.str();
 }
 

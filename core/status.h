@@ -11,8 +11,8 @@ namespace holdfast {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,     // the caller passed something wrong: fix the input
-  kNotFound,            // a file or object does not exist
+  kInvalidArgument,  // the caller passed something wrong: fix the input
+  kNotFound,         // a file or object does not exist
   kAlreadyExists,
   kPermissionDenied,
   kResourceExhausted,   // disk full, out of memory
@@ -20,8 +20,8 @@ enum class StatusCode {
   kAborted,             // retry the whole operation (a two-phase commit vote failed)
   kUnavailable,         // transient: retry the call
   kDeadlineExceeded,
-  kDataLoss,            // corruption: bytes on disk are not what was written
-  kInternal,            // a bug or an unexpected system error
+  kDataLoss,  // corruption: bytes on disk are not what was written
+  kInternal,  // a bug or an unexpected system error
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -47,35 +47,52 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgumentError(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgumentError(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFoundError(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
-inline Status FailedPreconditionError(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
+inline Status FailedPreconditionError(std::string m) {
+  return {StatusCode::kFailedPrecondition, std::move(m)};
+}
 inline Status AbortedError(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
 inline Status UnavailableError(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status DataLossError(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
-inline Status ResourceExhaustedError(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
+inline Status ResourceExhaustedError(std::string m) {
+  return {StatusCode::kResourceExhausted, std::move(m)};
+}
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 
 // Maps an errno value from a failed system call on `what` to a Status:
-// ENOENT -> NotFound, EACCES/EPERM/EROFS -> PermissionDenied, ENOSPC/EDQUOT -> ResourceExhausted, ...
+// ENOENT -> NotFound, EACCES/EPERM/EROFS -> PermissionDenied, ENOSPC/EDQUOT -> ResourceExhausted,
+// ...
 Status ErrnoToStatus(int err, const std::string& what);
 
 // A value or the error that prevented it.
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(T value) : value_(std::move(value)) {}            // NOLINT: implicit by design
-  StatusOr(Status status) : status_(std::move(status)) {     // NOLINT: implicit by design
-    if (status_.ok()) status_ = InternalError("StatusOr constructed from an OK status without a value");
+  StatusOr(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
+  StatusOr(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
+    if (status_.ok())
+      status_ = InternalError("StatusOr constructed from an OK status without a value");
   }
 
   bool ok() const { return value_.has_value(); }
   const Status& status() const { return status_; }
 
   // Precondition: ok(). Aborts otherwise, since reading a missing value is a bug.
-  T& value() & { CheckOk(); return *value_; }
-  const T& value() const& { CheckOk(); return *value_; }
-  T&& value() && { CheckOk(); return std::move(*value_); }
+  T& value() & {
+    CheckOk();
+    return *value_;
+  }
+  const T& value() const& {
+    CheckOk();
+    return *value_;
+  }
+  T&& value() && {
+    CheckOk();
+    return std::move(*value_);
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T* operator->() { return &value(); }
@@ -94,10 +111,10 @@ class [[nodiscard]] StatusOr {
 #define HOLDFAST_CONCAT_INNER_(a, b) a##b
 #define HOLDFAST_CONCAT_(a, b) HOLDFAST_CONCAT_INNER_(a, b)
 
-#define HOLDFAST_RETURN_IF_ERROR(expr)           \
-  do {                                           \
-    ::holdfast::Status _hf_status = (expr);      \
-    if (!_hf_status.ok()) return _hf_status;     \
+#define HOLDFAST_RETURN_IF_ERROR(expr)       \
+  do {                                       \
+    ::holdfast::Status _hf_status = (expr);  \
+    if (!_hf_status.ok()) return _hf_status; \
   } while (0)
 
 #define HOLDFAST_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \

@@ -4,16 +4,15 @@
 // Exit codes: 0 done, 2 usage or bad input (flags, data files), 1 other failure.
 #include <omp.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "core/callbacks.h"
 #include "core/dataset.h"
@@ -107,8 +106,8 @@ int Run(const Flags& f) {
     std::fprintf(stderr, "fmnist_mlp: cannot load data: %s\n", data.status().message().c_str());
     return kExitUsage;
   }
-  holdfast::Dataset train = f.train_samples > 0 ? data->train.Head(f.train_samples)
-                                                : std::move(data->train);
+  holdfast::Dataset train =
+      f.train_samples > 0 ? data->train.Head(f.train_samples) : std::move(data->train);
 
   Sequential model(static_cast<int>(train.x.cols()));
   for (int width : f.hidden) {
@@ -149,8 +148,7 @@ int Run(const Flags& f) {
   std::printf("fmnist_mlp: %d epochs, %lld steps, world size 1\n",
               static_cast<int>(history.epochs.size()),
               static_cast<long long>(optimizer->iterations()));
-  std::printf("  final train loss   %.4f\n  test accuracy      %.4f\n", final_loss,
-              test.accuracy);
+  std::printf("  final train loss   %.4f\n  test accuracy      %.4f\n", final_loss, test.accuracy);
   std::printf("  samples/s          %.0f\n  weights xxh3-64    %s\n", samples_per_second,
               weights.c_str());
 
@@ -177,8 +175,11 @@ int Run(const Flags& f) {
     j["holdfast_version"] = HOLDFAST_VERSION;
     nlohmann::json epochs = nlohmann::json::array();
     for (const auto& e : history.epochs) {
-      epochs.push_back({{"epoch", e.epoch}, {"loss", e.loss}, {"accuracy", e.accuracy},
-                        {"samples", e.samples}, {"seconds", e.seconds}});
+      epochs.push_back({{"epoch", e.epoch},
+                        {"loss", e.loss},
+                        {"accuracy", e.accuracy},
+                        {"samples", e.samples},
+                        {"seconds", e.seconds}});
     }
     j["history"] = epochs;
     std::ofstream out(f.summary_json);

@@ -1,10 +1,9 @@
 // toy_linear: the smallest end-to-end example. A Dense(5) layer learns
 // y = 5x + [0, 1, 2, 3, 4] for x = 0..9 (the data set repeated 10 times), with
 // mean absolute error, Adam(0.1) and batch 2, printing the loss of every step.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "core/fit.h"
 #include "core/hash.h"
@@ -15,8 +14,8 @@ class PrintStepLoss final : public holdfast::Callback {
  public:
   void OnBatchEnd(holdfast::TrainingState& s) override {
     if (s.replica->rank() == 0) {
-      std::printf("epoch %d step %lld loss %.6f\n", s.epoch + 1,
-                  static_cast<long long>(s.step()), s.last_batch_loss);
+      std::printf("epoch %d step %lld loss %.6f\n", s.epoch + 1, static_cast<long long>(s.step()),
+                  s.last_batch_loss);
     }
   }
 };

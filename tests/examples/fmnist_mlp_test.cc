@@ -6,10 +6,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/dataset.h"
 #include "tests/testutil/subprocess.h"
@@ -140,7 +139,8 @@ TEST(ToyLinearTest, LossFallsStepByStep) {
   std::string line;
   while (std::getline(lines, line)) {
     double loss;
-    if (std::sscanf(line.c_str(), "epoch %*d step %*d loss %lf", &loss) == 1) losses.push_back(loss);
+    if (std::sscanf(line.c_str(), "epoch %*d step %*d loss %lf", &loss) == 1)
+      losses.push_back(loss);
   }
   ASSERT_EQ(losses.size(), 50u) << r.out;  // 100 samples / batch 2
   // The data comes in order, so compare the same batch (x = 8, 9) in the
