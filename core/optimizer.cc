@@ -1,5 +1,6 @@
 #include "core/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -7,6 +8,43 @@
 
 namespace holdfast {
 namespace {
+
+// Element-wise updates run as a vectorised kernel over chunks, with OpenMP
+// splitting large buffers into chunks across threads. Each element's result
+// depends only on that element, so it is the same for any thread count.
+constexpr int64_t kChunk = 1 << 16;
+
+template <typename Kernel>
+void ForEachChunk(int64_t n, const Kernel& kernel) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks > 2)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kChunk;
+    kernel(begin, std::min(n, begin + kChunk) - begin);
+  }
+}
+
+void SgdKernel(float* __restrict p, const float* __restrict g, int64_t n, float lr) {
+  for (int64_t i = 0; i < n; ++i) p[i] -= lr * g[i];
+}
+
+void MomentumKernel(float* __restrict p, const float* __restrict g, float* __restrict v,
+                    int64_t n, float lr, float mu) {
+  for (int64_t i = 0; i < n; ++i) {
+    v[i] = mu * v[i] - lr * g[i];
+    p[i] += v[i];
+  }
+}
+
+void AdamKernel(float* __restrict p, const float* __restrict g, float* __restrict m,
+                float* __restrict v, int64_t n, float alpha, float b1, float b2, float eps) {
+  for (int64_t i = 0; i < n; ++i) {
+    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+    p[i] -= alpha * m[i] / (std::sqrt(v[i]) + eps);
+  }
+}
+
 void CheckSizes(size_t slots, std::span<float> params, std::span<const float> grads) {
   HOLDFAST_CHECK(params.size() == grads.size() && params.size() == slots,
                  "optimizer built for " << slots << " parameters, got " << params.size()
@@ -29,19 +67,15 @@ void SGD::Apply(std::span<float> params, std::span<const float> grads) {
   CheckSizes(size_, params, grads);
   float* p = params.data();
   const float* g = grads.data();
+  float* v = velocity_.data();
   const float lr = lr_, mu = momentum_;
-  const int64_t n = static_cast<int64_t>(params.size());
-  if (mu == 0.0f) {
-#pragma omp parallel for simd schedule(static) if (n > (1 << 18))
-    for (int64_t i = 0; i < n; ++i) p[i] -= lr * g[i];
-  } else {
-    float* v = velocity_.data();
-#pragma omp parallel for simd schedule(static) if (n > (1 << 18))
-    for (int64_t i = 0; i < n; ++i) {
-      v[i] = mu * v[i] - lr * g[i];
-      p[i] += v[i];
+  ForEachChunk(static_cast<int64_t>(params.size()), [&](int64_t b, int64_t n) {
+    if (mu == 0.0f) {
+      SgdKernel(p + b, g + b, n, lr);
+    } else {
+      MomentumKernel(p + b, g + b, v + b, n, lr, mu);
     }
-  }
+  });
   ++iterations_;
 }
 
@@ -69,19 +103,13 @@ void Adam::Apply(std::span<float> params, std::span<const float> grads) {
   const double t = static_cast<double>(iterations_ + 1);
   const float alpha = static_cast<float>(lr_ * std::sqrt(1.0 - std::pow(double{beta2_}, t)) /
                                          (1.0 - std::pow(double{beta1_}, t)));
-  const float b1 = beta1_, b2 = beta2_, eps = epsilon_;
   float* p = params.data();
   const float* g = grads.data();
   float* m = m_.data();
   float* v = v_.data();
-  const int64_t n = static_cast<int64_t>(params.size());
-  // Element-wise, so the result does not depend on the thread count.
-#pragma omp parallel for simd schedule(static) if (n > (1 << 18))
-  for (int64_t i = 0; i < n; ++i) {
-    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-    p[i] -= alpha * m[i] / (std::sqrt(v[i]) + eps);
-  }
+  ForEachChunk(static_cast<int64_t>(params.size()), [&](int64_t b, int64_t n) {
+    AdamKernel(p + b, g + b, m + b, v + b, n, alpha, beta1_, beta2_, epsilon_);
+  });
   ++iterations_;
 }
 
