@@ -61,7 +61,7 @@ History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dat
       options.drop_remainder ? plan.num_batches() * plan.batch_size() : plan.num_samples();
   state.history = &history;
 
-  replica.BeginTraining(model, optimizer);
+  replica.BeginTraining(model, optimizer, loss, data, options);
   for (Callback* cb : options.callbacks) cb->OnTrainBegin(state);
   if (state.batch < 0 || state.batch > plan.num_batches()) {
     throw std::invalid_argument("initial batch " + std::to_string(state.batch) +
@@ -73,7 +73,6 @@ History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dat
     state.batch = 0;
   }
 
-  const GradientsReadyFn ready = replica.GradientsReadyHook();
   const uint32_t n = static_cast<uint32_t>(data.size());
   Matrix x, y, doutput;
   std::vector<uint32_t> order(n);
@@ -105,10 +104,9 @@ History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dat
       sums[kLossSum] = loss.Compute(output, y, 1.0f / static_cast<float>(batch.size()), &doutput);
       sums[kCorrect] = static_cast<double>(loss.CountCorrect(output, y).value_or(0));
       sums[kSamples] = static_cast<double>(slice.size());
-      model.Backward(doutput, ready);
-      replica.FinishGradients(model.store().grads());
+      model.Backward(doutput, replica.BeginStepSync(sums));
+      replica.FinishStepSync(model.store().grads(), sums);
       optimizer.Apply(model.store().params(), model.store().grads());
-      replica.SumMetrics(sums);
 
       state.metrics.loss_sum += sums[kLossSum];
       state.metrics.correct += sums[kCorrect];

@@ -6,6 +6,7 @@
 // batch this process computes and how gradients and metrics are combined.
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -21,22 +22,62 @@
 
 namespace holdfast {
 
-// The seam between the training loop and a data-parallel strategy. The
-// default implementation is one replica that keeps everything local.
+struct FitOptions;
+
+// Words all replicas agree on at a step: each is the number of replicas that
+// raised it before that step's gradients were combined.
+struct StepControl {
+  int stop_requests = 0;  // replicas asking the job to stop (preemption, user)
+  int failures = 0;       // replicas reporting a failure
+};
+
+// The seam between the training loop and a data-parallel strategy. This
+// base class is one replica that keeps everything local; distribute/
+// provides the mirrored strategy over a Communicator.
+//
+// Per step, Fit calls BeginStepSync (after the loss, with this replica's
+// metric sums), then Backward with the returned hook, then FinishStepSync.
 class Replica {
  public:
   virtual ~Replica() = default;
   virtual int rank() const { return 0; }
   virtual int world_size() const { return 1; }
   // Before the first step: make every replica's model and optimizer state
-  // equal to the chief's, and check that they train the same thing.
-  virtual void BeginTraining(Sequential& /*model*/, Optimizer& /*optimizer*/) {}
-  // Passed to Sequential::Backward: parts of the gradient buffer are final.
-  virtual GradientsReadyFn GradientsReadyHook() { return {}; }
-  // After backward: leave in `grads` the sum of every replica's gradients.
-  virtual void FinishGradients(std::span<float> /*grads*/) {}
-  // Sums small metric vectors (loss sums, counts) over replicas, in place.
+  // equal to the chief's, and check that all train the same thing (throws
+  // std::invalid_argument naming the difference otherwise).
+  virtual void BeginTraining(Sequential& /*model*/, Optimizer& /*optimizer*/,
+                             const Loss& /*loss*/, const Dataset& /*data*/,
+                             const FitOptions& /*options*/) {}
+  // Starts a step's synchronisation. `metrics` are this replica's sums; the
+  // returned hook (may be empty) is passed to Sequential::Backward.
+  virtual GradientsReadyFn BeginStepSync(std::span<const double> /*metrics*/) { return {}; }
+  // Ends it: leaves in `grads` the sum of every replica's gradients and in
+  // `metrics` the sum of every replica's metrics, and agrees on control().
+  virtual void FinishStepSync(std::span<float> /*grads*/, std::span<double> /*metrics*/) {
+    control_ = TakeLocalControl();
+  }
+  // Sums small metric vectors (evaluation) over replicas, in place.
   virtual void SumMetrics(std::span<double> /*values*/) {}
+
+  // Raise a control word; it reaches every replica at the end of the next
+  // step. Async-signal-safe (a lock-free atomic store).
+  void RequestStop() { local_stop_.store(true, std::memory_order_relaxed); }
+  void ReportFailure() { local_failure_.store(true, std::memory_order_relaxed); }
+  // The words agreed at the last finished step.
+  const StepControl& control() const { return control_; }
+
+ protected:
+  // This replica's raised words (cleared as they are taken).
+  StepControl TakeLocalControl() {
+    StepControl c;
+    c.stop_requests = local_stop_.exchange(false, std::memory_order_relaxed) ? 1 : 0;
+    c.failures = local_failure_.exchange(false, std::memory_order_relaxed) ? 1 : 0;
+    return c;
+  }
+  StepControl control_;
+
+ private:
+  std::atomic<bool> local_stop_{false}, local_failure_{false};
 };
 
 // Running sums of the current epoch's training metrics, global over replicas.
@@ -65,7 +106,6 @@ struct History {
   std::vector<EpochLogs> epochs;
 };
 
-struct FitOptions;
 class Callback;
 
 // What the training loop exposes to callbacks. Callbacks may read all of it;

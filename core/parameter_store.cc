@@ -23,7 +23,7 @@ void ParameterStore::Finalize() {
   HOLDFAST_CHECK(!finalized_, "Finalize called twice");
   total_ = (total_ + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
   params_.assign(total_, 0.0f);
-  grads_.assign(total_, 0.0f);
+  grads_.assign(kControlFloats + total_, 0.0f);
   finalized_ = true;
 }
 
@@ -36,7 +36,7 @@ MatrixMap ParameterStore::ParamMatrix(size_t index) {
 MatrixMap ParameterStore::GradMatrix(size_t index) {
   const TensorSpec& t = tensors_[index];
   const int64_t rows = t.shape.size() == 2 ? t.shape[0] : 1;
-  return MatrixMap(grads_.data() + t.offset, rows, static_cast<int64_t>(t.size) / rows);
+  return MatrixMap(grad_base() + t.offset, rows, static_cast<int64_t>(t.size) / rows);
 }
 
 std::string DescribeTensor(const TensorSpec& t) {

@@ -52,6 +52,11 @@ class ParameterStore {
   // Offsets are rounded up to this many floats (64 bytes) so that every
   // tensor starts on a cache line; the padding stays zero in every buffer.
   static constexpr size_t kAlignFloats = 16;
+  // The gradient buffer is preceded by one cache line of control floats.
+  // A data-parallel strategy fills it with per-step words (metrics, "a rank
+  // asks to stop") so they ride in the gradient all-reduce: the line sits
+  // before offset 0, the last part of the buffer that backward completes.
+  static constexpr size_t kControlFloats = 16;
 
   ParameterStore() = default;
   ParameterStore(const ParameterStore&) = delete;
@@ -68,11 +73,13 @@ class ParameterStore {
 
   std::span<float> params() { return {params_.data(), params_.size()}; }
   std::span<const float> params() const { return {params_.data(), params_.size()}; }
-  std::span<float> grads() { return {grads_.data(), grads_.size()}; }
-  std::span<const float> grads() const { return {grads_.data(), grads_.size()}; }
+  std::span<float> grads() { return {grad_base(), total_}; }
+  std::span<const float> grads() const { return {grad_base(), total_}; }
+  // The control line followed by grads(): what a strategy all-reduces.
+  std::span<float> control_and_grads() { return {grads_.data(), grads_.size()}; }
 
   float* param(size_t index) { return params_.data() + tensors_[index].offset; }
-  float* grad(size_t index) { return grads_.data() + tensors_[index].offset; }
+  float* grad(size_t index) { return grad_base() + tensors_[index].offset; }
   // A 2-D view of tensor `index` (1-D tensors are one row).
   MatrixMap ParamMatrix(size_t index);
   MatrixMap GradMatrix(size_t index);
@@ -84,7 +91,10 @@ class ParameterStore {
   std::vector<TensorSpec> tensors_;
   size_t total_ = 0;
   bool finalized_ = false;
-  FloatBuffer params_, grads_;
+  float* grad_base() { return grads_.data() + kControlFloats; }
+  const float* grad_base() const { return grads_.data() + kControlFloats; }
+  FloatBuffer params_;
+  FloatBuffer grads_;  // kControlFloats control floats, then the gradients
 };
 
 }  // namespace holdfast

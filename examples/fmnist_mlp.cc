@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -19,6 +20,8 @@
 #include "core/fit.h"
 #include "core/hash.h"
 #include "core/version.h"
+#include "distribute/mirrored_strategy.h"
+#include "distribute/mpi_communicator.h"
 
 namespace {
 
@@ -43,7 +46,9 @@ struct Flags {
   int64_t batch = 50;
   int epochs = 10;
   uint64_t seed = 42;
-  int threads = 0;  // 0: OpenMP's default (all cores)
+  int threads = 0;  // 0: this host's cores shared among its ranks
+  double bucket_mib = 4;
+  bool no_overlap = false;
   int64_t train_samples = 0;
   bool quiet = false;
   bool drop_remainder = false;
@@ -80,12 +85,19 @@ void ParseFlags(CLI::App& app, Flags& f) {
       ->capture_default_str();
   app.add_option("--seed", f.seed, "Seed of initialisation, data order and dropout")
       ->capture_default_str();
-  app.add_option("--threads", f.threads, "Threads per process (0: all cores)")
+  app.add_option("--threads", f.threads,
+                 "Threads per process (0: the host's cores divided by its ranks)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--train-samples", f.train_samples,
                  "Use only the first N training samples (0: all 60000)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--bucket-mib", f.bucket_mib,
+                 "Gradient all-reduce bucket size in MiB (multi-rank runs)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--no-overlap", f.no_overlap,
+               "All-reduce gradients only after backward (default: overlap with it)");
   app.add_flag("--drop-remainder", f.drop_remainder,
                "Drop each epoch's last partial batch (default: keep it)");
   app.add_flag("--quiet", f.quiet, "No progress output");
@@ -100,7 +112,16 @@ std::unique_ptr<Optimizer> MakeOptimizer(const Flags& f) {
 }
 
 int Run(const Flags& f) {
-  if (f.threads > 0) omp_set_num_threads(f.threads);
+  holdfast::MirroredOptions mirrored;
+  mirrored.bucket_bytes = static_cast<size_t>(f.bucket_mib * (1 << 20));
+  mirrored.overlap = !f.no_overlap;
+  holdfast::AutoStrategy auto_strategy(mirrored);
+  holdfast::MirroredStrategy& strategy = auto_strategy.strategy();
+  const bool chief = strategy.rank() == 0;
+  omp_set_num_threads(f.threads > 0 ? f.threads
+                                    : std::max(1, omp_get_num_procs() /
+                                                      holdfast::MpiCommunicator::LocalRankCount()));
+
   auto data = holdfast::LoadFashionMnist(f.data);
   if (!data.ok()) {
     std::fprintf(stderr, "fmnist_mlp: cannot load data: %s\n", data.status().message().c_str());
@@ -127,6 +148,7 @@ int Run(const Flags& f) {
   options.batch_size = f.batch;
   options.seed = f.seed;
   options.drop_remainder = f.drop_remainder;
+  options.replica = &strategy;
   options.callbacks.push_back(&progress);
   if (!f.csv_log.empty()) {
     csv = std::make_unique<holdfast::CsvLogger>(f.csv_log);
@@ -137,7 +159,8 @@ int Run(const Flags& f) {
   const holdfast::History history = holdfast::Fit(model, *optimizer, loss, train, options);
   const double train_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const holdfast::EvalResult test = holdfast::Evaluate(model, loss, data->test);
+  const holdfast::EvalResult test = holdfast::Evaluate(model, loss, data->test, 1000, &strategy);
+  if (!chief) return 0;
 
   int64_t samples = 0;
   for (const auto& e : history.epochs) samples += e.samples;
@@ -145,9 +168,9 @@ int Run(const Flags& f) {
   const std::string weights = holdfast::HexU64(holdfast::Xxh3(model.store().params()));
   const double final_loss = history.epochs.empty() ? 0 : history.epochs.back().loss;
 
-  std::printf("fmnist_mlp: %d epochs, %lld steps, world size 1\n",
+  std::printf("fmnist_mlp: %d epochs, %lld steps, world size %d\n",
               static_cast<int>(history.epochs.size()),
-              static_cast<long long>(optimizer->iterations()));
+              static_cast<long long>(optimizer->iterations()), strategy.world_size());
   std::printf("  final train loss   %.4f\n  test accuracy      %.4f\n", final_loss, test.accuracy);
   std::printf("  samples/s          %.0f\n  weights xxh3-64    %s\n", samples_per_second,
               weights.c_str());
@@ -161,7 +184,11 @@ int Run(const Flags& f) {
     j["test_loss"] = test.loss;
     j["test_accuracy"] = test.accuracy;
     j["weights_xxh64"] = weights;
-    j["world_size"] = 1;
+    j["world_size"] = strategy.world_size();
+    j["communicator"] = auto_strategy.communicator().kind();
+    j["bucket_bytes"] = mirrored.bucket_bytes;
+    j["overlap"] = mirrored.overlap;
+    j["exposed_sync_seconds"] = strategy.exposed_sync_seconds();
     j["samples_per_second"] = samples_per_second;
     j["train_seconds"] = train_seconds;
     j["train_samples"] = train.size();

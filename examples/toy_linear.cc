@@ -7,6 +7,7 @@
 
 #include "core/fit.h"
 #include "core/hash.h"
+#include "distribute/mirrored_strategy.h"
 
 namespace {
 
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  holdfast::AutoStrategy auto_strategy;  // MPI under mpirun, else one process
   holdfast::Dataset data;
   data.x.resize(10 * repeat, 1);
   data.y.resize(10 * repeat, 5);
@@ -62,8 +64,12 @@ int main(int argc, char** argv) {
   options.batch_size = batch;
   options.shuffle = false;  // the data set in order, as tf.data without shuffle
   options.callbacks = {&print};
+  options.replica = &auto_strategy.strategy();
   const holdfast::History history = holdfast::Fit(model, adam, mae, data, options);
-  std::printf("final loss %.6f, weights xxh3-64 %s\n", history.epochs.back().loss,
-              holdfast::HexU64(holdfast::Xxh3(model.store().params())).c_str());
+  if (auto_strategy.strategy().rank() == 0) {
+    std::printf("world size %d, final loss %.6f, weights xxh3-64 %s\n",
+                auto_strategy.strategy().world_size(), history.epochs.back().loss,
+                holdfast::HexU64(holdfast::Xxh3(model.store().params())).c_str());
+  }
   return 0;
 }

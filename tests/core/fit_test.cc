@@ -710,20 +710,22 @@ TEST(ProgressBarTest, QuietPrintsNothing) {
 
 class CountingReplica : public Replica {
  public:
-  void BeginTraining(Sequential&, Optimizer&) override { ++begin_calls; }
-  GradientsReadyFn GradientsReadyHook() override {
+  void BeginTraining(Sequential&, Optimizer&, const Loss&, const Dataset&,
+                     const FitOptions&) override {
+    ++begin_calls;
+  }
+  GradientsReadyFn BeginStepSync(std::span<const double> metrics) override {
+    ++metric_calls;
+    EXPECT_FALSE(metrics.empty());
     return [this](size_t begin, size_t end) {
       EXPECT_LE(begin, end);
       ++ready_calls;
     };
   }
-  void FinishGradients(std::span<float> grads) override {
+  void FinishStepSync(std::span<float> grads, std::span<double> metrics) override {
+    Replica::FinishStepSync(grads, metrics);
     ++finish_calls;
     grads_size = grads.size();
-  }
-  void SumMetrics(std::span<double> values) override {
-    ++metric_calls;
-    EXPECT_FALSE(values.empty());
   }
   int begin_calls = 0, ready_calls = 0, finish_calls = 0, metric_calls = 0;
   size_t grads_size = 0;
@@ -741,6 +743,34 @@ TEST(ReplicaTest, FitCallsTheSeam) {
   EXPECT_GE(replica.ready_calls, 8);
   EXPECT_GE(replica.metric_calls, 8);
   EXPECT_EQ(replica.grads_size, t.model->store().size());
+}
+
+// A raised control word is agreed at the end of the next step, then cleared.
+class RaiseStopAtStep : public Callback {
+ public:
+  explicit RaiseStopAtStep(int64_t step) : step_(step) {}
+  void OnBatchBegin(TrainingState& s) override {
+    if (s.step() == step_) s.replica->RequestStop();
+  }
+  void OnBatchEnd(TrainingState& s) override {
+    seen.push_back(s.replica->control().stop_requests);
+    if (s.replica->control().stop_requests > 0) s.stop_training = true;
+  }
+  std::vector<int> seen;
+
+ private:
+  int64_t step_;
+};
+
+TEST(ReplicaTest, ControlWordsReachTheNextStepEnd) {
+  const Dataset data = MakeBlobs(50, 16);
+  Trainee t = MakeClassifier(2);
+  RaiseStopAtStep stop(5);
+  FitOptions o = Options(3, 16);
+  o.callbacks = {&stop};
+  (void)Fit(*t.model, *t.optimizer, kCrossEntropy, data, o);
+  EXPECT_EQ(t.optimizer->iterations(), 6);  // step 5 (0-based) finished, then stopped
+  EXPECT_EQ(stop.seen, (std::vector<int>{0, 0, 0, 0, 0, 1}));
 }
 
 // Ranks as threads in one process: gradients and metrics are summed through
@@ -778,7 +808,10 @@ class ThreadReplica : public Replica {
   ThreadReplica(ThreadGroup* group, int rank) : group_(group), rank_(rank) {}
   int rank() const override { return rank_; }
   int world_size() const override { return group_->world(); }
-  void FinishGradients(std::span<float> grads) override { group_->Sum(rank_, grads); }
+  void FinishStepSync(std::span<float> grads, std::span<double> metrics) override {
+    group_->Sum(rank_, grads);
+    group_->Sum(rank_, metrics);
+  }
   void SumMetrics(std::span<double> values) override { group_->Sum(rank_, values); }
 
  private:

@@ -1,0 +1,66 @@
+#include "distribute/communicator.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/check.h"
+
+namespace holdfast {
+namespace {
+
+template <typename T>
+void ReduceTyped(T* acc, const T* in, size_t count, ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      for (size_t i = 0; i < count; ++i) acc[i] += in[i];
+      break;
+    case ReduceOp::kMax:
+      for (size_t i = 0; i < count; ++i) acc[i] = std::max(acc[i], in[i]);
+      break;
+    case ReduceOp::kMin:
+      for (size_t i = 0; i < count; ++i) acc[i] = std::min(acc[i], in[i]);
+      break;
+  }
+}
+
+}  // namespace
+
+size_t DataTypeSize(DataType type) {
+  switch (type) {
+    case DataType::kFloat32: return 4;
+    case DataType::kFloat64: return 8;
+    case DataType::kInt64: return 8;
+  }
+  return 0;
+}
+
+void ReduceInto(void* acc, const void* in, size_t count, DataType type, ReduceOp op) {
+  switch (type) {
+    case DataType::kFloat32:
+      ReduceTyped(static_cast<float*>(acc), static_cast<const float*>(in), count, op);
+      break;
+    case DataType::kFloat64:
+      ReduceTyped(static_cast<double*>(acc), static_cast<const double*>(in), count, op);
+      break;
+    case DataType::kInt64:
+      ReduceTyped(static_cast<int64_t*>(acc), static_cast<const int64_t*>(in), count, op);
+      break;
+  }
+}
+
+std::string Communicator::BroadcastString(const std::string& s, int root) {
+  int64_t length = rank() == root ? static_cast<int64_t>(s.size()) : 0;
+  Broadcast(&length, sizeof length, root);
+  std::string out = rank() == root ? s : std::string(static_cast<size_t>(length), '\0');
+  Broadcast(out.data(), out.size(), root);
+  return out;
+}
+
+void LocalCommunicator::Abort(int exit_code, const std::string& why) {
+  std::fprintf(stderr, "holdfast: %s\n", why.c_str());
+  std::fflush(stderr);
+  std::_Exit(exit_code);
+}
+
+}  // namespace holdfast

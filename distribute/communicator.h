@@ -1,0 +1,84 @@
+// Communicator: the collectives a data-parallel job needs, behind a small
+// seam (as in gloo). Implementations: MpiCommunicator (real ranks),
+// LocalCommunicator (one process, no MPI) and, for tests, in-process ranks
+// running as threads (distribute/thread_communicator.h).
+//
+// Ordering contract: every rank issues the same collectives in the same
+// order with the same element counts. Only distribute/ calls MPI.
+// Threading: a communicator may be used from any one thread at a time (the
+// caller serialises; MirroredStrategy hands it between its training and
+// sync threads).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace holdfast {
+
+enum class DataType { kFloat32, kFloat64, kInt64 };
+enum class ReduceOp { kSum, kMax, kMin };
+
+size_t DataTypeSize(DataType type);
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  Communicator() = default;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // "mpi", "local", "threads".
+  virtual std::string kind() const = 0;
+
+  // In place: every rank's `count` elements are combined element-wise with
+  // `op`; all ranks end with the same result. count may be 0.
+  virtual void AllReduce(void* data, size_t count, DataType type, ReduceOp op) = 0;
+  // Root's `bytes` bytes are copied to every rank's buffer of the same size.
+  virtual void Broadcast(void* data, size_t bytes, int root) = 0;
+  // Every rank's `bytes`; the root receives all of them in rank order,
+  // others an empty vector. Sizes may differ between ranks.
+  virtual std::vector<std::string> Gather(const std::string& bytes, int root) = 0;
+  virtual void Barrier() = 0;
+  // Ends the whole job (every rank) with `exit_code` after printing `why`
+  // on stderr. Never returns.
+  [[noreturn]] virtual void Abort(int exit_code, const std::string& why) = 0;
+
+  void AllReduceSum(std::span<float> v) {
+    AllReduce(v.data(), v.size(), DataType::kFloat32, ReduceOp::kSum);
+  }
+  void AllReduceSum(std::span<double> v) {
+    AllReduce(v.data(), v.size(), DataType::kFloat64, ReduceOp::kSum);
+  }
+  void AllReduceMax(std::span<int64_t> v) {
+    AllReduce(v.data(), v.size(), DataType::kInt64, ReduceOp::kMax);
+  }
+  void AllReduceMin(std::span<int64_t> v) {
+    AllReduce(v.data(), v.size(), DataType::kInt64, ReduceOp::kMin);
+  }
+  // Broadcast of a string whose length only the root knows.
+  std::string BroadcastString(const std::string& s, int root);
+};
+
+// One process, world size 1: collectives are identities.
+class LocalCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string kind() const override { return "local"; }
+  void AllReduce(void*, size_t, DataType, ReduceOp) override {}
+  void Broadcast(void*, size_t, int) override {}
+  std::vector<std::string> Gather(const std::string& bytes, int) override { return {bytes}; }
+  void Barrier() override {}
+  [[noreturn]] void Abort(int exit_code, const std::string& why) override;
+};
+
+// Applies `op` element-wise: acc[i] = op(acc[i], in[i]). For implementations
+// that reduce by hand.
+void ReduceInto(void* acc, const void* in, size_t count, DataType type, ReduceOp op);
+
+}  // namespace holdfast

@@ -1,0 +1,175 @@
+#include "distribute/mirrored_strategy.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "core/check.h"
+#include "core/hash.h"
+#include "distribute/internal/sync_thread.h"
+#include "distribute/mpi_communicator.h"
+
+namespace holdfast {
+namespace {
+
+constexpr size_t kControl = ParameterStore::kControlFloats;
+// Layout of the control line that leads the gradient buffer.
+constexpr size_t kStopWord = 0, kFailureWord = 1, kFirstMetric = 2;
+// Metrics travel as float pairs (hi, lo = x - hi) so their sums keep about
+// twice float precision.
+constexpr size_t kMaxMetrics = (kControl - kFirstMetric) / 2;
+
+int64_t HashToInt(const std::string& s) { return static_cast<int64_t>(Xxh3(s)); }
+
+int64_t DataHash(const Dataset& data) {
+  const uint64_t x = Xxh3(data.x.data(), sizeof(float) * static_cast<size_t>(data.x.size()));
+  const uint64_t y = Xxh3(data.y.data(), sizeof(float) * static_cast<size_t>(data.y.size()));
+  return static_cast<int64_t>(x ^ (y * 0x9E3779B97F4A7C15ull));
+}
+
+// One field that every rank must agree on.
+struct Field {
+  const char* what;
+  int64_t value;
+  bool numeric;          // print values; otherwise a hash of `text`
+  std::string text = {};
+};
+
+}  // namespace
+
+MirroredStrategy::MirroredStrategy(Communicator* comm, MirroredOptions options)
+    : comm_(comm), options_(options) {
+  HOLDFAST_CHECK(comm != nullptr, "MirroredStrategy needs a communicator");
+  if (options_.bucket_bytes < sizeof(float)) options_.bucket_bytes = sizeof(float);
+}
+
+MirroredStrategy::~MirroredStrategy() = default;
+
+void MirroredStrategy::BeginTraining(Sequential& model, Optimizer& optimizer, const Loss& loss,
+                                     const Dataset& data, const FitOptions& options) {
+  model_ = &model;
+  const std::vector<Field> fields = {
+      {"model (layers and shapes)", HashToInt(model.Signature()), false, model.Signature()},
+      {"optimizer", HashToInt(optimizer.Signature()), false, optimizer.Signature()},
+      {"loss", HashToInt(loss.name()), false, loss.name()},
+      {"global batch size", options.batch_size, true},
+      {"seed", static_cast<int64_t>(options.seed), true},
+      {"number of training samples", data.size(), true},
+      {"training data (content hash)", DataHash(data), false, "xxh3 of inputs and targets"},
+      {"epochs", options.epochs, true},
+      {"initial epoch", options.initial_epoch, true},
+      {"initial batch", options.initial_batch, true},
+      {"shuffle", options.shuffle, true},
+      {"drop_remainder", options.drop_remainder, true},
+  };
+  // One all-reduce finds every disagreement: max(v) and max(~v) = ~min(v).
+  const size_t n = fields.size();
+  std::vector<int64_t> words(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    words[i] = fields[i].value;
+    words[n + i] = ~fields[i].value;
+  }
+  comm_->AllReduceMax(words);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t max = words[i], min = ~words[n + i];
+    if (min == max) continue;
+    std::string message = "ranks disagree on the " + std::string(fields[i].what);
+    if (fields[i].numeric) {
+      message += " (values from " + std::to_string(min) + " to " + std::to_string(max) +
+                 "; rank " + std::to_string(rank()) + " has " +
+                 std::to_string(fields[i].value) + ")";
+    } else {
+      message += " (rank " + std::to_string(rank()) + " has " + fields[i].text + ")";
+    }
+    throw std::invalid_argument(message);
+  }
+
+  // Start from the chief's state, whatever each rank initialised.
+  std::span<float> params = model.store().params();
+  comm_->Broadcast(params.data(), params.size_bytes(), 0);
+  for (OptimizerSlot& slot : optimizer.slots()) {
+    comm_->Broadcast(slot.values.data(), slot.values.size_bytes(), 0);
+  }
+  int64_t iterations = optimizer.iterations();
+  comm_->Broadcast(&iterations, sizeof iterations, 0);
+  optimizer.set_iterations(iterations);
+  if (options_.overlap && world_size() > 1 && !sync_thread_) {
+    sync_thread_ = std::make_unique<internal::SyncThread>(comm_);
+  }
+}
+
+GradientsReadyFn MirroredStrategy::BeginStepSync(std::span<const double> metrics) {
+  HOLDFAST_CHECK(model_ != nullptr, "BeginStepSync before BeginTraining");
+  HOLDFAST_CHECK(metrics.size() <= kMaxMetrics, "at most " << kMaxMetrics << " step metrics");
+  std::span<float> line = model_->store().control_and_grads().first(kControl);
+  std::fill(line.begin(), line.end(), 0.0f);
+  const StepControl local = TakeLocalControl();
+  line[kStopWord] = static_cast<float>(local.stop_requests);
+  line[kFailureWord] = static_cast<float>(local.failures);
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    const float hi = static_cast<float>(metrics[i]);
+    line[kFirstMetric + 2 * i] = hi;
+    line[kFirstMetric + 2 * i + 1] = static_cast<float>(metrics[i] - hi);
+  }
+  ready_lo_ = launched_lo_ = model_->store().control_and_grads().size();
+  if (!sync_thread_) return {};
+  return [this](size_t begin, size_t end) { OnGradientsReady(begin, end); };
+}
+
+void MirroredStrategy::OnGradientsReady(size_t begin, size_t /*end*/) {
+  // Ranges arrive from the end of the buffer towards the start; alignment
+  // padding between layers is zero and simply travels along.
+  ready_lo_ = std::min(ready_lo_, begin + kControl);
+  if ((launched_lo_ - ready_lo_) * sizeof(float) >= options_.bucket_bytes) {
+    Launch(ready_lo_, launched_lo_);
+  }
+}
+
+void MirroredStrategy::Launch(size_t lo, size_t hi) {
+  float* base = model_->store().control_and_grads().data();
+  if (sync_thread_) {
+    sync_thread_->Enqueue(base + lo, hi - lo);
+  } else {
+    comm_->AllReduceSum(std::span<float>(base + lo, hi - lo));
+  }
+  launched_lo_ = lo;
+  ++buckets_launched_;
+}
+
+void MirroredStrategy::FinishStepSync(std::span<float> /*grads*/, std::span<double> metrics) {
+  const auto start = std::chrono::steady_clock::now();
+  if (world_size() > 1) {
+    // Whatever backward did not launch yet, in buckets, ending with the one
+    // that holds the control line.
+    const size_t bucket = std::max<size_t>(1, options_.bucket_bytes / sizeof(float));
+    while (launched_lo_ > 0) Launch(launched_lo_ > bucket ? launched_lo_ - bucket : 0, launched_lo_);
+    if (sync_thread_) sync_thread_->Drain();
+  }
+  const std::span<const float> line = model_->store().control_and_grads().first(kControl);
+  control_.stop_requests = static_cast<int>(std::lround(line[kStopWord]));
+  control_.failures = static_cast<int>(std::lround(line[kFailureWord]));
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    metrics[i] = static_cast<double>(line[kFirstMetric + 2 * i]) +
+                 static_cast<double>(line[kFirstMetric + 2 * i + 1]);
+  }
+  exposed_sync_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void MirroredStrategy::SumMetrics(std::span<double> values) { comm_->AllReduceSum(values); }
+
+AutoStrategy::AutoStrategy(MirroredOptions options) {
+  if (MpiCommunicator::LaunchedByMpi()) {
+    comm_ = std::make_unique<MpiCommunicator>();
+  } else {
+    comm_ = std::make_unique<LocalCommunicator>();
+  }
+  strategy_ = std::make_unique<MirroredStrategy>(comm_.get(), options);
+}
+
+AutoStrategy::~AutoStrategy() = default;
+
+}  // namespace holdfast

@@ -1,0 +1,94 @@
+// MirroredStrategy: synchronous data parallelism. Every rank holds the same
+// model; each computes its slice of every global batch; gradients are summed
+// over ranks in fused buckets of the flat gradient buffer, started while
+// backward is still running; every rank then applies the identical update.
+//
+// Threading: with overlap, a sync thread owned by the strategy runs the
+// bucket all-reduces of a step while the training thread computes; the
+// training thread uses the communicator only outside that window (between
+// FinishStepSync and the next step's first bucket). Collective order (the same on every rank): BeginTraining's consistency
+// check and broadcasts, then per step the bucket all-reduces in buffer order
+// from the end to the start, then Evaluate's one metric all-reduce.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/fit.h"
+#include "distribute/communicator.h"
+
+namespace holdfast::internal {
+class SyncThread;
+}  // namespace holdfast::internal
+
+namespace holdfast {
+
+struct MirroredOptions {
+  // Gradient bytes per fused all-reduce. Bigger buckets approach raw
+  // MPI_Allreduce throughput, smaller ones start earlier during backward.
+  // Default from bench/allreduce on this project's reference machine.
+  size_t bucket_bytes = size_t{4} << 20;
+  // Start each bucket (on the sync thread) as soon as backward has produced
+  // it; false: reduce everything after backward, on the training thread.
+  bool overlap = true;
+};
+
+class MirroredStrategy final : public Replica {
+ public:
+  // `comm` must outlive the strategy.
+  explicit MirroredStrategy(Communicator* comm, MirroredOptions options = {});
+  ~MirroredStrategy() override;
+
+  int rank() const override { return comm_->rank(); }
+  int world_size() const override { return comm_->size(); }
+  Communicator& communicator() { return *comm_; }
+
+  // Checks that every rank trains the same model, optimizer, loss, data,
+  // global batch and seed (std::invalid_argument naming the first field that
+  // differs, raised on every rank), then broadcasts the chief's parameters,
+  // optimizer slots and step count.
+  void BeginTraining(Sequential& model, Optimizer& optimizer, const Loss& loss,
+                     const Dataset& data, const FitOptions& options) override;
+  GradientsReadyFn BeginStepSync(std::span<const double> metrics) override;
+  void FinishStepSync(std::span<float> grads, std::span<double> metrics) override;
+  void SumMetrics(std::span<double> values) override;
+
+  // Seconds spent waiting for gradient all-reduces after backward, summed
+  // over steps (the part not hidden behind backward).
+  double exposed_sync_seconds() const { return exposed_sync_seconds_; }
+  int64_t buckets_launched() const { return buckets_launched_; }
+
+ private:
+  void OnGradientsReady(size_t begin, size_t end);
+  void Launch(size_t lo, size_t hi);  // offsets into control_and_grads()
+
+  Communicator* comm_;
+  MirroredOptions options_;
+  Sequential* model_ = nullptr;
+  // Offsets (in floats, into the store's control_and_grads()) of the lowest
+  // gradient produced so far this step and of the lowest already launched.
+  size_t ready_lo_ = 0, launched_lo_ = 0;
+  std::unique_ptr<internal::SyncThread> sync_thread_;  // only with overlap and size > 1
+  double exposed_sync_seconds_ = 0;
+  int64_t buckets_launched_ = 0;
+};
+
+// The strategy for this process: MPI when started by an MPI launcher
+// (mpirun, srun --mpi=pmix), one local process otherwise. Owns its
+// communicator.
+class AutoStrategy {
+ public:
+  explicit AutoStrategy(MirroredOptions options = {});
+  ~AutoStrategy();
+  MirroredStrategy& strategy() { return *strategy_; }
+  Communicator& communicator() { return *comm_; }
+
+ private:
+  std::unique_ptr<Communicator> comm_;
+  std::unique_ptr<MirroredStrategy> strategy_;
+};
+
+}  // namespace holdfast
