@@ -45,9 +45,8 @@ class Replica {
   // Before the first step: make every replica's model and optimizer state
   // equal to the chief's, and check that all train the same thing (throws
   // std::invalid_argument naming the difference otherwise).
-  virtual void BeginTraining(Sequential& /*model*/, Optimizer& /*optimizer*/,
-                             const Loss& /*loss*/, const Dataset& /*data*/,
-                             const FitOptions& /*options*/) {}
+  virtual void BeginTraining(Sequential& /*model*/, Optimizer& /*optimizer*/, const Loss& /*loss*/,
+                             const Dataset& /*data*/, const FitOptions& /*options*/) {}
   // Starts a step's synchronisation. `metrics` are this replica's sums; the
   // returned hook (may be empty) is passed to Sequential::Backward.
   virtual GradientsReadyFn BeginStepSync(std::span<const double> /*metrics*/) { return {}; }

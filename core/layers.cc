@@ -1,6 +1,7 @@
 #include "core/layers.h"
 
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -72,6 +73,12 @@ void ReLU::Backward(const Matrix&, const Matrix& y, const Matrix& dy, Matrix* dx
 
 Dropout::Dropout(float rate) : rate_(rate) {
   if (!(rate >= 0.0f && rate < 1.0f)) throw std::invalid_argument("dropout rate must be in [0, 1)");
+}
+
+std::string Dropout::config() const {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "rate=%.9g", rate_);
+  return buf;
 }
 
 int Dropout::Build(int input_width, int index, ParameterStore*) {

@@ -29,6 +29,9 @@ class Layer {
 
   // "dense", "relu", "dropout".
   virtual std::string kind() const = 0;
+  // Settings that change what the layer computes but are not tensor shapes,
+  // e.g. "rate=0.2"; part of the model signature ranks and checkpoints compare.
+  virtual std::string config() const { return ""; }
   // Declares this layer's tensors (named "<kind>_<index>/...") and returns the
   // output width for an input of `input_width` columns.
   virtual int Build(int input_width, int index, ParameterStore* store) = 0;
@@ -77,6 +80,7 @@ class Dropout final : public Layer {
  public:
   explicit Dropout(float rate);
   std::string kind() const override { return "dropout"; }
+  std::string config() const override;
   int Build(int input_width, int index, ParameterStore*) override;
   void Forward(const Matrix& x, Matrix* y, const StepContext& ctx) override;
   void Backward(const Matrix& x, const Matrix& y, const Matrix& dy, Matrix* dx) override;

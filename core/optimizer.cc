@@ -28,8 +28,8 @@ void SgdKernel(float* __restrict p, const float* __restrict g, int64_t n, float 
   for (int64_t i = 0; i < n; ++i) p[i] -= lr * g[i];
 }
 
-void MomentumKernel(float* __restrict p, const float* __restrict g, float* __restrict v,
-                    int64_t n, float lr, float mu) {
+void MomentumKernel(float* __restrict p, const float* __restrict g, float* __restrict v, int64_t n,
+                    float lr, float mu) {
   for (int64_t i = 0; i < n; ++i) {
     v[i] = mu * v[i] - lr * g[i];
     p[i] += v[i];

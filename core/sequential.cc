@@ -65,7 +65,9 @@ std::string Sequential::Signature() const {
       if (!tensors.empty()) tensors += ';';
       tensors += DescribeTensor(t);
     }
+    const std::string config = layers_[i]->config();
     out << '|' << (tensors.empty() ? name : tensors);
+    if (!config.empty()) out << '(' << config << ')';
   }
   return out.str();
 }

@@ -50,8 +50,8 @@ class Sequential {
   int output_width() const { return output_width_; }
   const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
   // The layer list and every tensor's name and shape, e.g.
-  // "in:784|dense_0/kernel:784x256;dense_0/bias:256|relu_1|...": each layer
-  // as its tensors, or its name if it has none.
+  // "in:784|dense_0/kernel:784x256;dense_0/bias:256|relu_1|dropout_2(rate=0.2)|...":
+  // each layer as its tensors, or its name if it has none, then its config.
   std::string Signature() const;
   // Floating-point operations of one forward pass for one sample (2 per
   // multiply-add of the dense layers), for throughput reports.

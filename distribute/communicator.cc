@@ -28,9 +28,12 @@ void ReduceTyped(T* acc, const T* in, size_t count, ReduceOp op) {
 
 size_t DataTypeSize(DataType type) {
   switch (type) {
-    case DataType::kFloat32: return 4;
-    case DataType::kFloat64: return 8;
-    case DataType::kInt64: return 8;
+    case DataType::kFloat32:
+      return 4;
+    case DataType::kFloat64:
+      return 8;
+    case DataType::kInt64:
+      return 8;
   }
   return 0;
 }
@@ -58,8 +61,8 @@ std::string Communicator::BroadcastString(const std::string& s, int root) {
 }
 
 void LocalCommunicator::Abort(int exit_code, const std::string& why) {
-  std::fprintf(stderr, "holdfast: %s\n", why.c_str());
-  std::fflush(stderr);
+  std::fprintf(stderr, "%s\n", why.c_str());
+  std::fflush(nullptr);
   std::_Exit(exit_code);
 }
 

@@ -45,7 +45,9 @@ class Communicator {
   virtual std::vector<std::string> Gather(const std::string& bytes, int root) = 0;
   virtual void Barrier() = 0;
   // Ends the whole job (every rank) with `exit_code` after printing `why`
-  // on stderr. Never returns.
+  // (one line, as given) on stderr. For an error this rank may have alone:
+  // returning or finalising instead would leave the others waiting forever
+  // in their next collective. Never returns.
   [[noreturn]] virtual void Abort(int exit_code, const std::string& why) = 0;
 
   void AllReduceSum(std::span<float> v) {

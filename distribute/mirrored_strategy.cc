@@ -1,5 +1,8 @@
 #include "distribute/mirrored_strategy.h"
 
+#include <omp.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -18,9 +21,9 @@ namespace {
 constexpr size_t kControl = ParameterStore::kControlFloats;
 // Layout of the control line that leads the gradient buffer.
 constexpr size_t kStopWord = 0, kFailureWord = 1, kFirstMetric = 2;
-// Metrics travel as float pairs (hi, lo = x - hi) so their sums keep about
-// twice float precision.
-constexpr size_t kMaxMetrics = (kControl - kFirstMetric) / 2;
+// Metrics travel as floats: their sums over ranks carry float precision
+// (~1e-7 relative), plenty for reported loss and accuracy.
+constexpr size_t kMaxMetrics = kControl - kFirstMetric;
 
 int64_t HashToInt(const std::string& s) { return static_cast<int64_t>(Xxh3(s)); }
 
@@ -34,7 +37,7 @@ int64_t DataHash(const Dataset& data) {
 struct Field {
   const char* what;
   int64_t value;
-  bool numeric;          // print values; otherwise a hash of `text`
+  bool numeric;  // print values; otherwise a hash of `text`
   std::string text = {};
 };
 
@@ -78,13 +81,12 @@ void MirroredStrategy::BeginTraining(Sequential& model, Optimizer& optimizer, co
     if (min == max) continue;
     std::string message = "ranks disagree on the " + std::string(fields[i].what);
     if (fields[i].numeric) {
-      message += " (values from " + std::to_string(min) + " to " + std::to_string(max) +
-                 "; rank " + std::to_string(rank()) + " has " +
-                 std::to_string(fields[i].value) + ")";
+      message += " (values from " + std::to_string(min) + " to " + std::to_string(max) + "; rank " +
+                 std::to_string(rank()) + " has " + std::to_string(fields[i].value) + ")";
     } else {
       message += " (rank " + std::to_string(rank()) + " has " + fields[i].text + ")";
     }
-    throw std::invalid_argument(message);
+    throw RanksDisagreeError(message);
   }
 
   // Start from the chief's state, whatever each rank initialised.
@@ -96,7 +98,12 @@ void MirroredStrategy::BeginTraining(Sequential& model, Optimizer& optimizer, co
   int64_t iterations = optimizer.iterations();
   comm_->Broadcast(&iterations, sizeof iterations, 0);
   optimizer.set_iterations(iterations);
-  if (options_.overlap && world_size() > 1 && !sync_thread_) {
+  bool overlap = options_.overlap == Overlap::kOn;
+  if (options_.overlap == Overlap::kAuto) {
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    overlap = cores > static_cast<long>(MpiCommunicator::LocalRankCount()) * omp_get_max_threads();
+  }
+  if (overlap && world_size() > 1 && !sync_thread_) {
     sync_thread_ = std::make_unique<internal::SyncThread>(comm_);
   }
 }
@@ -110,9 +117,7 @@ GradientsReadyFn MirroredStrategy::BeginStepSync(std::span<const double> metrics
   line[kStopWord] = static_cast<float>(local.stop_requests);
   line[kFailureWord] = static_cast<float>(local.failures);
   for (size_t i = 0; i < metrics.size(); ++i) {
-    const float hi = static_cast<float>(metrics[i]);
-    line[kFirstMetric + 2 * i] = hi;
-    line[kFirstMetric + 2 * i + 1] = static_cast<float>(metrics[i] - hi);
+    line[kFirstMetric + i] = static_cast<float>(metrics[i]);
   }
   ready_lo_ = launched_lo_ = model_->store().control_and_grads().size();
   if (!sync_thread_) return {};
@@ -123,8 +128,17 @@ void MirroredStrategy::OnGradientsReady(size_t begin, size_t /*end*/) {
   // Ranges arrive from the end of the buffer towards the start; alignment
   // padding between layers is zero and simply travels along.
   ready_lo_ = std::min(ready_lo_, begin + kControl);
-  if ((launched_lo_ - ready_lo_) * sizeof(float) >= options_.bucket_bytes) {
-    Launch(ready_lo_, launched_lo_);
+  LaunchReadyBuckets(/*final=*/false);
+}
+
+void MirroredStrategy::LaunchReadyBuckets(bool final) {
+  // Full buckets from the top of what is ready; at the end of the step the
+  // rest, where a remainder under half a bucket joins the last bucket (a
+  // collective's latency is paid per call, however small).
+  const size_t bucket = std::max<size_t>(1, options_.bucket_bytes / sizeof(float));
+  while (launched_lo_ - ready_lo_ >= bucket || (final && launched_lo_ > ready_lo_)) {
+    const bool last = final && launched_lo_ - ready_lo_ < bucket + bucket / 2;
+    Launch(last ? ready_lo_ : launched_lo_ - bucket, launched_lo_);
   }
 }
 
@@ -142,19 +156,15 @@ void MirroredStrategy::Launch(size_t lo, size_t hi) {
 void MirroredStrategy::FinishStepSync(std::span<float> /*grads*/, std::span<double> metrics) {
   const auto start = std::chrono::steady_clock::now();
   if (world_size() > 1) {
-    // Whatever backward did not launch yet, in buckets, ending with the one
-    // that holds the control line.
-    const size_t bucket = std::max<size_t>(1, options_.bucket_bytes / sizeof(float));
-    while (launched_lo_ > 0) Launch(launched_lo_ > bucket ? launched_lo_ - bucket : 0, launched_lo_);
+    // Everything is final now, down to the control line at offset 0.
+    ready_lo_ = 0;
+    LaunchReadyBuckets(/*final=*/true);
     if (sync_thread_) sync_thread_->Drain();
   }
   const std::span<const float> line = model_->store().control_and_grads().first(kControl);
   control_.stop_requests = static_cast<int>(std::lround(line[kStopWord]));
   control_.failures = static_cast<int>(std::lround(line[kFailureWord]));
-  for (size_t i = 0; i < metrics.size(); ++i) {
-    metrics[i] = static_cast<double>(line[kFirstMetric + 2 * i]) +
-                 static_cast<double>(line[kFirstMetric + 2 * i + 1]);
-  }
+  for (size_t i = 0; i < metrics.size(); ++i) metrics[i] = line[kFirstMetric + i];
   exposed_sync_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }

@@ -6,14 +6,15 @@
 // Threading: with overlap, a sync thread owned by the strategy runs the
 // bucket all-reduces of a step while the training thread computes; the
 // training thread uses the communicator only outside that window (between
-// FinishStepSync and the next step's first bucket). Collective order (the same on every rank): BeginTraining's consistency
-// check and broadcasts, then per step the bucket all-reduces in buffer order
-// from the end to the start, then Evaluate's one metric all-reduce.
+// FinishStepSync and the next step's first bucket). Collective order (the same on every rank):
+// BeginTraining's consistency check and broadcasts, then per step the bucket all-reduces in buffer
+// order from the end to the start, then Evaluate's one metric all-reduce.
 #pragma once
 
 #include <cstddef>
 #include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -26,14 +27,31 @@ class SyncThread;
 
 namespace holdfast {
 
+enum class Overlap {
+  // On when this host has a core to spare for the sync thread: more cores
+  // than its ranks' compute threads. Shared-memory all-reduce is CPU work and
+  // MPI polls while it waits, so without a spare core the sync thread only
+  // slows backward down (measured in bench/train, see README).
+  kAuto,
+  kOn,   // start each bucket on the sync thread as soon as backward made it
+  kOff,  // reduce everything after backward, on the training thread
+};
+
 struct MirroredOptions {
-  // Gradient bytes per fused all-reduce. Bigger buckets approach raw
-  // MPI_Allreduce throughput, smaller ones start earlier during backward.
-  // Default from bench/allreduce on this project's reference machine.
-  size_t bucket_bytes = size_t{4} << 20;
-  // Start each bucket (on the sync thread) as soon as backward has produced
-  // it; false: reduce everything after backward, on the training thread.
-  bool overlap = true;
+  // Gradient bytes per fused all-reduce. Bigger buckets need fewer calls,
+  // smaller ones start earlier during backward and stay in cache.
+  // 1 MiB was fastest in bench/allreduce's sweep (1..64 MiB) on the reference machine.
+  size_t bucket_bytes = size_t{1} << 20;
+  Overlap overlap = Overlap::kAuto;
+};
+
+// Raised by MirroredStrategy::BeginTraining on EVERY rank at once when the
+// ranks do not train the same thing, so a program may simply exit (code 2)
+// on it: no rank is left waiting in a collective. (Contrast an error raised
+// on one rank only, which must end the whole job: Communicator::Abort.)
+class RanksDisagreeError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
 };
 
 class MirroredStrategy final : public Replica {
@@ -47,11 +65,11 @@ class MirroredStrategy final : public Replica {
   Communicator& communicator() { return *comm_; }
 
   // Checks that every rank trains the same model, optimizer, loss, data,
-  // global batch and seed (std::invalid_argument naming the first field that
+  // global batch and seed (RanksDisagreeError naming the first field that
   // differs, raised on every rank), then broadcasts the chief's parameters,
   // optimizer slots and step count.
-  void BeginTraining(Sequential& model, Optimizer& optimizer, const Loss& loss,
-                     const Dataset& data, const FitOptions& options) override;
+  void BeginTraining(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dataset& data,
+                     const FitOptions& options) override;
   GradientsReadyFn BeginStepSync(std::span<const double> metrics) override;
   void FinishStepSync(std::span<float> grads, std::span<double> metrics) override;
   void SumMetrics(std::span<double> values) override;
@@ -59,10 +77,15 @@ class MirroredStrategy final : public Replica {
   // Seconds spent waiting for gradient all-reduces after backward, summed
   // over steps (the part not hidden behind backward).
   double exposed_sync_seconds() const { return exposed_sync_seconds_; }
+  // Whether buckets overlap backward (kAuto resolved at BeginTraining).
+  bool overlapping() const { return sync_thread_ != nullptr; }
   int64_t buckets_launched() const { return buckets_launched_; }
 
  private:
   void OnGradientsReady(size_t begin, size_t end);
+  // Launches bucket-sized pieces of [ready_lo_, launched_lo_); with `final`,
+  // all of it.
+  void LaunchReadyBuckets(bool final);
   void Launch(size_t lo, size_t hi);  // offsets into control_and_grads()
 
   Communicator* comm_;

@@ -14,18 +14,24 @@ namespace {
 
 MPI_Datatype ToMpi(DataType type) {
   switch (type) {
-    case DataType::kFloat32: return MPI_FLOAT;
-    case DataType::kFloat64: return MPI_DOUBLE;
-    case DataType::kInt64: return MPI_INT64_T;
+    case DataType::kFloat32:
+      return MPI_FLOAT;
+    case DataType::kFloat64:
+      return MPI_DOUBLE;
+    case DataType::kInt64:
+      return MPI_INT64_T;
   }
   return MPI_DATATYPE_NULL;
 }
 
 MPI_Op ToMpi(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kSum:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
   return MPI_OP_NULL;
 }
@@ -52,7 +58,8 @@ bool MpiCommunicator::LaunchedByMpi() {
 }
 
 int MpiCommunicator::LocalRankCount() {
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+  for (const char* var :
+       {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
     if (const char* v = std::getenv(var)) {
       const int n = std::atoi(v);
       if (n > 0) return n;
@@ -122,8 +129,8 @@ std::vector<std::string> MpiCommunicator::Gather(const std::string& bytes, int r
     total += lengths[i];
   }
   std::string all(static_cast<size_t>(total), '\0');
-  MPI_Gatherv(bytes.data(), length, MPI_BYTE, all.data(), lengths.data(), offsets.data(),
-              MPI_BYTE, root, impl_->comm);
+  MPI_Gatherv(bytes.data(), length, MPI_BYTE, all.data(), lengths.data(), offsets.data(), MPI_BYTE,
+              root, impl_->comm);
   std::vector<std::string> out;
   for (size_t i = 0; i < lengths.size(); ++i) out.push_back(all.substr(offsets[i], lengths[i]));
   return out;
@@ -132,8 +139,8 @@ std::vector<std::string> MpiCommunicator::Gather(const std::string& bytes, int r
 void MpiCommunicator::Barrier() { MPI_Barrier(impl_->comm); }
 
 void MpiCommunicator::Abort(int exit_code, const std::string& why) {
-  std::fprintf(stderr, "holdfast: rank %d: %s\n", rank_, why.c_str());
-  std::fflush(stderr);
+  std::fprintf(stderr, "%s\n", why.c_str());
+  std::fflush(nullptr);
   MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::_Exit(exit_code);
 }

@@ -80,7 +80,8 @@ class ThreadCommunicator final : public Communicator {
     scratch_.resize(bytes);
     if (bytes > 0) {
       std::memcpy(scratch_.data(), group_->slot(0), bytes);
-      for (int r = 1; r < size(); ++r) ReduceInto(scratch_.data(), group_->slot(r), count, type, op);
+      for (int r = 1; r < size(); ++r)
+        ReduceInto(scratch_.data(), group_->slot(r), count, type, op);
     }
     group_->Barrier();
     if (bytes > 0) std::memcpy(data, scratch_.data(), bytes);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -47,8 +48,8 @@ struct Flags {
   int epochs = 10;
   uint64_t seed = 42;
   int threads = 0;  // 0: this host's cores shared among its ranks
-  double bucket_mib = 4;
-  bool no_overlap = false;
+  double bucket_mib = 1;
+  std::string overlap = "auto";
   int64_t train_samples = 0;
   bool quiet = false;
   bool drop_remainder = false;
@@ -96,8 +97,11 @@ void ParseFlags(CLI::App& app, Flags& f) {
                  "Gradient all-reduce bucket size in MiB (multi-rank runs)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_flag("--no-overlap", f.no_overlap,
-               "All-reduce gradients only after backward (default: overlap with it)");
+  app.add_option("--overlap", f.overlap,
+                 "Overlap gradient all-reduce with backward: on, off, or auto (on when the host "
+                 "has a core to spare beyond its ranks' threads)")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   app.add_flag("--drop-remainder", f.drop_remainder,
                "Drop each epoch's last partial batch (default: keep it)");
   app.add_flag("--quiet", f.quiet, "No progress output");
@@ -111,11 +115,18 @@ std::unique_ptr<Optimizer> MakeOptimizer(const Flags& f) {
   return std::make_unique<Adam>(f.lr > 0 ? f.lr : 0.001f);
 }
 
-int Run(const Flags& f) {
+holdfast::MirroredOptions StrategyOptions(const Flags& f) {
   holdfast::MirroredOptions mirrored;
   mirrored.bucket_bytes = static_cast<size_t>(f.bucket_mib * (1 << 20));
-  mirrored.overlap = !f.no_overlap;
-  holdfast::AutoStrategy auto_strategy(mirrored);
+  mirrored.overlap = f.overlap == "on"    ? holdfast::Overlap::kOn
+                     : f.overlap == "off" ? holdfast::Overlap::kOff
+                                          : holdfast::Overlap::kAuto;
+  return mirrored;
+}
+
+// Trains and reports. Bad input throws std::invalid_argument, other failures
+// std::runtime_error; main decides how the job ends.
+int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   holdfast::MirroredStrategy& strategy = auto_strategy.strategy();
   const bool chief = strategy.rank() == 0;
   omp_set_num_threads(f.threads > 0 ? f.threads
@@ -123,10 +134,7 @@ int Run(const Flags& f) {
                                                       holdfast::MpiCommunicator::LocalRankCount()));
 
   auto data = holdfast::LoadFashionMnist(f.data);
-  if (!data.ok()) {
-    std::fprintf(stderr, "fmnist_mlp: cannot load data: %s\n", data.status().message().c_str());
-    return kExitUsage;
-  }
+  if (!data.ok()) throw std::invalid_argument("cannot load data: " + data.status().message());
   holdfast::Dataset train =
       f.train_samples > 0 ? data->train.Head(f.train_samples) : std::move(data->train);
 
@@ -186,8 +194,8 @@ int Run(const Flags& f) {
     j["weights_xxh64"] = weights;
     j["world_size"] = strategy.world_size();
     j["communicator"] = auto_strategy.communicator().kind();
-    j["bucket_bytes"] = mirrored.bucket_bytes;
-    j["overlap"] = mirrored.overlap;
+    j["bucket_bytes"] = StrategyOptions(f).bucket_bytes;
+    j["overlap"] = strategy.overlapping();
     j["exposed_sync_seconds"] = strategy.exposed_sync_seconds();
     j["samples_per_second"] = samples_per_second;
     j["train_seconds"] = train_seconds;
@@ -211,12 +219,17 @@ int Run(const Flags& f) {
     j["history"] = epochs;
     std::ofstream out(f.summary_json);
     out << j.dump(2) << '\n';
-    if (!out) {
-      std::fprintf(stderr, "fmnist_mlp: cannot write %s\n", f.summary_json.c_str());
-      return kExitFailure;
-    }
+    if (!out) throw std::runtime_error("cannot write " + f.summary_json);
   }
   return 0;
+}
+
+// Ends the job after an error this rank may have alone: one line on stderr,
+// and with several ranks an abort of all of them (none may wait forever).
+[[noreturn]] void EndJob(holdfast::Communicator& comm, int code, const std::string& what) {
+  comm.Abort(code, comm.size() > 1 ? "fmnist_mlp: rank " + std::to_string(comm.rank()) + ": " + what
+                                   : "fmnist_mlp: " + what);
+  std::_Exit(code);  // not reached: GCC does not carry [[noreturn]] through a virtual call
 }
 
 }  // namespace
@@ -235,13 +248,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fmnist_mlp: %s (see --help)\n", e.what());
     return kExitUsage;
   }
+  // Before anything that can fail on one rank only: the error paths below
+  // need the communicator to end the job on every rank.
+  holdfast::AutoStrategy auto_strategy(StrategyOptions(flags));
+  holdfast::Communicator& comm = auto_strategy.communicator();
   try {
-    return Run(flags);
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "fmnist_mlp: %s\n", e.what());
+    return Run(flags, auto_strategy);
+  } catch (const holdfast::RanksDisagreeError& e) {
+    // Raised on every rank together: each reports it and exits normally.
+    std::fprintf(stderr, "fmnist_mlp: rank %d: %s\n", comm.rank(), e.what());
     return kExitUsage;
+  } catch (const std::invalid_argument& e) {
+    EndJob(comm, kExitUsage, e.what());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "fmnist_mlp: %s\n", e.what());
-    return kExitFailure;
+    EndJob(comm, kExitFailure, e.what());
   }
 }

@@ -22,26 +22,11 @@
 #include "core/loss.h"
 #include "core/optimizer.h"
 #include "core/sequential.h"
+#include "tests/testutil/models.h"
 #include "tests/testutil/testutil.h"
 
 namespace holdfast {
 namespace {
-
-// Three Gaussian-ish blobs in the plane, labelled 0..2.
-Dataset MakeBlobs(int n, uint32_t seed) {
-  const float centers[3][2] = {{0.0f, 2.0f}, {-2.0f, -1.0f}, {2.0f, -1.0f}};
-  TestRng rng(seed);
-  Dataset ds;
-  ds.x.resize(n, 2);
-  ds.y.resize(n, 1);
-  for (int i = 0; i < n; ++i) {
-    const int label = i % 3;
-    ds.x(i, 0) = centers[label][0] + static_cast<float>(rng.Uniform(-1.2, 1.2));
-    ds.x(i, 1) = centers[label][1] + static_cast<float>(rng.Uniform(-1.2, 1.2));
-    ds.y(i, 0) = static_cast<float>(label);
-  }
-  return ds;
-}
 
 // y = x0 - 2 x1 + 0.5 for x uniform in [-1, 1]^2.
 Dataset MakeLinear(int n, uint32_t seed) {
@@ -50,33 +35,6 @@ Dataset MakeLinear(int n, uint32_t seed) {
   ds.y.resize(n, 1);
   for (int i = 0; i < n; ++i) ds.y(i, 0) = ds.x(i, 0) - 2 * ds.x(i, 1) + 0.5f;
   return ds;
-}
-
-// A model and its optimizer, built for each other.
-struct Trainee {
-  std::unique_ptr<Sequential> model;
-  std::unique_ptr<Optimizer> optimizer;
-  uint64_t Hash() const { return Xxh3(std::as_const(*model).store().params()); }
-  std::vector<float> Params() const {
-    auto p = std::as_const(*model).store().params();
-    return std::vector<float>(p.begin(), p.end());
-  }
-};
-
-Trainee MakeClassifier(uint64_t seed, bool dropout = false, bool adam = true) {
-  Trainee t;
-  t.model = std::make_unique<Sequential>(2);
-  t.model->Add<Dense>(16).Add<ReLU>();
-  if (dropout) t.model->Add<Dropout>(0.25f);
-  t.model->Add<Dense>(3);
-  t.model->Build(seed);
-  if (adam) {
-    t.optimizer = std::make_unique<Adam>(0.01f);
-  } else {
-    t.optimizer = std::make_unique<SGD>(0.1f, 0.9f);
-  }
-  t.optimizer->Build(t.model->store().size());
-  return t;
 }
 
 FitOptions Options(int epochs, int64_t batch_size, uint64_t seed = 5) {

@@ -1,0 +1,69 @@
+// Env: every file-system call the checkpoint subsystem makes goes through
+// this small seam (as LevelDB's Env), so tests can fail or "crash" any call
+// and simulate a power cut that drops unsynced data (FaultInjectionEnv).
+//
+// Paths are plain strings; errors are Status values naming the path, with
+// codes from the errno (ENOSPC -> ResourceExhausted, EACCES -> PermissionDenied,
+// ENOENT -> NotFound, ...). Implementations are thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace holdfast {
+
+// A file being written. Data is durable only after Sync() returned OK.
+class WritableFile {
+ public:
+  virtual ~WritableFile() = default;
+  virtual Status Append(std::span<const char> data) = 0;
+  virtual Status Sync() = 0;   // fsync
+  virtual Status Close() = 0;  // also run by the destructor, errors ignored there
+};
+
+class Env {
+ public:
+  virtual ~Env() = default;
+
+  // Creates or truncates `path` for writing.
+  virtual StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) = 0;
+  // Reads a whole file; a file larger than `max_bytes` is an error (checked
+  // before anything is allocated).
+  virtual StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) = 0;
+  virtual StatusOr<uint64_t> FileSize(const std::string& path) = 0;
+  virtual bool Exists(const std::string& path) = 0;
+  // Names in a directory (no "." or ".."), in no particular order.
+  virtual StatusOr<std::vector<std::string>> ListDir(const std::string& path) = 0;
+  // Creates a directory; OK if it exists already. Parents must exist.
+  virtual Status CreateDir(const std::string& path) = 0;
+  // Atomically replaces `to` with `from` (rename(2)); not durable until the
+  // parent directory is synced.
+  virtual Status Rename(const std::string& from, const std::string& to) = 0;
+  // fsync of a directory: makes creations, renames and removals in it durable.
+  virtual Status SyncDir(const std::string& path) = 0;
+  virtual Status RemoveFile(const std::string& path) = 0;
+  virtual Status RemoveDir(const std::string& path) = 0;  // must be empty
+
+  // The process-wide POSIX implementation (one of holdfast's two globals).
+  static Env* Default();
+};
+
+// Writes `data` to `path` atomically and durably: write `path`.tmp, fsync,
+// close, rename onto `path`, fsync the parent directory; the tmp file is
+// removed on failure. Afterwards `path` holds either its old or its new
+// content, whatever happens.
+Status AtomicWriteFile(Env* env, const std::string& path, std::span<const char> data);
+
+// Removes a directory and everything below it (files and subdirectories).
+Status RemoveTree(Env* env, const std::string& path);
+
+// "a/b" + "c" -> "a/b/c"; parent of "a/b/c" -> "a/b" ("." for "c").
+std::string JoinPath(const std::string& dir, const std::string& name);
+std::string ParentDir(const std::string& path);
+
+}  // namespace holdfast
