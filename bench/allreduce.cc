@@ -28,26 +28,38 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Median seconds per call of fn, over enough calls to fill ~min_seconds
-// (at least 5), after two warm-up calls. Every rank runs the same count.
-double MedianSeconds(const std::function<void()>& fn, double min_seconds, MPI_Comm comm) {
-  fn();
-  fn();
-  std::vector<double> times;
+// Median seconds per call of each fn, measured interleaved in a rotating
+// order so that drift and position in a round hit all alike; enough
+// rounds to fill ~min_seconds (at least 5) after two warm-up rounds. Rank 0
+// decides when to stop, so every rank runs the same count.
+std::vector<double> MedianSeconds(const std::vector<std::function<void()>>& fns, double min_seconds,
+                                  MPI_Comm comm) {
+  std::vector<std::vector<double>> times(fns.size());
   double total = 0;
-  int go = 1;
-  while (go) {
-    MPI_Barrier(comm);
-    const auto t0 = Clock::now();
-    fn();
-    const double t = std::chrono::duration<double>(Clock::now() - t0).count();
-    times.push_back(t);
-    total += t;
-    go = times.size() < 5 || (total < min_seconds && times.size() < 1000);
-    MPI_Bcast(&go, 1, MPI_INT, 0, comm);  // rank 0 decides for everyone
+  for (int round = 0, go = 1; go; ++round) {
+    for (size_t k = 0; k < fns.size(); ++k) {
+      // Rotate who goes first: a call right after another one measured
+      // slower here, whichever it was.
+      const size_t i = (k + static_cast<size_t>(round)) % fns.size();
+      MPI_Barrier(comm);
+      const auto t0 = Clock::now();
+      fns[i]();
+      const double t = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (round >= 2) {
+        times[i].push_back(t);
+        total += t;
+      }
+    }
+    const size_t n = times[0].size();
+    go = n < 5 || (total < min_seconds && n < 1000);
+    MPI_Bcast(&go, 1, MPI_INT, 0, comm);
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  std::vector<double> medians;
+  for (auto& t : times) {
+    std::sort(t.begin(), t.end());
+    medians.push_back(t[t.size() / 2]);
+  }
+  return medians;
 }
 
 // A model whose gradient buffer holds `floats` floats: Dense(units) on one
@@ -81,7 +93,7 @@ struct SyncFixture {
 int main(int argc, char** argv) {
   CLI::App app("bench/allreduce: holdfast gradient sync vs raw MPI_Allreduce (run under mpirun)");
   size_t min_bytes = 4096, max_bytes = size_t{256} << 20;
-  double min_seconds = 0.3;
+  double min_seconds = 1.0;
   std::string json_path;
   bool sweep = true;
   app.add_option("--min-bytes", min_bytes, "Smallest buffer")->capture_default_str();
@@ -112,14 +124,14 @@ int main(int argc, char** argv) {
     SyncFixture thread_fixture(&comm, floats, thread_options);
     std::span<float> buffer = inline_fixture.model.store().control_and_grads();
     const size_t sync_bytes = buffer.size_bytes();
-    const double raw = MedianSeconds(
-        [&] {
-          MPI_Allreduce(MPI_IN_PLACE, buffer.data(), static_cast<int>(buffer.size()), MPI_FLOAT,
-                        MPI_SUM, world);
-        },
-        min_seconds, world);
-    const double inl = MedianSeconds([&] { inline_fixture.Step(); }, min_seconds, world);
-    const double thr = MedianSeconds([&] { thread_fixture.Step(); }, min_seconds, world);
+    const std::vector<double> t =
+        MedianSeconds({[&] {
+                         MPI_Allreduce(MPI_IN_PLACE, buffer.data(), static_cast<int>(buffer.size()),
+                                       MPI_FLOAT, MPI_SUM, world);
+                       },
+                       [&] { inline_fixture.Step(); }, [&] { thread_fixture.Step(); }},
+                      min_seconds, world);
+    const double raw = t[0], inl = t[1], thr = t[2];
     out["sizes"].push_back({{"bytes", sync_bytes},
                             {"raw_seconds", raw},
                             {"inline_seconds", inl},
@@ -145,7 +157,7 @@ int main(int argc, char** argv) {
       mo.bucket_bytes = mib << 20;
       mo.overlap = holdfast::Overlap::kOff;
       SyncFixture fixture(&comm, floats, mo);
-      const double t = MedianSeconds([&] { fixture.Step(); }, min_seconds, world);
+      const double t = MedianSeconds({[&] { fixture.Step(); }}, min_seconds, world)[0];
       out["bucket_sweep"].push_back({{"bucket_mib", mib}, {"seconds", t}});
       if (chief) std::printf("%12zu %12.1f %10.2f\n", mib, t * 1e6, floats * 4 / t / 1e9);
     }

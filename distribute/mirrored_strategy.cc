@@ -133,9 +133,17 @@ void MirroredStrategy::OnGradientsReady(size_t begin, size_t /*end*/) {
 
 void MirroredStrategy::LaunchReadyBuckets(bool final) {
   // Full buckets from the top of what is ready; at the end of the step the
-  // rest, where a remainder under half a bucket joins the last bucket (a
-  // collective's latency is paid per call, however small).
+  // rest: one collective if it fits in fuse_bytes, else buckets where a
+  // remainder under half a bucket joins the last one (a collective's latency
+  // is paid per call, however small).
   const size_t bucket = std::max<size_t>(1, options_.bucket_bytes / sizeof(float));
+  if (final) {
+    const size_t grads = launched_lo_ - std::max(ready_lo_, kControl);
+    if (grads * sizeof(float) <= options_.fuse_bytes) {
+      if (launched_lo_ > ready_lo_) Launch(ready_lo_, launched_lo_);
+      return;
+    }
+  }
   while (launched_lo_ - ready_lo_ >= bucket || (final && launched_lo_ > ready_lo_)) {
     const bool last = final && launched_lo_ - ready_lo_ < bucket + bucket / 2;
     Launch(last ? ready_lo_ : launched_lo_ - bucket, launched_lo_);

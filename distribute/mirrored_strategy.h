@@ -42,6 +42,13 @@ struct MirroredOptions {
   // smaller ones start earlier during backward and stay in cache.
   // 1 MiB was fastest in bench/allreduce's sweep (1..64 MiB) on the reference machine.
   size_t bucket_bytes = size_t{1} << 20;
+  // Gradients still unsent when backward ends go as one collective when they
+  // are at most this many bytes, in buckets beyond. In bench/allreduce one
+  // call was fastest up to 16 MiB, and 1 MiB buckets ~2x faster than one
+  // call from 64 MiB on, where Open MPI's large-message path leaves the
+  // cache. A fixed rule, not a timing: the summation order, and so the bits
+  // of the result on 3+ ranks, must not change between a run and its resume.
+  size_t fuse_bytes = size_t{16} << 20;
   Overlap overlap = Overlap::kAuto;
 };
 

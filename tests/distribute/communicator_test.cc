@@ -402,8 +402,7 @@ TEST(LocalCommunicatorTest, CollectivesAreIdentities) {
 
 TEST(LocalCommunicatorDeathTest, AbortPrintsAndExitsWithTheCode) {
   LocalCommunicator comm;
-  EXPECT_EXIT(comm.Abort(7, "out of patience"), ::testing::ExitedWithCode(7),
-              "out of patience");
+  EXPECT_EXIT(comm.Abort(7, "out of patience"), ::testing::ExitedWithCode(7), "out of patience");
 }
 
 // ---------------------------------------------------------------------------

@@ -188,6 +188,9 @@ class MirroredTrainingTest : public ::testing::TestWithParam<std::tuple<int, Ove
     MirroredOptions m;
     m.overlap = std::get<1>(GetParam());
     m.bucket_bytes = std::get<2>(GetParam());
+    // Tiny buckets are there to force many collectives per step, also in
+    // the end-of-step flush.
+    if (m.bucket_bytes <= 256) m.fuse_bytes = 0;
     return m;
   }
 };
@@ -253,6 +256,7 @@ TEST(MirroredStrategyTest, RanksWithEmptySlicesStillMatch) {
     MirroredOptions m;
     m.overlap = overlap;
     m.bucket_bytes = 256;
+    m.fuse_bytes = 0;
     ExpectMirrorsOfSingleProcess(TrainMirrored(4, m, data, options), single);
   }
 }
@@ -533,6 +537,7 @@ ControlRun RunWithControl(int world, Overlap overlap, std::vector<int> stop_rank
   MirroredOptions m;
   m.overlap = overlap;
   m.bucket_bytes = 256;
+  m.fuse_bytes = 0;
   const Dataset data = Data();
   RunInProcessRanks(world, [&](Communicator& comm) {
     const int r = comm.rank();
@@ -631,6 +636,7 @@ TEST(MirroredStrategyTest, ExceptionOnOneRankDoesNotHangTheOthers) {
     MirroredOptions m;
     m.overlap = overlap;
     m.bucket_bytes = 256;
+    m.fuse_bytes = 0;
     std::atomic<int> aborted{0};
     auto rank_main = [&](Communicator& comm) {
       Trainee t = Model();
@@ -660,7 +666,8 @@ TEST(MirroredStrategyTest, SecondFitContinuesInStep) {
   RunInProcessRanks(3, [&](Communicator& comm) {
     RunResult& r = ranks[comm.rank()];
     Trainee t = Model();
-    MirroredStrategy strategy(&comm, MirroredOptions{256, Overlap::kOn});
+    MirroredStrategy strategy(
+        &comm, MirroredOptions{.bucket_bytes = 256, .fuse_bytes = 0, .overlap = Overlap::kOn});
     FitOptions o = Options(1);
     o.replica = &strategy;
     o.callbacks = {&r.hashes};

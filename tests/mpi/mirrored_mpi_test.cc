@@ -277,7 +277,11 @@ TEST_F(MpiTest, EveryBucketSizeAndOverlapTrainsInStep) {
     for (size_t bucket : {size_t{256}, size_t{1} << 20}) {
       SCOPED_TRACE("bucket " + std::to_string(bucket) +
                    (overlap == Overlap::kOn ? ", overlap" : ", no overlap"));
-      MirroredStrategy strategy(&Comm(), MirroredOptions{bucket, overlap});
+      MirroredOptions options;
+      options.bucket_bytes = bucket;
+      options.fuse_bytes = bucket == 256 ? 0 : options.fuse_bytes;  // 256: many collectives
+      options.overlap = overlap;
+      MirroredStrategy strategy(&Comm(), options);
       TrainAndCompare(strategy);
       if (Comm().size() > 1) {
         EXPECT_EQ(strategy.overlapping(), overlap == Overlap::kOn);
@@ -306,7 +310,8 @@ class StopOnRequest : public Callback {
 };
 
 TEST_F(MpiTest, StopRequestReachesEveryRank) {
-  MirroredStrategy strategy(&Comm(), MirroredOptions{256, Overlap::kOn});
+  MirroredStrategy strategy(
+      &Comm(), MirroredOptions{.bucket_bytes = 256, .fuse_bytes = 0, .overlap = Overlap::kOn});
   Trainee t = MakeClassifier(kModelSeed, true, true, 32);
   StopOnRequest stop;
   FitOptions o = Options();
