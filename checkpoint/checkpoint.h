@@ -1,0 +1,51 @@
+// Checkpoint: what a checkpoint holds (the tf.train.Checkpoint idea). The
+// model's parameters and the optimizer's slots and step count, plus named
+// integers and doubles that a training loop needs to resume exactly (its
+// position, the running metric sums of an epoch, user counters). Everything
+// is restored bit for bit.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/optimizer.h"
+#include "core/sequential.h"
+
+namespace holdfast {
+
+// A flat float buffer of the training state, by name: "params",
+// "optimizer/m", "optimizer/v", ...
+struct NamedBlob {
+  std::string name;
+  std::span<float> values;
+};
+
+class Checkpoint {
+ public:
+  // Both must outlive the Checkpoint; the model must be built and the
+  // optimizer built for it.
+  Checkpoint(Sequential* model, Optimizer* optimizer) : model_(model), optimizer_(optimizer) {}
+
+  // Saved and restored exactly. Keys starting with "holdfast/" are reserved
+  // for holdfast's own callbacks.
+  std::map<std::string, int64_t> counters;
+  std::map<std::string, double> values;
+
+  Sequential& model() { return *model_; }
+  Optimizer& optimizer() { return *optimizer_; }
+  int64_t step() const { return optimizer_->iterations(); }
+
+  // Views of every flat buffer to save, in a fixed order.
+  std::vector<NamedBlob> Blobs();
+  std::string ModelSignature() const { return model_->Signature(); }
+  std::string OptimizerSignature() const { return optimizer_->Signature(); }
+
+ private:
+  Sequential* model_;
+  Optimizer* optimizer_;
+};
+
+}  // namespace holdfast

@@ -1,0 +1,478 @@
+#include "checkpoint/manager.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <regex>
+
+#include "checkpoint/internal/shard_format.h"
+#include "core/check.h"
+#include "core/data_order.h"
+#include "core/hash.h"
+#include "core/version.h"
+
+namespace holdfast {
+namespace {
+
+using internal::DecodedShard;
+using internal::ShardToWrite;
+using nlohmann::json;
+
+constexpr const char* kManifest = "MANIFEST.json";
+constexpr const char* kLatest = "LATEST";
+constexpr uint64_t kMaxManifestBytes = 16 << 20;
+const std::regex kCheckpointName("ckpt-([0-9]{1,18})");
+const std::regex kShardName("shard-[0-9]{1,9}-of-[0-9]{1,9}\\.bin");
+const std::regex kPrepareName("\\.ckpt-[0-9]{1,18}\\.tmp-[0-9a-f]+");
+
+std::string CheckpointName(int64_t step) { return "ckpt-" + std::to_string(step); }
+
+std::string ShardName(int writer, int writers) {
+  return "shard-" + std::to_string(writer) + "-of-" + std::to_string(writers) + ".bin";
+}
+
+// The manifest's own checksum: XXH3 of its canonical dump without the field.
+std::string ManifestChecksum(json manifest) {
+  manifest.erase("checksum");
+  return HexU64(Xxh3(manifest.dump()));
+}
+
+std::string UtcNow(double unix_seconds) {
+  const std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm;
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+double UnixNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+Status WriteDurably(Env* env, const std::string& path, std::span<const char> data) {
+  HOLDFAST_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->NewWritableFile(path));
+  HOLDFAST_RETURN_IF_ERROR(file->Append(data));
+  HOLDFAST_RETURN_IF_ERROR(file->Sync());
+  return file->Close();
+}
+
+// A Status carried across ranks as text: "<code number>|<message>".
+std::string EncodeStatus(const Status& s) {
+  return std::to_string(static_cast<int>(s.code())) + "|" + s.message();
+}
+Status DecodeStatus(const std::string& text) {
+  const size_t bar = text.find('|');
+  return Status(static_cast<StatusCode>(std::stoi(text.substr(0, bar))), text.substr(bar + 1));
+}
+
+// A checkpoint read and verified by the chief, not yet applied.
+struct LoadedState {
+  int64_t step = 0;
+  std::map<std::string, std::vector<float>> blobs;
+  std::map<std::string, int64_t> counters;
+  std::map<std::string, double> values;
+};
+
+// Removes a committed checkpoint: the manifest first, so that a crash half
+// way leaves a directory that is plainly not a checkpoint.
+Status RemoveCheckpoint(Env* env, const std::string& path) {
+  const std::string manifest = JoinPath(path, kManifest);
+  if (env->Exists(manifest)) HOLDFAST_RETURN_IF_ERROR(env->RemoveFile(manifest));
+  return RemoveTree(env, path);
+}
+
+// Reads and verifies one committed checkpoint completely (manifest checksum,
+// signatures, every shard's size and hash, slices covering every blob
+// exactly) without touching the live training state.
+StatusOr<LoadedState> LoadCheckpoint(Env* env, const std::string& path, Checkpoint& live) {
+  HOLDFAST_ASSIGN_OR_RETURN(std::string text,
+                            env->ReadFile(JoinPath(path, kManifest), kMaxManifestBytes));
+  const json manifest = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (manifest.is_discarded() || !manifest.is_object() || !manifest.contains("checksum") ||
+      !manifest["checksum"].is_string()) {
+    return DataLossError("MANIFEST.json does not parse");
+  }
+  if (manifest["checksum"].get<std::string>() != ManifestChecksum(manifest)) {
+    return DataLossError("MANIFEST.json checksum mismatch");
+  }
+  LoadedState state;
+  std::map<std::string, uint64_t> blob_sizes;
+  try {
+    if (manifest.at("format_version").get<uint32_t>() != internal::kShardFormatVersion) {
+      return DataLossError("unsupported format version");
+    }
+    state.step = manifest.at("step").get<int64_t>();
+    const std::string model = manifest.at("model_signature").get<std::string>();
+    const std::string optimizer = manifest.at("optimizer_signature").get<std::string>();
+    if (model != live.ModelSignature()) {
+      return FailedPreconditionError("it was written for another model: it has " + model +
+                                     ", this run has " + live.ModelSignature());
+    }
+    if (optimizer != live.OptimizerSignature()) {
+      return FailedPreconditionError("it was written for another optimizer: it has " + optimizer +
+                                     ", this run has " + live.OptimizerSignature());
+    }
+    for (const NamedBlob& blob : live.Blobs()) blob_sizes[blob.name] = blob.values.size();
+    for (const auto& [name, floats] : blob_sizes) state.blobs[name].assign(floats, 0.0f);
+    std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> covered;
+    for (const json& entry : manifest.at("shards")) {
+      const std::string file = entry.at("file").get<std::string>();
+      // Only plain shard names inside the checkpoint: never "..", never "/".
+      if (!std::regex_match(file, kShardName)) return DataLossError("bad shard name " + file);
+      const uint64_t bytes = entry.at("bytes").get<uint64_t>();
+      HOLDFAST_ASSIGN_OR_RETURN(uint64_t size, env->FileSize(JoinPath(path, file)));
+      if (size != bytes) {
+        return DataLossError(file + " has " + std::to_string(size) + " bytes, manifest says " +
+                             std::to_string(bytes));
+      }
+      HOLDFAST_ASSIGN_OR_RETURN(std::string data, env->ReadFile(JoinPath(path, file), bytes));
+      if (HexU64(Xxh3(data.data(), data.size())) != entry.at("xxh3").get<std::string>()) {
+        return DataLossError(file + ": hash mismatch");
+      }
+      HOLDFAST_ASSIGN_OR_RETURN(DecodedShard shard, internal::DecodeShard(data, blob_sizes));
+      if (shard.step != static_cast<uint64_t>(state.step)) {
+        return DataLossError(file + " belongs to step " + std::to_string(shard.step));
+      }
+      if (shard.rank == 0) {
+        state.counters = std::move(shard.counters);
+        state.values = std::move(shard.values);
+      }
+      for (DecodedShard::Slice& slice : shard.slices) {
+        std::copy(slice.data.begin(), slice.data.end(),
+                  state.blobs[slice.name].begin() + static_cast<int64_t>(slice.offset));
+        covered[slice.name].emplace_back(slice.offset, slice.offset + slice.data.size());
+      }
+    }
+    for (const auto& [name, floats] : blob_sizes) {
+      auto& ranges = covered[name];
+      std::sort(ranges.begin(), ranges.end());
+      uint64_t next = 0;
+      for (const auto& [begin, end] : ranges) {
+        if (begin != next) return DataLossError("blob " + name + " is not covered exactly");
+        next = end;
+      }
+      if (next != floats) return DataLossError("blob " + name + " is incomplete");
+    }
+  } catch (const json::exception& e) {
+    return DataLossError(std::string("MANIFEST.json is malformed: ") + e.what());
+  }
+  return state;
+}
+
+}  // namespace
+
+CheckpointManager::CheckpointManager(Checkpoint* checkpoint, Communicator* comm,
+                                     CheckpointOptions options)
+    : checkpoint_(checkpoint),
+      comm_(comm),
+      options_(std::move(options)),
+      env_(options_.env != nullptr ? options_.env : Env::Default()) {
+  HOLDFAST_CHECK(checkpoint_ != nullptr && comm_ != nullptr, "CheckpointManager needs both");
+  if (options_.max_to_keep < 1) options_.max_to_keep = 1;
+}
+
+Status CheckpointManager::Save() {
+  const int64_t step = checkpoint_->step();
+  const bool chief = comm_->rank() == 0;
+  const int writers = options_.chief_writes_all ? 1 : comm_->size();
+  const std::string name = CheckpointName(step);
+  const std::string& dir = options_.directory;
+
+  // Phase 0: the chief opens a prepare area with a fresh name.
+  std::string area;
+  if (chief) {
+    std::random_device random;
+    char nonce[17];
+    std::snprintf(nonce, sizeof nonce, "%08x%08x", random(), random());
+    const std::string tmp = JoinPath(dir, "." + name + ".tmp-" + nonce);
+    Status s = env_->CreateDir(dir);
+    if (s.ok()) s = env_->CreateDir(tmp);
+    area = s.ok() ? "+" + tmp : "-" + s.ToString();
+  }
+  area = comm_->BroadcastString(area, 0);
+  if (area[0] == '-') {
+    return AbortedError("checkpoint " + name + " not saved: " + area.substr(1));
+  }
+  const std::string tmp = area.substr(1);
+
+  // Phase 1 (prepare): each writer writes and fsyncs its shard, then votes.
+  json vote = json::object();
+  if (comm_->rank() < writers) {
+    ShardToWrite shard;
+    shard.rank = static_cast<uint32_t>(comm_->rank());
+    shard.world = static_cast<uint32_t>(comm_->size());
+    shard.step = static_cast<uint64_t>(step);
+    for (const NamedBlob& blob : checkpoint_->Blobs()) {
+      const Range r =
+          ReplicaSlice(static_cast<int64_t>(blob.values.size()), comm_->rank(), writers);
+      shard.slices.push_back({blob.name, blob.values.size(), static_cast<uint64_t>(r.begin),
+                              blob.values.subspan(r.begin, r.size())});
+    }
+    if (chief) {
+      shard.counters = &checkpoint_->counters;
+      shard.values = &checkpoint_->values;
+    }
+    const std::string bytes = internal::EncodeShard(shard);
+    const std::string file = ShardName(comm_->rank(), writers);
+    const Status s = WriteDurably(env_, JoinPath(tmp, file), bytes);
+    vote = {{"ok", s.ok()},
+            {"file", file},
+            {"bytes", bytes.size()},
+            {"xxh3", HexU64(Xxh3(bytes.data(), bytes.size()))},
+            {"error", s.ToString()}};
+  }
+  const std::vector<std::string> votes = comm_->Gather(vote.dump(), 0);
+
+  // Phase 2 (decide): the chief commits or aborts; everyone learns which.
+  std::string outcome;
+  if (chief) outcome = EncodeStatus(SaveOnChief(tmp, JoinPath(dir, name), votes));
+  return DecodeStatus(comm_->BroadcastString(outcome, 0));
+}
+
+Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string& final_dir,
+                                      const std::vector<std::string>& votes) {
+  const int64_t step = checkpoint_->step();
+  const std::string name = CheckpointName(step);
+  json shards = json::array();
+  std::string failures;
+  for (size_t r = 0; r < votes.size(); ++r) {
+    const json vote = json::parse(votes[r]);
+    if (vote.empty()) continue;  // not a writer
+    if (!vote["ok"].get<bool>()) {
+      if (!failures.empty()) failures += "; ";
+      failures += "rank ";
+      failures += std::to_string(r);
+      failures += ": ";
+      failures += vote["error"].get<std::string>();
+      continue;
+    }
+    shards.push_back(
+        {{"file", vote["file"]}, {"bytes", vote["bytes"]}, {"xxh3", vote["xxh3"]}, {"rank", r}});
+  }
+  auto abort = [&](const std::string& why) {
+    (void)RemoveTree(env_, tmp);  // best effort: recovery removes leftovers too
+    return AbortedError("checkpoint " + name + " not committed, the previous one stays: " + why);
+  };
+  if (!failures.empty()) return abort(failures);
+
+  if (env_->Exists(final_dir)) {
+    // This step was committed before (a resumed run saving the same step):
+    // resume is exact, so it already holds this state.
+    (void)RemoveTree(env_, tmp);
+    return Status::Ok();
+  }
+  const double now = UnixNow();
+  json manifest = {
+      {"format", "holdfast-checkpoint"},
+      {"format_version", internal::kShardFormatVersion},
+      {"holdfast_version", HOLDFAST_VERSION},
+      {"step", step},
+      {"world_size", comm_->size()},
+      {"created_unix", now},
+      {"created_utc", UtcNow(now)},
+      {"model_signature", checkpoint_->ModelSignature()},
+      {"optimizer_signature", checkpoint_->OptimizerSignature()},
+      {"counters", checkpoint_->counters},
+      {"shards", shards},
+  };
+  json blobs = json::array();
+  for (const NamedBlob& blob : checkpoint_->Blobs()) {
+    blobs.push_back({{"name", blob.name}, {"floats", blob.values.size()}});
+  }
+  manifest["blobs"] = blobs;
+  manifest["checksum"] = ManifestChecksum(manifest);
+  const std::string text = manifest.dump(2) + "\n";
+
+  Status s = WriteDurably(env_, JoinPath(tmp, kManifest), text);
+  if (s.ok()) s = env_->SyncDir(tmp);
+  if (!s.ok()) return abort(s.ToString());
+  // The commit point: after this rename (made durable by the fsync of the
+  // directory) the checkpoint exists.
+  s = env_->Rename(tmp, final_dir);
+  if (!s.ok()) return abort(s.ToString());
+  s = env_->SyncDir(options_.directory);
+  if (!s.ok()) {
+    return AbortedError("checkpoint " + name + " may not be durable: " + s.ToString());
+  }
+  // LATEST is a hint for people and tools; recovery trusts the manifests.
+  s = AtomicWriteFile(env_, JoinPath(options_.directory, kLatest), name + "\n");
+  if (!s.ok())
+    std::fprintf(stderr, "holdfast: warning: LATEST not updated: %s\n", s.ToString().c_str());
+  s = ApplyKeepPolicy();
+  if (!s.ok()) std::fprintf(stderr, "holdfast: warning: keep policy: %s\n", s.ToString().c_str());
+  return Status::Ok();
+}
+
+StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
+  const std::string& dir = options_.directory;
+  std::optional<LoadedState> chosen;
+  Status status = Status::Ok();
+  if (comm_->rank() == 0 && env_->Exists(dir)) {
+    auto names = env_->ListDir(dir);
+    if (!names.ok()) {
+      status = names.status();
+    } else {
+      std::vector<std::pair<int64_t, std::string>> candidates;
+      for (const std::string& name : *names) {
+        std::smatch m;
+        if (std::regex_match(name, kPrepareName)) {
+          // An interrupted save: never committed, never read.
+          (void)RemoveTree(env_, JoinPath(dir, name));
+        } else if (std::regex_match(name, m, kCheckpointName)) {
+          candidates.emplace_back(std::stoll(m[1]), name);
+        }
+      }
+      std::sort(candidates.rbegin(), candidates.rend());
+      std::string damaged;
+      for (const auto& [step, name] : candidates) {
+        const std::string path = JoinPath(dir, name);
+        if (!env_->Exists(JoinPath(path, kManifest))) continue;  // half-deleted, not committed
+        auto loaded = LoadCheckpoint(env_, path, *checkpoint_);
+        if (loaded.ok()) {
+          chosen = std::move(*loaded);
+          break;
+        }
+        if (loaded.status().code() == StatusCode::kFailedPrecondition) {
+          status = loaded.status().WithContext("checkpoint " + path);
+          break;
+        }
+        std::fprintf(stderr, "holdfast: checkpoint %s is damaged (%s); falling back\n",
+                     path.c_str(), loaded.status().message().c_str());
+        if (!damaged.empty()) damaged += "; ";
+        damaged += name;
+        damaged += ": ";
+        damaged += loaded.status().message();
+      }
+      if (status.ok() && !chosen && !damaged.empty()) {
+        status = DataLossError("no usable checkpoint in " + dir + " (" + damaged + ")");
+      }
+    }
+  }
+  // Everyone learns the outcome; then the chief's state reaches every rank.
+  const std::string outcome =
+      comm_->BroadcastString(!status.ok() ? "E" + EncodeStatus(status) : (chosen ? "L" : "N"), 0);
+  if (outcome[0] == 'E') return DecodeStatus(outcome.substr(1));
+  if (outcome[0] == 'N') return std::optional<int64_t>();
+
+  for (const NamedBlob& blob : checkpoint_->Blobs()) {
+    if (chosen)
+      std::copy(chosen->blobs[blob.name].begin(), chosen->blobs[blob.name].end(),
+                blob.values.begin());
+    comm_->Broadcast(blob.values.data(), blob.values.size_bytes(), 0);
+  }
+  json scalars;
+  if (chosen) {
+    scalars = {{"step", chosen->step}, {"counters", chosen->counters}};
+    // Doubles travel as their bit patterns: exact, whatever JSON would print.
+    json values = json::object();
+    for (const auto& [key, v] : chosen->values) {
+      uint64_t bits;
+      std::memcpy(&bits, &v, sizeof bits);
+      values[key] = bits;
+    }
+    scalars["values"] = values;
+  }
+  scalars = json::parse(comm_->BroadcastString(chosen ? scalars.dump() : "", 0));
+  const int64_t step = scalars["step"].get<int64_t>();
+  checkpoint_->optimizer().set_iterations(step);
+  checkpoint_->counters = scalars["counters"].get<std::map<std::string, int64_t>>();
+  checkpoint_->values.clear();
+  for (const auto& [key, bits] : scalars["values"].items()) {
+    const uint64_t b = bits.get<uint64_t>();
+    double v;
+    std::memcpy(&v, &b, sizeof v);
+    checkpoint_->values[key] = v;
+  }
+  // All ranks confirm they restored the same state.
+  std::vector<int64_t> check = {step, static_cast<int64_t>(Xxh3(scalars.dump()))};
+  std::vector<int64_t> negated = {~check[0], ~check[1]};
+  comm_->AllReduceMax(check);
+  comm_->AllReduceMax(negated);
+  HOLDFAST_CHECK(check[0] == ~negated[0] && check[1] == ~negated[1],
+                 "ranks restored different checkpoints");
+  return std::optional<int64_t>(step);
+}
+
+std::vector<CheckpointInfo> CheckpointManager::List() {
+  std::vector<CheckpointInfo> out;
+  auto names = env_->ListDir(options_.directory);
+  if (!names.ok()) return out;
+  for (const std::string& name : *names) {
+    std::smatch m;
+    if (!std::regex_match(name, m, kCheckpointName)) continue;
+    auto text =
+        env_->ReadFile(JoinPath(JoinPath(options_.directory, name), kManifest), kMaxManifestBytes);
+    if (!text.ok()) continue;
+    const json manifest = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (manifest.is_discarded() || !manifest.is_object()) continue;
+    CheckpointInfo info;
+    info.name = name;
+    info.step = std::stoll(m[1]);
+    info.created_unix = manifest.value("created_unix", 0.0);
+    info.world_size = manifest.value("world_size", 0);
+    if (manifest.contains("shards") && manifest["shards"].is_array()) {
+      for (const json& shard : manifest["shards"]) info.bytes += shard.value("bytes", uint64_t{0});
+    }
+    out.push_back(info);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const CheckpointInfo& a, const CheckpointInfo& b) { return a.step < b.step; });
+  return out;
+}
+
+Status CheckpointManager::ApplyKeepPolicy() {
+  const std::vector<CheckpointInfo> all = List();
+  const size_t keep_newest = static_cast<size_t>(options_.max_to_keep);
+  if (all.size() <= keep_newest) return Status::Ok();
+  // keep_every_n_hours, stateless: in each n-hour window since the oldest
+  // checkpoint, the oldest checkpoint of the window is kept for good.
+  const double window = options_.keep_every_n_hours * 3600.0;
+  std::map<int64_t, bool> window_has_keeper;
+  for (size_t i = 0; i + keep_newest < all.size(); ++i) {
+    if (window > 0) {
+      const int64_t w =
+          static_cast<int64_t>(std::floor((all[i].created_unix - all[0].created_unix) / window));
+      if (!window_has_keeper[w]) {
+        window_has_keeper[w] = true;
+        continue;
+      }
+    }
+    HOLDFAST_RETURN_IF_ERROR(RemoveCheckpoint(env_, JoinPath(options_.directory, all[i].name)));
+  }
+  return env_->SyncDir(options_.directory);
+}
+
+Status CheckpointManager::DeleteAll() {
+  std::string outcome;
+  if (comm_->rank() == 0) {
+    Status s = Status::Ok();
+    auto names = env_->ListDir(options_.directory);
+    if (names.ok()) {
+      for (const std::string& name : *names) {
+        const std::string path = JoinPath(options_.directory, name);
+        if (std::regex_match(name, kCheckpointName)) {
+          s = RemoveCheckpoint(env_, path);
+        } else if (std::regex_match(name, kPrepareName)) {
+          s = RemoveTree(env_, path);
+        } else if (name == kLatest) {
+          s = env_->RemoveFile(path);
+        }
+        if (!s.ok()) break;
+      }
+      if (s.ok()) s = env_->SyncDir(options_.directory);
+    }
+    outcome = EncodeStatus(s);
+  }
+  return DecodeStatus(comm_->BroadcastString(outcome, 0));
+}
+
+}  // namespace holdfast

@@ -1,0 +1,97 @@
+// CheckpointManager: commits a Checkpoint from every rank with a
+// chief-coordinated two-phase commit, keeps the newest ones by policy, and
+// restores the newest valid one, falling back past damaged ones.
+//
+// Layout of `directory`:
+//   LATEST                        name of the newest committed checkpoint (a hint)
+//   ckpt-<step>/MANIFEST.json     written last; the checkpoint exists iff it does
+//   ckpt-<step>/shard-<r>-of-<W>.bin   writer r's slice of every blob
+//   .ckpt-<step>.tmp-<nonce>/     prepare area, never read, removed on recovery
+//
+// Save: every writer writes and fsyncs its shard in the prepare area and
+// reports {ok, bytes, hash, error} to the chief; the chief writes and fsyncs
+// the manifest, renames the area into place, fsyncs the directory, replaces
+// LATEST, applies the keep policy, and tells every rank the outcome. A process
+// killed at any instant leaves the old or the new checkpoint committed,
+// never a torn one.
+//
+// Collective: every rank calls Save / RestoreLatest at the same point (see
+// distribute/communicator.h for the ordering contract). Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/env.h"
+#include "core/status.h"
+#include "distribute/communicator.h"
+
+namespace holdfast {
+
+struct CheckpointOptions {
+  std::string directory;
+  // Committed checkpoints kept, newest first (>= 1). 2 keeps the previous one
+  // to fall back to when the newest is damaged (double checkpointing).
+  int max_to_keep = 2;
+  // Also keep one checkpoint per this many hours of training, forever
+  // (tf.train.CheckpointManager's keep_checkpoint_every_n_hours); 0: off.
+  double keep_every_n_hours = 0;
+  // For clusters without a shared filesystem: the chief writes every byte
+  // (one shard) and restores alone, then broadcasts. Otherwise each rank
+  // writes 1/W of every blob.
+  bool chief_writes_all = false;
+  Env* env = nullptr;  // null: Env::Default()
+};
+
+struct CheckpointInfo {
+  std::string name;  // "ckpt-1200"
+  int64_t step = 0;
+  double created_unix = 0;
+  uint64_t bytes = 0;
+  int world_size = 0;
+};
+
+class CheckpointManager {
+ public:
+  // `checkpoint` and `comm` must outlive the manager.
+  CheckpointManager(Checkpoint* checkpoint, Communicator* comm, CheckpointOptions options);
+
+  // Collective. Commits "ckpt-<step>". On any rank's failure (disk full, I/O
+  // error, permission) nothing is committed, the previous checkpoints stay,
+  // and every rank gets the same Aborted status naming the failed ranks.
+  Status Save();
+
+  // Collective. Loads the newest valid checkpoint into the Checkpoint on
+  // every rank and returns its step; nullopt when the directory holds none
+  // (a fresh start). Damaged ones are skipped with a note on stderr (chief).
+  // Errors, the same on every rank: DataLoss when checkpoints exist but none
+  // is valid; FailedPrecondition when the newest valid one was written for
+  // another model or optimizer (the message names the difference).
+  StatusOr<std::optional<int64_t>> RestoreLatest();
+
+  // Committed checkpoints (those with a manifest), oldest first. Chief-side
+  // view; cheap (reads manifests only, no shard hashing).
+  std::vector<CheckpointInfo> List();
+
+  // Deletes every committed checkpoint, LATEST and prepare areas (Keras'
+  // delete_checkpoint after a finished fit). Collective.
+  Status DeleteAll();
+
+  const CheckpointOptions& options() const { return options_; }
+
+ private:
+  Status SaveOnChief(const std::string& tmp, const std::string& final_dir,
+                     const std::vector<std::string>& votes);
+  Status ApplyKeepPolicy();
+
+  Checkpoint* checkpoint_;
+  Communicator* comm_;
+  CheckpointOptions options_;
+  Env* env_;
+  double last_kept_for_hours_ = 0;  // creation time of the last checkpoint kept by the hours rule
+};
+
+}  // namespace holdfast

@@ -1,0 +1,226 @@
+// CheckpointManager over real files: save and restore bit-exactly, on the
+// same and on other world sizes, fall back past damage, keep by policy.
+#include "checkpoint/manager.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+
+#include "core/fit.h"
+#include "core/loss.h"
+#include "distribute/thread_communicator.h"
+#include "tests/testutil/models.h"
+#include "tests/testutil/testutil.h"
+
+namespace holdfast {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A model trained for `steps` Adam steps, so every blob holds distinct values.
+Trainee Trained(uint64_t seed, int steps) {
+  Trainee t = MakeClassifier(seed);
+  const Dataset data = MakeBlobs(64, 3);
+  FitOptions o;
+  o.epochs = 1;
+  o.batch_size = 64 / steps;
+  o.seed = seed;
+  (void)Fit(*t.model, *t.optimizer, SoftmaxCrossEntropy(), data, o);
+  return t;
+}
+
+std::vector<float> Flat(Trainee& t) {
+  std::vector<float> all(t.model->store().params().begin(), t.model->store().params().end());
+  for (auto& slot : t.optimizer->slots())
+    all.insert(all.end(), slot.values.begin(), slot.values.end());
+  return all;
+}
+
+void FlipByte(const fs::path& file, uint64_t offset) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(static_cast<char>(c ^ 0x20));
+}
+
+TEST(CheckpointManagerTest, SaveThenRestoreIsBitExact) {
+  TempDir dir;
+  LocalCommunicator comm;
+  Trainee a = Trained(1, 4);
+  Checkpoint ca(a.model.get(), a.optimizer.get());
+  ca.counters = {{"epoch", 3}, {"batch", 17}};
+  ca.values = {{"loss_sum", 0.1 + 0.2}};  // not exactly representable in short decimal
+  CheckpointManager ma(&ca, &comm, {.directory = dir.path()});
+  ASSERT_OK(ma.Save());
+
+  Trainee b = MakeClassifier(99);  // other initial values
+  Checkpoint cb(b.model.get(), b.optimizer.get());
+  CheckpointManager mb(&cb, &comm, {.directory = dir.path()});
+  auto restored = mb.RestoreLatest();
+  ASSERT_OK(restored);
+  ASSERT_TRUE(restored->has_value());
+  EXPECT_EQ(**restored, a.optimizer->iterations());
+  EXPECT_EQ(b.optimizer->iterations(), a.optimizer->iterations());
+  EXPECT_EQ(Flat(a), Flat(b));
+  EXPECT_EQ(cb.counters, ca.counters);
+  EXPECT_EQ(cb.values.at("loss_sum"), 0.1 + 0.2);
+  EXPECT_TRUE(fs::exists(fs::path(dir.path()) /
+                         ("ckpt-" + std::to_string(a.optimizer->iterations())) / "MANIFEST.json"));
+  std::ifstream latest(fs::path(dir.path()) / "LATEST");
+  std::string name;
+  latest >> name;
+  EXPECT_EQ(name, "ckpt-" + std::to_string(a.optimizer->iterations()));
+}
+
+TEST(CheckpointManagerTest, EmptyOrMissingDirectoryIsAFreshStart) {
+  TempDir dir;
+  LocalCommunicator comm;
+  Trainee t = MakeClassifier(1);
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  for (const std::string& d : {dir.path(), dir.File("not-yet")}) {
+    CheckpointManager m(&c, &comm, {.directory = d});
+    auto r = m.RestoreLatest();
+    ASSERT_OK(r);
+    EXPECT_FALSE(r->has_value());
+  }
+}
+
+// Saved by `save_world` ranks, restored by `restore_world` ranks: every
+// restoring rank gets the saved state (the blobs are re-sliced).
+void SaveAndRestoreAcrossWorlds(int save_world, int restore_world, bool chief_writes_all) {
+  TempDir dir;
+  Trainee reference = Trained(5, 4);
+  const std::vector<float> expected = Flat(reference);
+  RunInProcessRanks(save_world, [&](Communicator& comm) {
+    Trainee t = Trained(5, 4);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    c.counters["rank_independent"] = 42;
+    CheckpointManager m(&c, &comm, {.directory = dir.path(), .chief_writes_all = chief_writes_all});
+    ASSERT_OK(m.Save());
+  });
+  const std::string step_dir =
+      dir.path() + "/ckpt-" + std::to_string(reference.optimizer->iterations());
+  int shards = 0;
+  for (const auto& e : fs::directory_iterator(step_dir)) shards += e.path().extension() == ".bin";
+  EXPECT_EQ(shards, chief_writes_all ? 1 : save_world);
+  std::mutex mu;
+  RunInProcessRanks(restore_world, [&](Communicator& comm) {
+    Trainee t = MakeClassifier(100 + comm.rank());
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    CheckpointManager m(&c, &comm, {.directory = dir.path()});
+    auto r = m.RestoreLatest();
+    std::lock_guard lock(mu);
+    ASSERT_OK(r);
+    EXPECT_EQ(Flat(t), expected) << "rank " << comm.rank();
+    EXPECT_EQ(c.counters.at("rank_independent"), 42);
+  });
+}
+
+TEST(CheckpointManagerTest, ThreeRanksSaveTwoRestore) { SaveAndRestoreAcrossWorlds(3, 2, false); }
+TEST(CheckpointManagerTest, TwoRanksSaveFourRestore) { SaveAndRestoreAcrossWorlds(2, 4, false); }
+TEST(CheckpointManagerTest, ChiefWritesAllForNoSharedFilesystem) {
+  SaveAndRestoreAcrossWorlds(3, 3, true);
+}
+
+// Every kind of damage to the newest checkpoint's files is detected and the
+// previous one restored; with both damaged, a DataLoss error.
+TEST(CheckpointManagerTest, DamagedNewestFallsBackToPrevious) {
+  for (const std::string victim : {"MANIFEST.json", "shard-0-of-1.bin"}) {
+    for (bool truncate : {false, true}) {
+      SCOPED_TRACE(victim + (truncate ? " truncated" : " byte flipped"));
+      TempDir dir;
+      LocalCommunicator comm;
+      Trainee t = Trained(2, 4);
+      Checkpoint c(t.model.get(), t.optimizer.get());
+      CheckpointManager m(&c, &comm, {.directory = dir.path(), .max_to_keep = 2});
+      ASSERT_OK(m.Save());
+      const std::vector<float> previous = Flat(t);
+      const int64_t previous_step = t.optimizer->iterations();
+      t.optimizer->set_iterations(previous_step + 1);
+      t.model->store().params()[0] += 1.0f;
+      ASSERT_OK(m.Save());
+      const fs::path file =
+          fs::path(dir.path()) / ("ckpt-" + std::to_string(previous_step + 1)) / victim;
+      const uint64_t size = fs::file_size(file);
+      if (truncate) {
+        fs::resize_file(file, size - 3);
+      } else {
+        FlipByte(file, size / 2);
+      }
+      Trainee fresh = MakeClassifier(7);
+      Checkpoint cf(fresh.model.get(), fresh.optimizer.get());
+      CheckpointManager mf(&cf, &comm, {.directory = dir.path()});
+      auto r = mf.RestoreLatest();
+      ASSERT_OK(r);
+      EXPECT_EQ(**r, previous_step);
+      EXPECT_EQ(Flat(fresh), previous);
+
+      // Damage the previous one too: a clear error, not a fresh start.
+      FlipByte(
+          fs::path(dir.path()) / ("ckpt-" + std::to_string(previous_step)) / "shard-0-of-1.bin",
+          100);
+      auto none = mf.RestoreLatest();
+      ASSERT_FALSE(none.ok());
+      EXPECT_EQ(none.status().code(), StatusCode::kDataLoss) << none.status().ToString();
+    }
+  }
+}
+
+TEST(CheckpointManagerTest, AnotherModelIsAFailedPreconditionNamingIt) {
+  TempDir dir;
+  LocalCommunicator comm;
+  Trainee t = Trained(2, 4);
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  ASSERT_OK(CheckpointManager(&c, &comm, {.directory = dir.path()}).Save());
+  Trainee other = MakeClassifier(2, /*dropout=*/false, /*adam=*/true, /*hidden=*/24);
+  Checkpoint co(other.model.get(), other.optimizer.get());
+  auto r = CheckpointManager(&co, &comm, {.directory = dir.path()}).RestoreLatest();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("another model"), std::string::npos) << r.status().ToString();
+}
+
+TEST(CheckpointManagerTest, KeepsTheNewestAndRemovesStalePrepareAreas) {
+  TempDir dir;
+  LocalCommunicator comm;
+  Trainee t = Trained(2, 4);
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  CheckpointManager m(&c, &comm, {.directory = dir.path(), .max_to_keep = 2});
+  for (int i = 0; i < 5; ++i) {
+    t.optimizer->set_iterations(100 + i);
+    ASSERT_OK(m.Save());
+  }
+  std::vector<int64_t> steps;
+  for (const CheckpointInfo& info : m.List()) steps.push_back(info.step);
+  EXPECT_EQ(steps, (std::vector<int64_t>{103, 104}));
+
+  fs::create_directory(fs::path(dir.path()) / ".ckpt-105.tmp-deadbeef");
+  std::ofstream(fs::path(dir.path()) / ".ckpt-105.tmp-deadbeef" / "shard-0-of-1.bin") << "partial";
+  auto r = m.RestoreLatest();
+  ASSERT_OK(r);
+  EXPECT_EQ(**r, 104);
+  EXPECT_FALSE(fs::exists(fs::path(dir.path()) / ".ckpt-105.tmp-deadbeef"));
+
+  ASSERT_OK(m.DeleteAll());
+  EXPECT_TRUE(m.List().empty());
+  EXPECT_FALSE(fs::exists(fs::path(dir.path()) / "LATEST"));
+}
+
+TEST(CheckpointManagerTest, UnwritableDirectoryAbortsOnEveryRankAndKeepsNothingHalfDone) {
+  TempDir dir;
+  const std::string file_not_dir = dir.File("a-file");
+  std::ofstream(file_not_dir) << "x";
+  RunInProcessRanks(2, [&](Communicator& comm) {
+    Trainee t = Trained(2, 4);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    const Status s = CheckpointManager(&c, &comm, {.directory = file_not_dir + "/ckpts"}).Save();
+    EXPECT_EQ(s.code(), StatusCode::kAborted) << s.ToString();
+  });
+}
+
+}  // namespace
+}  // namespace holdfast
