@@ -196,7 +196,8 @@ Status CheckpointManager::Save() {
     const std::string tmp = JoinPath(dir, "." + name + ".tmp-" + nonce);
     Status s = env_->CreateDir(dir);
     if (s.ok()) s = env_->CreateDir(tmp);
-    area = s.ok() ? "+" + tmp : "-" + s.ToString();
+    // (append, not "+" + ...: GCC 12 warns falsely on the latter, bug 105651)
+    area = s.ok() ? std::string("+").append(tmp) : std::string("-").append(s.ToString());
   }
   area = comm_->BroadcastString(area, 0);
   if (area[0] == '-') {
@@ -359,7 +360,9 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
   }
   // Everyone learns the outcome; then the chief's state reaches every rank.
   const std::string outcome =
-      comm_->BroadcastString(!status.ok() ? "E" + EncodeStatus(status) : (chosen ? "L" : "N"), 0);
+      comm_->BroadcastString(!status.ok() ? std::string("E").append(EncodeStatus(status))
+                                          : std::string(chosen ? "L" : "N"),
+                             0);
   if (outcome[0] == 'E') return DecodeStatus(outcome.substr(1));
   if (outcome[0] == 'N') return std::optional<int64_t>();
 
