@@ -99,6 +99,12 @@ class PosixEnv final : public Env {
     return ::stat(path.c_str(), &st) == 0;
   }
 
+  StatusOr<bool> IsDirectory(const std::string& path) override {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) return ErrnoToStatus(errno, "lstat " + path);
+    return S_ISDIR(st.st_mode);
+  }
+
   StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
     DIR* dir = ::opendir(path.c_str());
     if (dir == nullptr) return ErrnoToStatus(errno, "list " + path);
@@ -112,8 +118,11 @@ class PosixEnv final : public Env {
   }
 
   Status CreateDir(const std::string& path) override {
-    if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
-      return ErrnoToStatus(errno, "mkdir " + path);
+    if (::mkdir(path.c_str(), 0755) == 0) return Status::Ok();
+    if (errno != EEXIST) return ErrnoToStatus(errno, "mkdir " + path);
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return ErrnoToStatus(ENOTDIR, "mkdir " + path + " (exists and is not a directory)");
     }
     return Status::Ok();
   }
@@ -184,8 +193,8 @@ Status RemoveTree(Env* env, const std::string& path) {
   HOLDFAST_ASSIGN_OR_RETURN(std::vector<std::string> names, env->ListDir(path));
   for (const std::string& name : names) {
     const std::string child = JoinPath(path, name);
-    // A directory lists; a file does not.
-    if (env->ListDir(child).ok()) {
+    HOLDFAST_ASSIGN_OR_RETURN(const bool is_directory, env->IsDirectory(child));
+    if (is_directory) {
       HOLDFAST_RETURN_IF_ERROR(RemoveTree(env, child));
     } else {
       HOLDFAST_RETURN_IF_ERROR(env->RemoveFile(child));

@@ -37,9 +37,13 @@ class Env {
   virtual StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) = 0;
   virtual StatusOr<uint64_t> FileSize(const std::string& path) = 0;
   virtual bool Exists(const std::string& path) = 0;
+  // True for a real directory; false for files and for symbolic links,
+  // whatever they point to (lstat). NotFound if nothing is there.
+  virtual StatusOr<bool> IsDirectory(const std::string& path) = 0;
   // Names in a directory (no "." or ".."), in no particular order.
   virtual StatusOr<std::vector<std::string>> ListDir(const std::string& path) = 0;
-  // Creates a directory; OK if it exists already. Parents must exist.
+  // Creates a directory; OK if a directory exists there already (a file of
+  // that name is an error). Parents must exist.
   virtual Status CreateDir(const std::string& path) = 0;
   // Atomically replaces `to` with `from` (rename(2)); not durable until the
   // parent directory is synced.
@@ -60,6 +64,7 @@ class Env {
 Status AtomicWriteFile(Env* env, const std::string& path, std::span<const char> data);
 
 // Removes a directory and everything below it (files and subdirectories).
+// Symbolic links are removed, never followed.
 Status RemoveTree(Env* env, const std::string& path);
 
 // "a/b" + "c" -> "a/b/c"; parent of "a/b/c" -> "a/b" ("." for "c").
