@@ -19,62 +19,20 @@
 
 #include "distribute/internal/sync_thread.h"
 #include "distribute/thread_communicator.h"
+#include "tests/testutil/collective_data.h"
 #include "tests/testutil/testutil.h"
 
 namespace holdfast {
 namespace {
 
+using testing::CollectiveExpected;
+using testing::CollectiveInput;
+using testing::CollectiveValue;
+using testing::DataTypeOf;
+
 // Element counts: empty, one, odd, medium, and 3 MiB of floats (more than a
 // 1 MiB bucket).
 constexpr size_t kThreeMiBOfFloats = (size_t{3} << 20) / sizeof(float);
-
-// Integer-valued inputs of rank r, so float and double sums are exact:
-// values in [-100, 100], a different pattern on every rank.
-double Value(int rank, size_t i) {
-  return static_cast<double>(static_cast<int64_t>((i * 7 + static_cast<size_t>(rank) * 13) % 201) -
-                             100);
-}
-// Beyond 2^53, where a reduction through double would lose the low bits.
-int64_t Value64(int rank, size_t i) {
-  return (int64_t{1} << 56) * ((static_cast<int64_t>(i) + rank) % 5 - 2) +
-         static_cast<int64_t>(Value(rank, i));
-}
-
-template <typename T>
-T Input(int rank, size_t i) {
-  if constexpr (std::is_same_v<T, int64_t>) {
-    return Value64(rank, i);
-  } else {
-    return static_cast<T>(Value(rank, i));
-  }
-}
-
-template <typename T>
-T Expected(int world, size_t i, ReduceOp op) {
-  T acc = Input<T>(0, i);
-  for (int r = 1; r < world; ++r) {
-    const T v = Input<T>(r, i);
-    switch (op) {
-      case ReduceOp::kSum:
-        acc += v;
-        break;
-      case ReduceOp::kMax:
-        acc = std::max(acc, v);
-        break;
-      case ReduceOp::kMin:
-        acc = std::min(acc, v);
-        break;
-    }
-  }
-  return acc;
-}
-
-template <typename T>
-constexpr DataType TypeOf() {
-  if constexpr (std::is_same_v<T, float>) return DataType::kFloat32;
-  if constexpr (std::is_same_v<T, double>) return DataType::kFloat64;
-  return DataType::kInt64;
-}
 
 const char* OpName(ReduceOp op) {
   switch (op) {
@@ -93,7 +51,7 @@ class CollectivesTest : public ::testing::TestWithParam<std::tuple<int, size_t>>
   int world() const { return std::get<0>(GetParam()); }
   size_t count() const { return std::get<1>(GetParam()); }
 
-  // Every rank reduces its Input<T>; each result must equal Expected<T>
+  // Every rank reduces its CollectiveInput<T>; each result must equal CollectiveExpected<T>
   // exactly, and all ranks' results must be the same bytes.
   template <typename T>
   void CheckAllReduce(ReduceOp op) {
@@ -103,8 +61,8 @@ class CollectivesTest : public ::testing::TestWithParam<std::tuple<int, size_t>>
     std::vector<std::vector<T>> results(w);
     RunInProcessRanks(w, [&](Communicator& comm) {
       std::vector<T> v(n);
-      for (size_t i = 0; i < n; ++i) v[i] = Input<T>(comm.rank(), i);
-      comm.AllReduce(v.data(), v.size(), TypeOf<T>(), op);
+      for (size_t i = 0; i < n; ++i) v[i] = CollectiveInput<T>(comm.rank(), i);
+      comm.AllReduce(v.data(), v.size(), DataTypeOf<T>(), op);
       results[comm.rank()] = std::move(v);
     });
     for (int r = 0; r < w; ++r) {
@@ -113,7 +71,7 @@ class CollectivesTest : public ::testing::TestWithParam<std::tuple<int, size_t>>
           << "rank " << r << " differs from rank 0";
     }
     for (size_t i = 0; i < n; ++i) {
-      ASSERT_EQ(results[0][i], Expected<T>(w, i, op)) << "element " << i;
+      ASSERT_EQ(results[0][i], CollectiveExpected<T>(w, i, op)) << "element " << i;
     }
   }
 };
@@ -159,13 +117,14 @@ TEST_P(CollectivesTest, BroadcastFromFirstAndLastRank) {
     std::vector<std::vector<double>> results(w);
     RunInProcessRanks(w, [&](Communicator& comm) {
       std::vector<double> v(n);
-      for (size_t i = 0; i < n; ++i) v[i] = Value(comm.rank(), i) + 0.5 * comm.rank();
+      for (size_t i = 0; i < n; ++i) v[i] = CollectiveValue(comm.rank(), i) + 0.5 * comm.rank();
       comm.Broadcast(v.data(), v.size() * sizeof(double), root);
       results[comm.rank()] = std::move(v);
     });
     for (int r = 0; r < w; ++r) {
       for (size_t i = 0; i < n; ++i) {
-        ASSERT_EQ(results[r][i], Value(root, i) + 0.5 * root) << "rank " << r << " element " << i;
+        ASSERT_EQ(results[r][i], CollectiveValue(root, i) + 0.5 * root)
+            << "rank " << r << " element " << i;
       }
     }
   }

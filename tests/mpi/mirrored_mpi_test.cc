@@ -20,11 +20,17 @@
 #include "core/loss.h"
 #include "distribute/mirrored_strategy.h"
 #include "distribute/mpi_communicator.h"
+#include "tests/testutil/collective_data.h"
 #include "tests/testutil/models.h"
 #include "tests/testutil/testutil.h"
 
 namespace holdfast {
 namespace {
+
+using testing::CollectiveExpected;
+using testing::CollectiveInput;
+using testing::CollectiveValue;
+using testing::DataTypeOf;
 
 // One per process: MPI is initialised once, by the first test that needs
 // it, and finalised at exit (mpirun fails a job whose ranks skip that).
@@ -77,49 +83,17 @@ TEST_F(MpiTest, LaunchedByMpirunAndUsesMpi) {
 // ---------------------------------------------------------------------------
 // Collectives. Integer-valued data keeps float sums exact.
 
-double Value(int rank, size_t i) {
-  return static_cast<double>(static_cast<int64_t>((i * 7 + static_cast<size_t>(rank) * 13) % 201) -
-                             100);
-}
-template <typename T>
-T Input(int rank, size_t i) {
-  if constexpr (std::is_same_v<T, int64_t>) {
-    // Beyond 2^53, where a reduction through double would lose bits.
-    return (int64_t{1} << 56) * ((static_cast<int64_t>(i) + rank) % 5 - 2) +
-           static_cast<int64_t>(Value(rank, i));
-  } else {
-    return static_cast<T>(Value(rank, i));
-  }
-}
-template <typename T>
-T Expected(int world, size_t i, ReduceOp op) {
-  T acc = Input<T>(0, i);
-  for (int r = 1; r < world; ++r) {
-    const T v = Input<T>(r, i);
-    acc = op == ReduceOp::kSum   ? acc + v
-          : op == ReduceOp::kMax ? std::max(acc, v)
-                                 : std::min(acc, v);
-  }
-  return acc;
-}
-template <typename T>
-DataType TypeOf() {
-  if constexpr (std::is_same_v<T, float>) return DataType::kFloat32;
-  if constexpr (std::is_same_v<T, double>) return DataType::kFloat64;
-  return DataType::kInt64;
-}
-
 // 0, 1, odd, medium, and 3 MiB of floats (more than a 1 MiB bucket).
 const std::vector<size_t> kCounts = {0, 1, 7, 1000, (size_t{3} << 20) / sizeof(float)};
 
 template <typename T>
 void CheckAllReduce(size_t n, ReduceOp op) {
   std::vector<T> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = Input<T>(Comm().rank(), i);
-  Comm().AllReduce(v.data(), n, TypeOf<T>(), op);
+  for (size_t i = 0; i < n; ++i) v[i] = CollectiveInput<T>(Comm().rank(), i);
+  Comm().AllReduce(v.data(), n, DataTypeOf<T>(), op);
   size_t wrong = 0, first_wrong = n;
   for (size_t i = 0; i < n; ++i) {
-    if (v[i] != Expected<T>(Comm().size(), i, op)) {
+    if (v[i] != CollectiveExpected<T>(Comm().size(), i, op)) {
       ++wrong;
       first_wrong = std::min(first_wrong, i);
     }
@@ -152,10 +126,10 @@ TEST_F(MpiTest, BroadcastFromFirstAndLastRank) {
   for (size_t n : kCounts) {
     for (int root : {0, Comm().size() - 1}) {
       std::vector<double> v(n);
-      for (size_t i = 0; i < n; ++i) v[i] = Value(Comm().rank(), i) + 0.5 * Comm().rank();
+      for (size_t i = 0; i < n; ++i) v[i] = CollectiveValue(Comm().rank(), i) + 0.5 * Comm().rank();
       Comm().Broadcast(v.data(), v.size() * sizeof(double), root);
       size_t wrong = 0;
-      for (size_t i = 0; i < n; ++i) wrong += v[i] != Value(root, i) + 0.5 * root;
+      for (size_t i = 0; i < n; ++i) wrong += v[i] != CollectiveValue(root, i) + 0.5 * root;
       EXPECT_EQ(wrong, 0u) << n << " doubles from root " << root;
     }
   }
