@@ -13,7 +13,9 @@
 #include <random>
 #include <regex>
 
+#include "checkpoint/internal/manifest.h"
 #include "checkpoint/internal/shard_format.h"
+#include "checkpoint/reader.h"
 #include "core/check.h"
 #include "core/data_order.h"
 #include "core/hash.h"
@@ -22,27 +24,19 @@
 namespace holdfast {
 namespace {
 
-using internal::DecodedShard;
 using internal::ShardToWrite;
 using nlohmann::json;
 
-constexpr const char* kManifest = "MANIFEST.json";
+using internal::kManifestFile;
+using internal::kMaxManifestBytes;
 constexpr const char* kLatest = "LATEST";
-constexpr uint64_t kMaxManifestBytes = 16 << 20;
 const std::regex kCheckpointName("ckpt-([0-9]{1,18})");
-const std::regex kShardName("shard-[0-9]{1,9}-of-[0-9]{1,9}\\.bin");
 const std::regex kPrepareName("\\.ckpt-[0-9]{1,18}\\.tmp-[0-9a-f]+");
 
 std::string CheckpointName(int64_t step) { return "ckpt-" + std::to_string(step); }
 
 std::string ShardName(int writer, int writers) {
   return "shard-" + std::to_string(writer) + "-of-" + std::to_string(writers) + ".bin";
-}
-
-// The manifest's own checksum: XXH3 of its canonical dump without the field.
-std::string ManifestChecksum(json manifest) {
-  manifest.erase("checksum");
-  return HexU64(Xxh3(manifest.dump()));
 }
 
 std::string UtcNow(double unix_seconds) {
@@ -74,98 +68,32 @@ Status DecodeStatus(const std::string& text) {
   return Status(static_cast<StatusCode>(std::stoi(text.substr(0, bar))), text.substr(bar + 1));
 }
 
-// A checkpoint read and verified by the chief, not yet applied.
-struct LoadedState {
-  int64_t step = 0;
-  std::map<std::string, std::vector<float>> blobs;
-  std::map<std::string, int64_t> counters;
-  std::map<std::string, double> values;
-};
-
 // Removes a committed checkpoint: the manifest first, so that a crash half
 // way leaves a directory that is plainly not a checkpoint.
 Status RemoveCheckpoint(Env* env, const std::string& path) {
-  const std::string manifest = JoinPath(path, kManifest);
+  const std::string manifest = JoinPath(path, kManifestFile);
   if (env->Exists(manifest)) HOLDFAST_RETURN_IF_ERROR(env->RemoveFile(manifest));
   return RemoveTree(env, path);
 }
 
-// Reads and verifies one committed checkpoint completely (manifest checksum,
-// signatures, every shard's size and hash, slices covering every blob
-// exactly) without touching the live training state.
-StatusOr<LoadedState> LoadCheckpoint(Env* env, const std::string& path, Checkpoint& live) {
-  HOLDFAST_ASSIGN_OR_RETURN(std::string text,
-                            env->ReadFile(JoinPath(path, kManifest), kMaxManifestBytes));
-  const json manifest = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (manifest.is_discarded() || !manifest.is_object() || !manifest.contains("checksum") ||
-      !manifest["checksum"].is_string()) {
-    return DataLossError("MANIFEST.json does not parse");
+// A verified checkpoint still has to belong to this model and optimizer.
+Status CheckFitsLiveState(const CheckpointContents& c, Checkpoint& live) {
+  if (c.model_signature != live.ModelSignature()) {
+    return FailedPreconditionError("it was written for another model: it has " + c.model_signature +
+                                   ", this run has " + live.ModelSignature());
   }
-  if (manifest["checksum"].get<std::string>() != ManifestChecksum(manifest)) {
-    return DataLossError("MANIFEST.json checksum mismatch");
+  if (c.optimizer_signature != live.OptimizerSignature()) {
+    return FailedPreconditionError("it was written for another optimizer: it has " +
+                                   c.optimizer_signature + ", this run has " +
+                                   live.OptimizerSignature());
   }
-  LoadedState state;
-  std::map<std::string, uint64_t> blob_sizes;
-  try {
-    if (manifest.at("format_version").get<uint32_t>() != internal::kShardFormatVersion) {
-      return DataLossError("unsupported format version");
+  for (const NamedBlob& blob : live.Blobs()) {
+    const auto it = c.blobs.find(blob.name);
+    if (it == c.blobs.end() || it->second.size() != blob.values.size()) {
+      return FailedPreconditionError("its " + blob.name + " does not match this run's");
     }
-    state.step = manifest.at("step").get<int64_t>();
-    const std::string model = manifest.at("model_signature").get<std::string>();
-    const std::string optimizer = manifest.at("optimizer_signature").get<std::string>();
-    if (model != live.ModelSignature()) {
-      return FailedPreconditionError("it was written for another model: it has " + model +
-                                     ", this run has " + live.ModelSignature());
-    }
-    if (optimizer != live.OptimizerSignature()) {
-      return FailedPreconditionError("it was written for another optimizer: it has " + optimizer +
-                                     ", this run has " + live.OptimizerSignature());
-    }
-    for (const NamedBlob& blob : live.Blobs()) blob_sizes[blob.name] = blob.values.size();
-    for (const auto& [name, floats] : blob_sizes) state.blobs[name].assign(floats, 0.0f);
-    std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> covered;
-    for (const json& entry : manifest.at("shards")) {
-      const std::string file = entry.at("file").get<std::string>();
-      // Only plain shard names inside the checkpoint: never "..", never "/".
-      if (!std::regex_match(file, kShardName)) return DataLossError("bad shard name " + file);
-      const uint64_t bytes = entry.at("bytes").get<uint64_t>();
-      HOLDFAST_ASSIGN_OR_RETURN(uint64_t size, env->FileSize(JoinPath(path, file)));
-      if (size != bytes) {
-        return DataLossError(file + " has " + std::to_string(size) + " bytes, manifest says " +
-                             std::to_string(bytes));
-      }
-      HOLDFAST_ASSIGN_OR_RETURN(std::string data, env->ReadFile(JoinPath(path, file), bytes));
-      if (HexU64(Xxh3(data.data(), data.size())) != entry.at("xxh3").get<std::string>()) {
-        return DataLossError(file + ": hash mismatch");
-      }
-      HOLDFAST_ASSIGN_OR_RETURN(DecodedShard shard, internal::DecodeShard(data, blob_sizes));
-      if (shard.step != static_cast<uint64_t>(state.step)) {
-        return DataLossError(file + " belongs to step " + std::to_string(shard.step));
-      }
-      if (shard.rank == 0) {
-        state.counters = std::move(shard.counters);
-        state.values = std::move(shard.values);
-      }
-      for (DecodedShard::Slice& slice : shard.slices) {
-        std::copy(slice.data.begin(), slice.data.end(),
-                  state.blobs[slice.name].begin() + static_cast<int64_t>(slice.offset));
-        covered[slice.name].emplace_back(slice.offset, slice.offset + slice.data.size());
-      }
-    }
-    for (const auto& [name, floats] : blob_sizes) {
-      auto& ranges = covered[name];
-      std::sort(ranges.begin(), ranges.end());
-      uint64_t next = 0;
-      for (const auto& [begin, end] : ranges) {
-        if (begin != next) return DataLossError("blob " + name + " is not covered exactly");
-        next = end;
-      }
-      if (next != floats) return DataLossError("blob " + name + " is incomplete");
-    }
-  } catch (const json::exception& e) {
-    return DataLossError(std::string("MANIFEST.json is malformed: ") + e.what());
   }
-  return state;
+  return Status::Ok();
 }
 
 }  // namespace
@@ -290,10 +218,10 @@ Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string&
     blobs.push_back({{"name", blob.name}, {"floats", blob.values.size()}});
   }
   manifest["blobs"] = blobs;
-  manifest["checksum"] = ManifestChecksum(manifest);
+  manifest["checksum"] = internal::ManifestChecksum(manifest);
   const std::string text = manifest.dump(2) + "\n";
 
-  Status s = WriteDurably(env_, JoinPath(tmp, kManifest), text);
+  Status s = WriteDurably(env_, JoinPath(tmp, kManifestFile), text);
   if (s.ok()) s = env_->SyncDir(tmp);
   if (!s.ok()) return abort(s.ToString());
   // The commit point: after this rename (made durable by the fsync of the
@@ -315,7 +243,7 @@ Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string&
 
 StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
   const std::string& dir = options_.directory;
-  std::optional<LoadedState> chosen;
+  std::optional<CheckpointContents> chosen;
   Status status = Status::Ok();
   if (comm_->rank() == 0 && env_->Exists(dir)) {
     auto names = env_->ListDir(dir);
@@ -336,8 +264,12 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
       std::string damaged;
       for (const auto& [step, name] : candidates) {
         const std::string path = JoinPath(dir, name);
-        if (!env_->Exists(JoinPath(path, kManifest))) continue;  // half-deleted, not committed
-        auto loaded = LoadCheckpoint(env_, path, *checkpoint_);
+        if (!env_->Exists(JoinPath(path, kManifestFile))) continue;  // half-deleted, not committed
+        auto loaded = ReadCheckpoint(env_, path);
+        if (loaded.ok()) {
+          const Status fits = CheckFitsLiveState(*loaded, *checkpoint_);
+          if (!fits.ok()) loaded = fits;
+        }
         if (loaded.ok()) {
           chosen = std::move(*loaded);
           break;
@@ -410,22 +342,11 @@ std::vector<CheckpointInfo> CheckpointManager::List() {
   auto names = env_->ListDir(options_.directory);
   if (!names.ok()) return out;
   for (const std::string& name : *names) {
-    std::smatch m;
-    if (!std::regex_match(name, m, kCheckpointName)) continue;
-    auto text =
-        env_->ReadFile(JoinPath(JoinPath(options_.directory, name), kManifest), kMaxManifestBytes);
-    if (!text.ok()) continue;
-    const json manifest = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-    if (manifest.is_discarded() || !manifest.is_object()) continue;
-    CheckpointInfo info;
-    info.name = name;
-    info.step = std::stoll(m[1]);
-    info.created_unix = manifest.value("created_unix", 0.0);
-    info.world_size = manifest.value("world_size", 0);
-    if (manifest.contains("shards") && manifest["shards"].is_array()) {
-      for (const json& shard : manifest["shards"]) info.bytes += shard.value("bytes", uint64_t{0});
-    }
-    out.push_back(info);
+    if (!std::regex_match(name, kCheckpointName)) continue;
+    auto manifest = ReadManifest(env_, JoinPath(options_.directory, name));
+    if (!manifest.ok()) continue;  // not committed, or damaged: not listed
+    out.push_back(
+        {name, manifest->step, manifest->created_unix, manifest->bytes(), manifest->world_size});
   }
   std::sort(out.begin(), out.end(),
             [](const CheckpointInfo& a, const CheckpointInfo& b) { return a.step < b.step; });

@@ -1,0 +1,21 @@
+// What the manifest writer (manager.cc) and reader (reader.cc) share.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace holdfast::internal {
+
+inline constexpr const char* kManifestFile = "MANIFEST.json";
+inline constexpr uint64_t kMaxManifestBytes = 16 << 20;
+
+// The manifest's own checksum: XXH3 of its canonical dump without the
+// "checksum" field, so a flipped digit anywhere is caught.
+std::string ManifestChecksum(nlohmann::json manifest);
+
+// Shard file names allowed in a manifest: plain names inside the
+// checkpoint directory, never "..", never "/".
+bool IsShardFileName(const std::string& name);
+
+}  // namespace holdfast::internal

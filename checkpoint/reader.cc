@@ -1,0 +1,140 @@
+#include "checkpoint/reader.h"
+
+#include <algorithm>
+#include <regex>
+
+#include "checkpoint/internal/manifest.h"
+#include "checkpoint/internal/shard_format.h"
+#include "core/hash.h"
+
+namespace holdfast {
+namespace internal {
+
+std::string ManifestChecksum(nlohmann::json manifest) {
+  manifest.erase("checksum");
+  return HexU64(Xxh3(manifest.dump()));
+}
+
+bool IsShardFileName(const std::string& name) {
+  static const std::regex kShardName("shard-[0-9]{1,9}-of-[0-9]{1,9}\\.bin");
+  return std::regex_match(name, kShardName);
+}
+
+}  // namespace internal
+
+namespace {
+using nlohmann::json;
+}  // namespace
+
+uint64_t CheckpointContents::bytes() const {
+  uint64_t total = 0;
+  for (const ShardInfo& s : shards) total += s.bytes;
+  return total;
+}
+
+StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
+  HOLDFAST_ASSIGN_OR_RETURN(std::string text, env->ReadFile(JoinPath(dir, internal::kManifestFile),
+                                                            internal::kMaxManifestBytes));
+  const json manifest = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (manifest.is_discarded() || !manifest.is_object() || !manifest.contains("checksum") ||
+      !manifest["checksum"].is_string()) {
+    return DataLossError(dir + "/MANIFEST.json does not parse");
+  }
+  if (manifest["checksum"].get<std::string>() != internal::ManifestChecksum(manifest)) {
+    return DataLossError(dir + "/MANIFEST.json checksum mismatch");
+  }
+  CheckpointContents c;
+  try {
+    if (manifest.at("format_version").get<uint32_t>() != internal::kShardFormatVersion) {
+      return DataLossError(dir + ": unsupported format version");
+    }
+    const size_t slash = dir.find_last_of('/');
+    c.name = slash == std::string::npos ? dir : dir.substr(slash + 1);
+    c.step = manifest.at("step").get<int64_t>();
+    c.world_size = manifest.at("world_size").get<int>();
+    c.created_unix = manifest.at("created_unix").get<double>();
+    c.created_utc = manifest.at("created_utc").get<std::string>();
+    c.holdfast_version = manifest.at("holdfast_version").get<std::string>();
+    c.model_signature = manifest.at("model_signature").get<std::string>();
+    c.optimizer_signature = manifest.at("optimizer_signature").get<std::string>();
+    c.counters = manifest.at("counters").get<std::map<std::string, int64_t>>();
+    for (const json& s : manifest.at("shards")) {
+      ShardInfo info{s.at("file").get<std::string>(), s.at("bytes").get<uint64_t>(),
+                     s.at("xxh3").get<std::string>(), s.at("rank").get<int>()};
+      if (!internal::IsShardFileName(info.file)) {
+        return DataLossError(dir + ": manifest names a shard outside the checkpoint: " + info.file);
+      }
+      c.shards.push_back(std::move(info));
+    }
+    for (const json& b : manifest.at("blobs")) {
+      c.blob_floats.emplace_back(b.at("name").get<std::string>(), b.at("floats").get<uint64_t>());
+    }
+  } catch (const json::exception& e) {
+    return DataLossError(dir + "/MANIFEST.json is malformed: " + e.what());
+  }
+  if (c.shards.empty()) return DataLossError(dir + ": manifest lists no shards");
+  return c;
+}
+
+StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir) {
+  HOLDFAST_ASSIGN_OR_RETURN(CheckpointContents c, ReadManifest(env, dir));
+  std::map<std::string, uint64_t> blob_sizes;
+  uint64_t total_floats = 0;
+  for (const auto& [name, floats] : c.blob_floats) {
+    if (!blob_sizes.emplace(name, floats).second) return DataLossError(dir + ": blob listed twice");
+    total_floats += floats;
+    if (total_floats < floats) return DataLossError(dir + ": absurd blob sizes");
+  }
+  // The shards must be able to hold every float before we allocate any.
+  uint64_t shard_bytes = 0;
+  for (const ShardInfo& s : c.shards) shard_bytes += s.bytes;
+  if (total_floats > shard_bytes / sizeof(float)) {
+    return DataLossError(dir + ": manifest lists more data than its shards hold");
+  }
+  std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> covered;
+  for (const auto& [name, floats] : blob_sizes) c.blobs[name].assign(floats, 0.0f);
+  bool have_chief_shard = false;
+  for (const ShardInfo& info : c.shards) {
+    const std::string path = JoinPath(dir, info.file);
+    HOLDFAST_ASSIGN_OR_RETURN(uint64_t size, env->FileSize(path));
+    if (size != info.bytes) {
+      return DataLossError(info.file + " has " + std::to_string(size) + " bytes, manifest says " +
+                           std::to_string(info.bytes));
+    }
+    HOLDFAST_ASSIGN_OR_RETURN(std::string bytes, env->ReadFile(path, info.bytes));
+    if (HexU64(Xxh3(bytes.data(), bytes.size())) != info.xxh3) {
+      return DataLossError(info.file + ": hash mismatch");
+    }
+    auto shard = internal::DecodeShard(bytes, blob_sizes);
+    if (!shard.ok()) return shard.status().WithContext(info.file);
+    if (shard->step != static_cast<uint64_t>(c.step)) {
+      return DataLossError(info.file + " belongs to step " + std::to_string(shard->step));
+    }
+    if (shard->rank == 0) {
+      have_chief_shard = true;
+      c.values = std::move(shard->values);
+      if (shard->counters != c.counters) {
+        return DataLossError(info.file + ": counters differ from the manifest's");
+      }
+    }
+    for (internal::DecodedShard::Slice& slice : shard->slices) {
+      std::copy(slice.data.begin(), slice.data.end(),
+                c.blobs[slice.name].begin() + static_cast<int64_t>(slice.offset));
+      covered[slice.name].emplace_back(slice.offset, slice.offset + slice.data.size());
+    }
+  }
+  if (!have_chief_shard) return DataLossError(dir + ": no shard from rank 0");
+  for (const auto& [name, floats] : blob_sizes) {
+    auto& ranges = covered[name];
+    std::sort(ranges.begin(), ranges.end());
+    uint64_t next = 0;
+    for (const auto& [begin, end] : ranges) {
+      if (begin != next) return DataLossError(dir + ": blob " + name + " is not covered exactly");
+      next = end;
+    }
+    if (next != floats) return DataLossError(dir + ": blob " + name + " is incomplete");
+  }
+  return c;
+}
+
+}  // namespace holdfast

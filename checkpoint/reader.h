@@ -1,0 +1,50 @@
+// ReadCheckpoint: reads one committed checkpoint directory and verifies all
+// of it (manifest checksum, every shard's size and hash, slices covering each
+// blob exactly) without needing the model it belongs to. Used by restore and
+// by `holdfast ckpt inspect|verify`.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "checkpoint/env.h"
+#include "core/status.h"
+
+namespace holdfast {
+
+struct ShardInfo {
+  std::string file;
+  uint64_t bytes = 0;
+  std::string xxh3;  // hex
+  int writer_rank = 0;
+};
+
+struct CheckpointContents {
+  std::string name;  // "ckpt-1200"
+  int64_t step = 0;
+  int world_size = 0;
+  double created_unix = 0;
+  std::string created_utc;
+  std::string holdfast_version;
+  std::string model_signature, optimizer_signature;
+  std::map<std::string, int64_t> counters;
+  std::map<std::string, double> values;
+  std::vector<ShardInfo> shards;
+  // Blob names and sizes in floats, from the manifest, in its order.
+  std::vector<std::pair<std::string, uint64_t>> blob_floats;
+  // Whole blobs by name ("params", "optimizer/m", ...): ReadCheckpoint only.
+  std::map<std::string, std::vector<float>> blobs;
+  uint64_t bytes() const;
+};
+
+// Reads `dir` (a "ckpt-<step>" directory). DataLoss for anything damaged or
+// inconsistent, NotFound for missing files; nothing is allocated beyond what
+// the shard files on disk can hold.
+StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir);
+
+// Reads only the manifest (cheap; checks its checksum, not the shards).
+StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir);
+
+}  // namespace holdfast
