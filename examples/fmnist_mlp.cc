@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/backup_and_restore.h"
 #include "core/callbacks.h"
 #include "core/dataset.h"
 #include "core/fit.h"
@@ -55,6 +56,45 @@ struct Flags {
   bool drop_remainder = false;
   std::string summary_json;
   std::string csv_log;
+  // Fault tolerance.
+  std::string backup_dir;
+  std::string save_freq = "epoch";
+  bool double_checkpoint = false;
+  bool keep_checkpoint = false;
+  bool start_fresh_if_damaged = false;
+  bool chief_writes_all = false;
+  int interrupt_at_epoch = -1;
+  int64_t interrupt_at_step = -1;
+};
+
+// Thrown on every rank at the same point by --interrupt-at-*: the program
+// exits 1 as a crashed run would, with its backup left for the next run.
+class Interrupted : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The seeds' InterruptingCallback: simulates a crash at a given epoch start
+// or after a given number of steps.
+class InterruptingCallback final : public holdfast::Callback {
+ public:
+  InterruptingCallback(int epoch, int64_t step) : epoch_(epoch), step_(step) {}
+  void OnEpochBegin(holdfast::TrainingState& s) override {
+    if (s.epoch == epoch_ && s.batch == 0) {
+      throw Interrupted("interrupted at the start of epoch " + std::to_string(epoch_ + 1) +
+                        " (--interrupt-at-epoch)");
+    }
+  }
+  void OnBatchBegin(holdfast::TrainingState& s) override {
+    if (s.step() == step_) {
+      throw Interrupted("interrupted after step " + std::to_string(step_) +
+                        " (--interrupt-at-step)");
+    }
+  }
+
+ private:
+  int epoch_;
+  int64_t step_;
 };
 
 void ParseFlags(CLI::App& app, Flags& f) {
@@ -106,6 +146,31 @@ void ParseFlags(CLI::App& app, Flags& f) {
                "Drop each epoch's last partial batch (default: keep it)");
   app.add_flag("--quiet", f.quiet, "No progress output");
   app.add_option("--summary-json", f.summary_json, "Write a JSON summary of the run to FILE");
+  app.add_option("--backup-dir", f.backup_dir,
+                 "Back up training state to DIR and resume from it (BackupAndRestore)");
+  app.add_option("--save-freq", f.save_freq,
+                 "With --backup-dir: 'epoch' (at each epoch end) or N (every N steps)")
+      ->check([](const std::string& v) {
+        if (v == "epoch") return std::string();
+        char* end = nullptr;
+        const long long n = std::strtoll(v.c_str(), &end, 10);
+        return (*end == '\0' && n > 0) ? std::string() : std::string("must be 'epoch' or N > 0");
+      })
+      ->capture_default_str();
+  app.add_flag("--double-checkpoint", f.double_checkpoint,
+               "Keep the previous checkpoint too, to fall back to if the newest is damaged");
+  app.add_flag("--keep-checkpoint", f.keep_checkpoint,
+               "Keep the backup after training finishes (default: delete it)");
+  app.add_flag("--start-fresh-if-damaged", f.start_fresh_if_damaged,
+               "If every checkpoint in --backup-dir is damaged, start over instead of failing");
+  app.add_flag("--chief-writes-all", f.chief_writes_all,
+               "Rank 0 writes the whole checkpoint (clusters without a shared filesystem)");
+  app.add_option("--interrupt-at-epoch", f.interrupt_at_epoch,
+                 "Test aid: fail (exit 1) when epoch E (0-based) begins")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--interrupt-at-step", f.interrupt_at_step,
+                 "Test aid: fail (exit 1) once S steps are done")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--csv-log", f.csv_log, "Append per-epoch loss and accuracy to a CSV FILE");
   app.set_version_flag("--version", std::string("holdfast ") + HOLDFAST_VERSION);
 }
@@ -149,6 +214,18 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   optimizer->Build(model.store().size());
   holdfast::SoftmaxCrossEntropy loss;
 
+  std::unique_ptr<holdfast::BackupAndRestore> backup;
+  if (!f.backup_dir.empty()) {
+    holdfast::BackupAndRestoreOptions bo;
+    bo.backup_dir = f.backup_dir;
+    bo.save_freq = f.save_freq == "epoch" ? 0 : std::stoll(f.save_freq);
+    bo.double_checkpoint = f.double_checkpoint;
+    bo.delete_checkpoint = !f.keep_checkpoint;
+    bo.start_fresh_if_damaged = f.start_fresh_if_damaged;
+    bo.chief_writes_all = f.chief_writes_all;
+    backup = std::make_unique<holdfast::BackupAndRestore>(bo, &auto_strategy.communicator());
+  }
+  InterruptingCallback interrupting(f.interrupt_at_epoch, f.interrupt_at_step);
   holdfast::ProgressBar progress(f.quiet);
   std::unique_ptr<holdfast::CsvLogger> csv;
   holdfast::FitOptions options;
@@ -157,6 +234,9 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   options.seed = f.seed;
   options.drop_remainder = f.drop_remainder;
   options.replica = &strategy;
+  // Restore first, so that the others see the resumed position.
+  if (backup) options.callbacks.push_back(backup.get());
+  options.callbacks.push_back(&interrupting);
   options.callbacks.push_back(&progress);
   if (!f.csv_log.empty()) {
     csv = std::make_unique<holdfast::CsvLogger>(f.csv_log);
@@ -185,7 +265,10 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
 
   if (!f.summary_json.empty()) {
     nlohmann::json j;
-    j["epochs_completed"] = static_cast<int>(history.epochs.size());
+    // Over all runs that trained this model, not just this one.
+    j["epochs_completed"] = history.epochs.empty() ? 0
+                                                   : history.epochs.back().epoch +
+                                                         (history.epochs.back().complete ? 1 : 0);
     j["steps"] = optimizer->iterations();
     j["final_train_loss"] = final_loss;
     j["final_train_accuracy"] = history.epochs.empty() ? 0.0 : history.epochs.back().accuracy;
@@ -207,6 +290,13 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
     j["seed"] = f.seed;
     j["forward_flops_per_sample"] = model.ForwardFlopsPerSample();
     j["resumed_from"] = nullptr;
+    if (backup && backup->resumed_from()) {
+      const holdfast::ResumePoint r = *backup->resumed_from();
+      j["resumed_from"] = {{"epoch", r.epoch}, {"batch", r.batch}, {"step", r.step}};
+    }
+    j["epochs_run"] = static_cast<int>(history.epochs.size());
+    j["checkpoints_committed"] = backup ? backup->saves_committed() : 0;
+    j["checkpoints_failed"] = backup ? backup->saves_failed() : 0;
     j["holdfast_version"] = HOLDFAST_VERSION;
     nlohmann::json epochs = nlohmann::json::array();
     for (const auto& e : history.epochs) {
@@ -254,6 +344,10 @@ int main(int argc, char** argv) {
   holdfast::Communicator& comm = auto_strategy.communicator();
   try {
     return Run(flags, auto_strategy);
+  } catch (const Interrupted& e) {
+    // Raised on every rank at the same step: exit like a crashed run.
+    if (comm.rank() == 0) std::fprintf(stderr, "fmnist_mlp: %s\n", e.what());
+    return kExitFailure;
   } catch (const holdfast::RanksDisagreeError& e) {
     // Raised on every rank together: each reports it and exits normally.
     std::fprintf(stderr, "fmnist_mlp: rank %d: %s\n", comm.rank(), e.what());

@@ -1,0 +1,86 @@
+// BackupAndRestore: Keras' callback of that name for holdfast::Fit, with an
+// exact resume. It saves the whole training state (model, optimizer, the
+// position (epoch, next batch), the epoch's running metric sums) through a
+// CheckpointManager, and at the start of training restores the newest valid
+// checkpoint and moves Fit to the very next batch: never a redone epoch, and
+// the run ends bit-identical to one that was never interrupted.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "checkpoint/manager.h"
+#include "core/fit.h"
+#include "distribute/communicator.h"
+
+namespace holdfast {
+
+struct BackupAndRestoreOptions {
+  std::string backup_dir;
+  // 0: save at the end of every epoch (Keras' "epoch"); N > 0: every N
+  // global steps.
+  int64_t save_freq = 0;
+  // Keep the previous checkpoint too and fall back to it when the newest is
+  // damaged.
+  bool double_checkpoint = false;
+  // Delete the backup once training has finished (Keras' default). A run
+  // that was stopped or interrupted keeps it.
+  bool delete_checkpoint = true;
+  // When checkpoints exist but none is usable, start from scratch (with a
+  // warning) instead of failing.
+  bool start_fresh_if_damaged = false;
+  // A failed save ends training (std::runtime_error) instead of a warning
+  // and a retry at the next save point.
+  bool fail_on_save_error = false;
+  // For clusters without a shared filesystem (see CheckpointOptions).
+  bool chief_writes_all = false;
+  Env* env = nullptr;  // null: Env::Default()
+};
+
+// Where a restored run resumed: the next batch it trains.
+struct ResumePoint {
+  int epoch = 0;
+  int64_t batch = 0;
+  int64_t step = 0;
+};
+
+class BackupAndRestore final : public Callback {
+ public:
+  // `comm` (null: this process alone) must be the communicator of the
+  // strategy Fit uses, and must outlive the callback.
+  explicit BackupAndRestore(BackupAndRestoreOptions options, Communicator* comm = nullptr);
+  ~BackupAndRestore() override;
+
+  // Restores. Throws std::invalid_argument when the backup belongs to another
+  // model, optimizer or run (global batch, seed, data size differ), and
+  // std::runtime_error when checkpoints exist but none is usable (unless
+  // start_fresh_if_damaged).
+  void OnTrainBegin(TrainingState& s) override;
+  void OnBatchEnd(TrainingState& s) override;
+  void OnEpochEnd(TrainingState& s, const EpochLogs& logs) override;
+  void OnTrainEnd(TrainingState& s) override;
+
+  // Collective: commits a checkpoint of the current position now (used by
+  // the save points above; public for preemption and custom schedules).
+  Status SaveNow(TrainingState& s);
+
+  std::optional<ResumePoint> resumed_from() const { return resumed_from_; }
+  int64_t saves_committed() const { return saves_committed_; }
+  int64_t saves_failed() const { return saves_failed_; }
+
+ private:
+  void Bind(TrainingState& s);
+
+  BackupAndRestoreOptions options_;
+  std::unique_ptr<Communicator> own_comm_;
+  Communicator* comm_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<CheckpointManager> manager_;
+  std::optional<ResumePoint> resumed_from_;
+  int64_t saves_committed_ = 0, saves_failed_ = 0;
+  int64_t last_saved_step_ = -1;
+};
+
+}  // namespace holdfast
