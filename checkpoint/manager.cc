@@ -328,12 +328,9 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
     checkpoint_->values[key] = v;
   }
   // All ranks confirm they restored the same state.
-  std::vector<int64_t> check = {step, static_cast<int64_t>(Xxh3(scalars.dump()))};
-  std::vector<int64_t> negated = {~check[0], ~check[1]};
-  comm_->AllReduceMax(check);
-  comm_->AllReduceMax(negated);
-  HOLDFAST_CHECK(check[0] == ~negated[0] && check[1] == ~negated[1],
-                 "ranks restored different checkpoints");
+  const std::vector<int64_t> check = {step, static_cast<int64_t>(Xxh3(scalars.dump()))};
+  const Communicator::MinMax range = comm_->AllReduceMinMax(check);
+  HOLDFAST_CHECK(range.min == range.max, "ranks restored different checkpoints");
   return std::optional<int64_t>(step);
 }
 

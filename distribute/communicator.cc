@@ -52,6 +52,20 @@ void ReduceInto(void* acc, const void* in, size_t count, DataType type, ReduceOp
   }
 }
 
+Communicator::MinMax Communicator::AllReduceMinMax(std::span<const int64_t> values) {
+  const size_t n = values.size();
+  std::vector<int64_t> words(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    words[i] = values[i];
+    words[n + i] = ~values[i];
+  }
+  AllReduceMax(words);
+  MinMax out;
+  out.max.assign(words.begin(), words.begin() + static_cast<int64_t>(n));
+  for (size_t i = 0; i < n; ++i) out.min.push_back(~words[n + i]);
+  return out;
+}
+
 std::string Communicator::BroadcastString(const std::string& s, int root) {
   int64_t length = rank() == root ? static_cast<int64_t>(s.size()) : 0;
   Broadcast(&length, sizeof length, root);

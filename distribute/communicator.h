@@ -62,6 +62,13 @@ class Communicator {
   void AllReduceMin(std::span<int64_t> v) {
     AllReduce(v.data(), v.size(), DataType::kInt64, ReduceOp::kMin);
   }
+  // Per element, the minimum and maximum over ranks of `values`, found in
+  // one collective (max of v and of ~v, since ~max(~v) = min(v)). Equal
+  // min and max mean every rank holds the same value.
+  struct MinMax {
+    std::vector<int64_t> min, max;
+  };
+  MinMax AllReduceMinMax(std::span<const int64_t> values);
   // Broadcast of a string whose length only the root knows.
   std::string BroadcastString(const std::string& s, int root);
 };

@@ -68,16 +68,12 @@ void MirroredStrategy::BeginTraining(Sequential& model, Optimizer& optimizer, co
       {"shuffle", options.shuffle, true},
       {"drop_remainder", options.drop_remainder, true},
   };
-  // One all-reduce finds every disagreement: max(v) and max(~v) = ~min(v).
-  const size_t n = fields.size();
-  std::vector<int64_t> words(2 * n);
-  for (size_t i = 0; i < n; ++i) {
-    words[i] = fields[i].value;
-    words[n + i] = ~fields[i].value;
-  }
-  comm_->AllReduceMax(words);
-  for (size_t i = 0; i < n; ++i) {
-    const int64_t max = words[i], min = ~words[n + i];
+  // One collective finds every disagreement.
+  std::vector<int64_t> values;
+  for (const Field& f : fields) values.push_back(f.value);
+  const Communicator::MinMax range = comm_->AllReduceMinMax(values);
+  for (size_t i = 0; i < fields.size(); ++i) {
+    const int64_t max = range.max[i], min = range.min[i];
     if (min == max) continue;
     std::string message = "ranks disagree on the " + std::string(fields[i].what);
     if (fields[i].numeric) {
