@@ -1,0 +1,37 @@
+// `holdfast ckpt ls|inspect|verify`: looks at a checkpoint directory the way
+// CheckpointManager::RestoreLatest would, for people at a terminal and for
+// scripts (`inspect --json`, verify's exit code).
+//
+// Every command reads only (it never removes prepare areas or rewrites
+// LATEST) and goes through Env::Default(). Exit codes, as in ARCHITECTURE.md:
+// 0 done (verify: every checkpoint verified), 2 usage or bad input (a missing
+// directory, a path that is no checkpoint), 1 other failure (verify or
+// inspect found damage). Errors are one line on stderr, "holdfast: ...".
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace CLI {
+class App;
+}  // namespace CLI
+
+namespace holdfast::launcher {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+// Adds the `ckpt` subcommand and its ls / inspect / verify subcommands to
+// `app`. When one of them runs (inside app.parse), it prints its output and
+// stores its exit code in *exit_code; `exit_code` must outlive `app`.
+void AddCkptCommand(CLI::App& app, int* exit_code);
+
+// Formatting helpers, public for tests.
+// 512 -> "512 B", 1536 -> "1.5 KiB", then MiB, GiB, TiB with one decimal.
+std::string HumanBytes(uint64_t bytes);
+// Seconds in the past -> "12s ago", "3m ago", "2h ago", "5d ago"; negative
+// (a clock ahead of this one) -> "in the future".
+std::string HumanAge(double seconds);
+
+}  // namespace holdfast::launcher
