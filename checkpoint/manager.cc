@@ -194,10 +194,11 @@ Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string&
   if (!failures.empty()) return abort(failures);
 
   if (env_->Exists(final_dir)) {
-    // This step was committed before (a resumed run saving the same step):
-    // resume is exact, so it already holds this state.
+    // This step was committed before (a resumed run saving the same step, or
+    // a retry after a failed directory fsync): resume is exact, so it already
+    // holds this state. Its rename may not be durable yet: sync it now.
     (void)RemoveTree(env_, tmp);
-    return Status::Ok();
+    return env_->SyncDir(options_.directory);
   }
   const double now = UnixNow();
   json manifest = {
