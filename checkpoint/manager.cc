@@ -194,11 +194,19 @@ Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string&
   if (!failures.empty()) return abort(failures);
 
   if (env_->Exists(final_dir)) {
-    // This step was committed before (a resumed run saving the same step, or
-    // a retry after a failed directory fsync): resume is exact, so it already
-    // holds this state. Its rename may not be durable yet: sync it now.
-    (void)RemoveTree(env_, tmp);
-    return env_->SyncDir(options_.directory);
+    if (ReadCheckpoint(env_, final_dir).ok()) {
+      // This step was committed before (a resumed run saving the same step,
+      // or a retry after a failed directory fsync): resume is exact, so it
+      // holds this state already. Its rename may not be durable yet.
+      (void)RemoveTree(env_, tmp);
+      return env_->SyncDir(options_.directory);
+    }
+    // A damaged or half-deleted checkpoint of this step: replace it. Its
+    // manifest goes first, so a crash from here on leaves the previous
+    // checkpoint as the one restore picks.
+    const Status removed = RemoveCheckpoint(env_, final_dir);
+    if (!removed.ok())
+      return abort("cannot replace the damaged " + name + ": " + removed.ToString());
   }
   const double now = UnixNow();
   json manifest = {

@@ -85,9 +85,17 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir) {
     total_floats += floats;
     if (total_floats < floats) return DataLossError(dir + ": absurd blob sizes");
   }
-  // The shards must be able to hold every float before we allocate any.
+  // The shard files on disk must be as large as claimed, and together able
+  // to hold every float, before anything is allocated for them.
   uint64_t shard_bytes = 0;
-  for (const ShardInfo& s : c.shards) shard_bytes += s.bytes;
+  for (const ShardInfo& info : c.shards) {
+    HOLDFAST_ASSIGN_OR_RETURN(uint64_t size, env->FileSize(JoinPath(dir, info.file)));
+    if (size != info.bytes) {
+      return DataLossError(info.file + " has " + std::to_string(size) + " bytes, manifest says " +
+                           std::to_string(info.bytes));
+    }
+    shard_bytes += size;
+  }
   if (total_floats > shard_bytes / sizeof(float)) {
     return DataLossError(dir + ": manifest lists more data than its shards hold");
   }
@@ -95,13 +103,8 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir) {
   for (const auto& [name, floats] : blob_sizes) c.blobs[name].assign(floats, 0.0f);
   bool have_chief_shard = false;
   for (const ShardInfo& info : c.shards) {
-    const std::string path = JoinPath(dir, info.file);
-    HOLDFAST_ASSIGN_OR_RETURN(uint64_t size, env->FileSize(path));
-    if (size != info.bytes) {
-      return DataLossError(info.file + " has " + std::to_string(size) + " bytes, manifest says " +
-                           std::to_string(info.bytes));
-    }
-    HOLDFAST_ASSIGN_OR_RETURN(std::string bytes, env->ReadFile(path, info.bytes));
+    HOLDFAST_ASSIGN_OR_RETURN(std::string bytes,
+                              env->ReadFile(JoinPath(dir, info.file), info.bytes));
     if (HexU64(Xxh3(bytes.data(), bytes.size())) != info.xxh3) {
       return DataLossError(info.file + ": hash mismatch");
     }

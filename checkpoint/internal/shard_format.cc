@@ -6,17 +6,64 @@
 #include <boost/iostreams/device/back_inserter.hpp>
 #include <boost/iostreams/stream.hpp>
 #include <boost/serialization/binary_object.hpp>
-#include <boost/serialization/map.hpp>
 #include <boost/serialization/split_member.hpp>
-#include <boost/serialization/string.hpp>
 #include <boost/serialization/version.hpp>
 #include <cstring>
+#include <map>
 #include <stdexcept>
+#include <string>
 
 namespace holdfast::internal {
 namespace {
 
 constexpr char kMagic[8] = {'H', 'F', 'S', 'H', 'A', 'R', 'D', '1'};
+
+// Limits checked before allocating anything a file asks for.
+constexpr uint32_t kMaxNameBytes = 4096;
+constexpr uint64_t kMaxEntries = 1 << 16;
+
+// Strings and maps go through these instead of Boost's own string code,
+// which sizes a string from the file before reading it.
+template <class Archive>
+void SaveName(Archive& ar, const std::string& name) {
+  const uint32_t n = static_cast<uint32_t>(name.size());
+  ar << n;
+  ar << boost::serialization::make_binary_object(const_cast<char*>(name.data()), n);
+}
+
+template <class Archive>
+std::string LoadName(Archive& ar) {
+  uint32_t n = 0;
+  ar >> n;
+  if (n > kMaxNameBytes)
+    throw std::runtime_error("name longer than " + std::to_string(kMaxNameBytes));
+  std::string name(n, '\0');
+  ar >> boost::serialization::make_binary_object(name.data(), n);
+  return name;
+}
+
+template <class Archive, typename V>
+void SaveMap(Archive& ar, const std::map<std::string, V>& m) {
+  const uint64_t n = m.size();
+  ar << n;
+  for (const auto& [key, value] : m) {
+    SaveName(ar, key);
+    ar << value;
+  }
+}
+
+template <class Archive, typename V>
+void LoadMap(Archive& ar, std::map<std::string, V>& m) {
+  uint64_t n = 0;
+  ar >> n;
+  if (n > kMaxEntries) throw std::runtime_error("absurd number of entries");
+  for (uint64_t i = 0; i < n; ++i) {
+    std::string key = LoadName(ar);
+    V value;
+    ar >> value;
+    m.emplace(std::move(key), value);
+  }
+}
 
 // The archived part. Saving reads from a ShardToWrite, loading fills a
 // DecodedShard, checking every size against the expected blobs first.
@@ -30,12 +77,14 @@ struct Payload {
     static const std::map<std::string, int64_t> kNoCounters;
     static const std::map<std::string, double> kNoValues;
     ar << in->rank << in->world << in->step;
-    ar << (in->counters ? *in->counters : kNoCounters) << (in->values ? *in->values : kNoValues);
+    SaveMap(ar, in->counters ? *in->counters : kNoCounters);
+    SaveMap(ar, in->values ? *in->values : kNoValues);
     const uint64_t n = in->slices.size();
     ar << n;
     for (const ShardToWrite::Slice& s : in->slices) {
       const uint64_t count = s.data.size();
-      ar << s.name << s.total << s.offset << count;
+      SaveName(ar, s.name);
+      ar << s.total << s.offset << count;
       // One raw block per slice: large arrays are never written element by element.
       ar << boost::serialization::make_binary_object(const_cast<float*>(s.data.data()),
                                                      count * sizeof(float));
@@ -45,14 +94,17 @@ struct Payload {
   template <class Archive>
   void load(Archive& ar, unsigned version) {
     if (version != 1) throw std::runtime_error("unknown shard payload version");
-    ar >> out->rank >> out->world >> out->step >> out->counters >> out->values;
+    ar >> out->rank >> out->world >> out->step;
+    LoadMap(ar, out->counters);
+    LoadMap(ar, out->values);
     uint64_t n = 0;
     ar >> n;
     if (n > blob_sizes->size() * 4096) throw std::runtime_error("absurd slice count");
     for (uint64_t i = 0; i < n; ++i) {
       DecodedShard::Slice s;
       uint64_t count = 0;
-      ar >> s.name >> s.total >> s.offset >> count;
+      s.name = LoadName(ar);
+      ar >> s.total >> s.offset >> count;
       const auto expected = blob_sizes->find(s.name);
       if (expected == blob_sizes->end()) throw std::runtime_error("unknown blob " + s.name);
       if (s.total != expected->second || s.offset > s.total || count > s.total - s.offset) {
@@ -95,7 +147,9 @@ std::string EncodeShard(const ShardToWrite& shard) {
   Put<uint64_t>(out, 0);  // payload length, patched below
   {
     boost::iostreams::stream<boost::iostreams::back_insert_device<std::string>> stream(out);
-    boost::archive::binary_oarchive archive(stream);
+    // No Boost archive header: holdfast's own header carries the magic and
+    // version, and Boost's would be a length-prefixed string read unchecked.
+    boost::archive::binary_oarchive archive(stream, boost::archive::no_header);
     const Payload payload{&shard, nullptr, nullptr};
     archive << payload;
   }
@@ -121,7 +175,7 @@ StatusOr<DecodedShard> DecodeShard(std::string_view bytes,
   try {
     boost::iostreams::stream<boost::iostreams::array_source> stream(
         bytes.data() + kShardHeaderBytes, bytes.size() - kShardHeaderBytes);
-    boost::archive::binary_iarchive archive(stream);
+    boost::archive::binary_iarchive archive(stream, boost::archive::no_header);
     Payload payload{nullptr, &shard, &blob_sizes};
     archive >> payload;
   } catch (const std::exception& e) {
