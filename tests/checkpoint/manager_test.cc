@@ -8,9 +8,8 @@
 #include <fstream>
 #include <mutex>
 
-#include "core/fit.h"
-#include "core/loss.h"
 #include "distribute/thread_communicator.h"
+#include "tests/testutil/checkpoint_helpers.h"
 #include "tests/testutil/models.h"
 #include "tests/testutil/testutil.h"
 
@@ -18,34 +17,6 @@ namespace holdfast {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A model trained for `steps` Adam steps, so every blob holds distinct values.
-Trainee Trained(uint64_t seed, int steps) {
-  Trainee t = MakeClassifier(seed);
-  const Dataset data = MakeBlobs(64, 3);
-  FitOptions o;
-  o.epochs = 1;
-  o.batch_size = 64 / steps;
-  o.seed = seed;
-  (void)Fit(*t.model, *t.optimizer, SoftmaxCrossEntropy(), data, o);
-  return t;
-}
-
-std::vector<float> Flat(Trainee& t) {
-  std::vector<float> all(t.model->store().params().begin(), t.model->store().params().end());
-  for (auto& slot : t.optimizer->slots())
-    all.insert(all.end(), slot.values.begin(), slot.values.end());
-  return all;
-}
-
-void FlipByte(const fs::path& file, uint64_t offset) {
-  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(static_cast<std::streamoff>(offset));
-  char c;
-  f.get(c);
-  f.seekp(static_cast<std::streamoff>(offset));
-  f.put(static_cast<char>(c ^ 0x20));
-}
 
 TEST(CheckpointManagerTest, SaveThenRestoreIsBitExact) {
   TempDir dir;

@@ -1,0 +1,180 @@
+// Helpers shared by the checkpoint tests: trained models with distinct
+// values in every blob, the whole training state as one flat vector, ways to
+// damage files on disk, and saving / restoring whole states on in-process
+// ranks.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "checkpoint/manager.h"
+#include "core/fit.h"
+#include "core/loss.h"
+#include "distribute/communicator.h"
+#include "distribute/thread_communicator.h"
+#include "tests/testutil/models.h"
+#include "tests/testutil/testutil.h"
+
+namespace holdfast {
+
+// A model trained for `steps` Adam steps, so every blob holds distinct values.
+inline Trainee Trained(uint64_t seed, int steps) {
+  Trainee t = MakeClassifier(seed);
+  const Dataset data = MakeBlobs(64, 3);
+  FitOptions o;
+  o.epochs = 1;
+  o.batch_size = 64 / steps;
+  o.seed = seed;
+  (void)Fit(*t.model, *t.optimizer, SoftmaxCrossEntropy(), data, o);
+  return t;
+}
+
+// Parameters, then every optimizer slot, in one vector (compare with ==: bit
+// equality for all finite values).
+inline std::vector<float> Flat(Trainee& t) {
+  std::vector<float> all(t.model->store().params().begin(), t.model->store().params().end());
+  for (auto& slot : t.optimizer->slots())
+    all.insert(all.end(), slot.values.begin(), slot.values.end());
+  return all;
+}
+
+// Flips bit 5 of the byte at `offset` (which must exist).
+inline void FlipByte(const std::filesystem::path& file, uint64_t offset) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(static_cast<char>(c ^ 0x20));
+  ASSERT_TRUE(f.good()) << "cannot flip byte " << offset << " of " << file;
+}
+
+inline void AppendBytes(const std::filesystem::path& file, std::string_view bytes) {
+  std::ofstream f(file, std::ios::binary | std::ios::app);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(f.good()) << "cannot append to " << file;
+}
+
+// Copies a directory tree (a committed checkpoint directory, say) to `to`,
+// which must not exist yet.
+inline void CopyTree(const std::filesystem::path& from, const std::filesystem::path& to) {
+  std::filesystem::copy(from, to, std::filesystem::copy_options::recursive);
+}
+
+// Names in `dir` that look like an interrupted save's prepare area.
+inline std::vector<std::string> PrepareAreas(const std::filesystem::path& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(".ckpt-", 0) == 0 && name.find(".tmp-") != std::string::npos) {
+      out.push_back(name);
+    }
+  }
+  return out;
+}
+
+// A training state to save: a model trained for `steps` steps (seed = steps,
+// so states differ everywhere) plus a counter naming it. StateA/B/C are at
+// steps 4, 8 and 16.
+struct State {
+  int64_t step = 0;
+  std::vector<float> flat;
+  std::map<std::string, int64_t> counters;
+};
+
+inline State MakeState(int steps) {
+  Trainee t = Trained(static_cast<uint64_t>(steps), steps);
+  return {t.optimizer->iterations(), Flat(t), {{"saved_at", steps}}};
+}
+
+inline const State& StateA() {
+  static const State s = MakeState(4);
+  return s;
+}
+inline const State& StateB() {
+  static const State s = MakeState(8);
+  return s;
+}
+inline const State& StateC() {
+  static const State s = MakeState(16);
+  return s;
+}
+
+// Loads `s` into a freshly built classifier.
+inline void Load(const State& s, Trainee& t) {
+  auto params = t.model->store().params();
+  size_t i = 0;
+  for (float& v : params) v = s.flat.at(i++);
+  for (auto& slot : t.optimizer->slots()) {
+    for (float& v : slot.values) v = s.flat.at(i++);
+  }
+  ASSERT_EQ(i, s.flat.size());
+  t.optimizer->set_iterations(s.step);
+}
+
+struct SaveSetup {
+  int world = 1;
+  bool chief_writes_all = false;
+  int max_to_keep = 2;
+};
+
+// On `world` in-process ranks, every rank loads `s` and calls Save() once
+// through `env`; returns each rank's status.
+inline std::vector<Status> SaveOnRanks(const SaveSetup& setup, const std::string& dir, Env* env,
+                                       const State& s) {
+  std::vector<Status> statuses(static_cast<size_t>(setup.world), InternalError("not run"));
+  RunInProcessRanks(setup.world, [&](Communicator& comm) {
+    Trainee t = MakeClassifier(1);
+    Load(s, t);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    c.counters = s.counters;
+    CheckpointManager m(&c, &comm,
+                        {.directory = dir,
+                         .max_to_keep = setup.max_to_keep,
+                         .chief_writes_all = setup.chief_writes_all,
+                         .env = env});
+    statuses[static_cast<size_t>(comm.rank())] = m.Save();
+  });
+  return statuses;
+}
+
+// What a fresh process finds: RestoreLatest over the real Env with a fresh
+// model. The state restored; no state (and OK) for a fresh start; the
+// status for an error.
+struct Restored {
+  Status status;
+  std::optional<State> state;
+};
+
+inline Restored RestoreFresh(const std::string& dir) {
+  LocalCommunicator comm;
+  Trainee t = MakeClassifier(99);
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  CheckpointManager m(&c, &comm, {.directory = dir});
+  auto r = m.RestoreLatest();
+  if (!r.ok()) return {r.status(), std::nullopt};
+  if (!r->has_value()) return {Status::Ok(), std::nullopt};
+  return {Status::Ok(), State{**r, Flat(t), c.counters}};
+}
+
+inline bool Same(const State& a, const State& b) {
+  return a.step == b.step && a.flat == b.flat && a.counters == b.counters;
+}
+
+// "old" or "new" for a restored state, "neither" for anything else.
+inline std::string Which(const State& s, const State& old_state, const State& new_state) {
+  if (Same(s, old_state)) return "old";
+  if (Same(s, new_state)) return "new";
+  return "neither (step " + std::to_string(s.step) + ")";
+}
+
+}  // namespace holdfast
