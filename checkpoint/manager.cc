@@ -11,7 +11,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <regex>
 
 #include "checkpoint/internal/manifest.h"
 #include "checkpoint/internal/shard_format.h"
@@ -27,11 +26,7 @@ namespace {
 using internal::ShardToWrite;
 using nlohmann::json;
 
-using internal::kManifestFile;
 using internal::kMaxManifestBytes;
-constexpr const char* kLatest = "LATEST";
-const std::regex kCheckpointName("ckpt-([0-9]{1,18})");
-const std::regex kPrepareName("\\.ckpt-[0-9]{1,18}\\.tmp-[0-9a-f]+");
 
 std::string CheckpointName(int64_t step) { return "ckpt-" + std::to_string(step); }
 
@@ -242,7 +237,7 @@ Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string&
     return AbortedError("checkpoint " + name + " may not be durable: " + s.ToString());
   }
   // LATEST is a hint for people and tools; recovery trusts the manifests.
-  s = AtomicWriteFile(env_, JoinPath(options_.directory, kLatest), name + "\n");
+  s = AtomicWriteFile(env_, JoinPath(options_.directory, kLatestFile), name + "\n");
   if (!s.ok())
     std::fprintf(stderr, "holdfast: warning: LATEST not updated: %s\n", s.ToString().c_str());
   s = ApplyKeepPolicy();
@@ -261,12 +256,12 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
     } else {
       std::vector<std::pair<int64_t, std::string>> candidates;
       for (const std::string& name : *names) {
-        std::smatch m;
-        if (std::regex_match(name, kPrepareName)) {
+        int64_t step = 0;
+        if (ParsePrepareAreaName(name)) {
           // An interrupted save: never committed, never read.
           (void)RemoveTree(env_, JoinPath(dir, name));
-        } else if (std::regex_match(name, m, kCheckpointName)) {
-          candidates.emplace_back(std::stoll(m[1]), name);
+        } else if (ParseCheckpointName(name, &step)) {
+          candidates.emplace_back(step, name);
         }
       }
       std::sort(candidates.rbegin(), candidates.rend());
@@ -348,7 +343,7 @@ std::vector<CheckpointInfo> CheckpointManager::List() {
   auto names = env_->ListDir(options_.directory);
   if (!names.ok()) return out;
   for (const std::string& name : *names) {
-    if (!std::regex_match(name, kCheckpointName)) continue;
+    if (!ParseCheckpointName(name)) continue;
     auto manifest = ReadManifest(env_, JoinPath(options_.directory, name));
     if (!manifest.ok()) continue;  // not committed, or damaged: not listed
     out.push_back(
@@ -389,11 +384,11 @@ Status CheckpointManager::DeleteAll() {
     if (names.ok()) {
       for (const std::string& name : *names) {
         const std::string path = JoinPath(options_.directory, name);
-        if (std::regex_match(name, kCheckpointName)) {
+        if (ParseCheckpointName(name)) {
           s = RemoveCheckpoint(env_, path);
-        } else if (std::regex_match(name, kPrepareName)) {
+        } else if (ParsePrepareAreaName(name)) {
           s = RemoveTree(env_, path);
-        } else if (name == kLatest) {
+        } else if (name == kLatestFile) {
           s = env_->RemoveFile(path);
         }
         if (!s.ok()) break;

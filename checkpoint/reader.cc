@@ -24,7 +24,24 @@ bool IsShardFileName(const std::string& name) {
 
 namespace {
 using nlohmann::json;
+
+bool MatchStep(const std::string& name, const std::regex& pattern, int64_t* step) {
+  std::smatch m;
+  if (!std::regex_match(name, m, pattern)) return false;
+  if (step != nullptr) *step = std::stoll(m[1]);
+  return true;
+}
 }  // namespace
+
+bool ParseCheckpointName(const std::string& name, int64_t* step) {
+  static const std::regex kCheckpointName("ckpt-([0-9]{1,18})");
+  return MatchStep(name, kCheckpointName, step);
+}
+
+bool ParsePrepareAreaName(const std::string& name, int64_t* step) {
+  static const std::regex kPrepareName("\\.ckpt-([0-9]{1,18})\\.tmp-[0-9a-f]+");
+  return MatchStep(name, kPrepareName, step);
+}
 
 uint64_t CheckpointContents::bytes() const {
   uint64_t total = 0;
@@ -33,8 +50,8 @@ uint64_t CheckpointContents::bytes() const {
 }
 
 StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
-  HOLDFAST_ASSIGN_OR_RETURN(std::string text, env->ReadFile(JoinPath(dir, internal::kManifestFile),
-                                                            internal::kMaxManifestBytes));
+  HOLDFAST_ASSIGN_OR_RETURN(
+      std::string text, env->ReadFile(JoinPath(dir, kManifestFile), internal::kMaxManifestBytes));
   const json manifest = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (manifest.is_discarded() || !manifest.is_object() || !manifest.contains("checksum") ||
       !manifest["checksum"].is_string()) {

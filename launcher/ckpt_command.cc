@@ -12,7 +12,6 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <regex>
 #include <span>
 #include <string>
 #include <utility>
@@ -28,12 +27,7 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;  // fields in the order written
 
-// The directory layout of checkpoint/manager.h (its names are private there).
-constexpr const char* kManifestFile = "MANIFEST.json";
-constexpr const char* kLatestFile = "LATEST";
 constexpr uint64_t kMaxLatestBytes = 4096;
-const std::regex kCheckpointName("ckpt-([0-9]{1,18})");
-const std::regex kPrepareName("\\.ckpt-([0-9]{1,18})\\.tmp-[0-9a-f]+");
 
 constexpr const char* kIncompleteNote = "(incomplete save, removed on next restore)";
 constexpr const char* kUncommittedNote = "(not committed: no MANIFEST.json; restore skips it)";
@@ -82,7 +76,7 @@ bool HasCheckpointChildren(const std::string& dir) {
   std::error_code ec;
   for (const auto& child : fs::directory_iterator(dir, ec)) {
     const std::string name = child.path().filename().string();
-    if (std::regex_match(name, kCheckpointName) || std::regex_match(name, kPrepareName)) {
+    if (ParseCheckpointName(name) || ParsePrepareAreaName(name)) {
       return true;
     }
   }
@@ -104,8 +98,8 @@ PathKind Classify(const std::string& path, std::string* why) {
   }
   if (!fs::is_directory(st)) return PathKind::kNotDirectory;
   if (fs::exists(fs::path(path) / kManifestFile, ec)) return PathKind::kCheckpoint;
-  if (std::regex_match(BaseName(path), kCheckpointName) &&
-      !fs::exists(fs::path(path) / kLatestFile, ec) && !HasCheckpointChildren(path)) {
+  if (ParseCheckpointName(BaseName(path)) && !fs::exists(fs::path(path) / kLatestFile, ec) &&
+      !HasCheckpointChildren(path)) {
     return PathKind::kCheckpoint;
   }
   return PathKind::kCheckpointDir;
@@ -133,14 +127,13 @@ StatusOr<std::vector<Entry>> Scan(Env* env, const std::string& dir) {
   HOLDFAST_ASSIGN_OR_RETURN(std::vector<std::string> names, env->ListDir(dir));
   std::vector<Entry> entries;
   for (const std::string& name : names) {
-    std::smatch m;
+    int64_t step = 0;
     const std::string path = JoinPath(dir, name);
-    if (std::regex_match(name, m, kCheckpointName)) {
+    if (ParseCheckpointName(name, &step)) {
       const bool committed = env->Exists(JoinPath(path, kManifestFile));
-      entries.push_back(
-          {committed ? Entry::kCommitted : Entry::kUncommitted, std::stoll(m[1]), name, path});
-    } else if (std::regex_match(name, m, kPrepareName)) {
-      entries.push_back({Entry::kPrepare, std::stoll(m[1]), name, path});
+      entries.push_back({committed ? Entry::kCommitted : Entry::kUncommitted, step, name, path});
+    } else if (ParsePrepareAreaName(name, &step)) {
+      entries.push_back({Entry::kPrepare, step, name, path});
     }
   }
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {

@@ -7,7 +7,6 @@
 
 namespace holdfast::internal {
 
-inline constexpr const char* kManifestFile = "MANIFEST.json";
 inline constexpr uint64_t kMaxManifestBytes = 16 << 20;
 
 // The manifest's own checksum: XXH3 of its canonical dump without the

@@ -90,7 +90,7 @@ std::vector<Damage> DamagesFor(const fs::path& file, bool is_shard, bool is_mani
 // Re-writes a checkpoint's manifest after `edit`, with a valid checksum, so
 // that only the reader's own checks stand between the edit and a restore.
 void RewriteManifest(const fs::path& checkpoint_dir, const std::function<void(json&)>& edit) {
-  const fs::path file = checkpoint_dir / internal::kManifestFile;
+  const fs::path file = checkpoint_dir / kManifestFile;
   json manifest = json::parse(ReadFileToString(file.string()));
   edit(manifest);
   manifest["checksum"] = internal::ManifestChecksum(manifest);

@@ -66,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       text = m.dump();
     }
   }
-  WriteFile(g_dir + "/" + holdfast::internal::kManifestFile, text);
+  WriteFile(g_dir + "/" + holdfast::kManifestFile, text);
   holdfast::Env* env = holdfast::Env::Default();
   const auto manifest = holdfast::ReadManifest(env, g_dir);
   const auto contents = holdfast::ReadCheckpoint(env, g_dir);
