@@ -23,31 +23,9 @@
 #include "checkpoint/manager.h"
 #include "checkpoint/reader.h"
 #include "core/hash.h"
+#include "tests/testutil/allocation_hook.h"
 #include "tests/testutil/checkpoint_helpers.h"
 #include "tests/testutil/testutil.h"
-
-// Allocations through operator new larger than kAllocationLimit fail with
-// bad_alloc (and are recorded), so a reader that trusts a size from a file
-// shows up as a test failure instead of an OOM kill.
-namespace {
-constexpr size_t kAllocationLimit = size_t{1} << 30;
-std::atomic<size_t> g_refused_allocation{0};
-void* LimitedAlloc(size_t n) {
-  if (n > kAllocationLimit) {
-    g_refused_allocation.store(n);
-    throw std::bad_alloc();
-  }
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace
-
-void* operator new(size_t n) { return LimitedAlloc(n); }
-void* operator new[](size_t n) { return LimitedAlloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 namespace holdfast {
 namespace {

@@ -21,28 +21,9 @@
 #include <vector>
 
 #include "core/status.h"
+#include "tests/testutil/allocation_hook.h"
 #include "tests/testutil/fault_env.h"
 #include "tests/testutil/testutil.h"
-
-// The largest single allocation made through operator new, so a test can
-// show that ReadFile refuses an oversized file before allocating for it.
-namespace {
-std::atomic<size_t> g_largest_allocation{0};
-void* CountedAlloc(size_t n) {
-  size_t seen = g_largest_allocation.load(std::memory_order_relaxed);
-  while (n > seen && !g_largest_allocation.compare_exchange_weak(seen, n)) {
-  }
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace
-
-void* operator new(size_t n) { return CountedAlloc(n); }
-void* operator new[](size_t n) { return CountedAlloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 namespace holdfast {
 namespace {
