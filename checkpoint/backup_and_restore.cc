@@ -91,6 +91,12 @@ void BackupAndRestore::OnTrainBegin(TrainingState& s) {
   s.metrics.samples = checkpoint_->values.at(kSeen);
   resumed_from_ = ResumePoint{s.epoch, s.batch, s.step()};
   last_saved_step_ = s.step();
+  if (comm_->rank() == 0) {
+    std::printf("holdfast: resuming from step %lld (epoch %d, batch %lld) of %s\n",
+                static_cast<long long>(s.step()), s.epoch + 1, static_cast<long long>(s.batch),
+                options_.backup_dir.c_str());
+    std::fflush(stdout);
+  }
 }
 
 Status BackupAndRestore::SaveNow(TrainingState& s) {

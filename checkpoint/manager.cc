@@ -103,8 +103,13 @@ CheckpointManager::CheckpointManager(Checkpoint* checkpoint, Communicator* comm,
   if (options_.max_to_keep < 1) options_.max_to_keep = 1;
 }
 
-Status CheckpointManager::Save() {
+Status CheckpointManager::Save(bool force) {
   const int64_t step = checkpoint_->step();
+  // Every rank has the same step and history, so all skip together.
+  if (!force && options_.checkpoint_interval > 0 && last_committed_step_ >= 0 &&
+      step - last_committed_step_ < options_.checkpoint_interval) {
+    return Status::Ok();
+  }
   const bool chief = comm_->rank() == 0;
   const int writers = options_.chief_writes_all ? 1 : comm_->size();
   const std::string name = CheckpointName(step);
@@ -159,7 +164,9 @@ Status CheckpointManager::Save() {
   // Phase 2 (decide): the chief commits or aborts; everyone learns which.
   std::string outcome;
   if (chief) outcome = EncodeStatus(SaveOnChief(tmp, JoinPath(dir, name), votes));
-  return DecodeStatus(comm_->BroadcastString(outcome, 0));
+  Status committed = DecodeStatus(comm_->BroadcastString(outcome, 0));
+  if (committed.ok()) last_committed_step_ = step;
+  return committed;
 }
 
 Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string& final_dir,
@@ -300,7 +307,11 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
                                           : std::string(chosen ? "L" : "N"),
                              0);
   if (outcome[0] == 'E') return DecodeStatus(outcome.substr(1));
-  if (outcome[0] == 'N') return std::optional<int64_t>();
+  if (outcome[0] == 'N') {
+    // A fresh start: checkpoint_interval counts from here.
+    last_committed_step_ = checkpoint_->step();
+    return std::optional<int64_t>();
+  }
 
   for (const NamedBlob& blob : checkpoint_->Blobs()) {
     if (chosen)
@@ -335,29 +346,57 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
   const std::vector<int64_t> check = {step, static_cast<int64_t>(Xxh3(scalars.dump()))};
   const Communicator::MinMax range = comm_->AllReduceMinMax(check);
   HOLDFAST_CHECK(range.min == range.max, "ranks restored different checkpoints");
+  last_committed_step_ = step;
   return std::optional<int64_t>(step);
 }
 
-std::vector<CheckpointInfo> CheckpointManager::List() {
+StatusOr<std::optional<int64_t>> CheckpointManager::RestoreOrInitialize(
+    const std::function<void()>& initialize) {
+  StatusOr<std::optional<int64_t>> restored = RestoreLatest();
+  if (restored.ok() && !restored->has_value() && initialize) initialize();
+  return restored;
+}
+
+std::vector<CheckpointInfo> CheckpointManager::Checkpoints() const {
   std::vector<CheckpointInfo> out;
   auto names = env_->ListDir(options_.directory);
   if (!names.ok()) return out;
   for (const std::string& name : *names) {
     if (!ParseCheckpointName(name)) continue;
-    auto manifest = ReadManifest(env_, JoinPath(options_.directory, name));
+    const std::string path = JoinPath(options_.directory, name);
+    auto manifest = ReadManifest(env_, path);
     if (!manifest.ok()) continue;  // not committed, or damaged: not listed
-    out.push_back(
-        {name, manifest->step, manifest->created_unix, manifest->bytes(), manifest->world_size});
+    out.push_back({name, path, manifest->step, manifest->created_unix, manifest->bytes(),
+                   manifest->world_size});
   }
   std::sort(out.begin(), out.end(),
             [](const CheckpointInfo& a, const CheckpointInfo& b) { return a.step < b.step; });
   return out;
 }
 
+std::optional<CheckpointInfo> CheckpointManager::Latest() const {
+  std::vector<CheckpointInfo> all = Checkpoints();
+  if (all.empty()) return std::nullopt;
+  return std::move(all.back());
+}
+
 Status CheckpointManager::ApplyKeepPolicy() {
-  const std::vector<CheckpointInfo> all = List();
+  const std::vector<CheckpointInfo> all = Checkpoints();
   const size_t keep_newest = static_cast<size_t>(options_.max_to_keep);
-  if (all.size() <= keep_newest) return Status::Ok();
+  // Directories named like checkpoints that no manifest commits (a removal
+  // cut short, a manifest destroyed) and older than every kept checkpoint
+  // can never be restored: they are garbage.
+  if (!all.empty()) {
+    HOLDFAST_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(options_.directory));
+    const size_t first_kept = all.size() - std::min(all.size(), keep_newest);
+    for (const std::string& name : names) {
+      int64_t step = 0;
+      if (!ParseCheckpointName(name, &step) || step >= all[first_kept].step) continue;
+      const std::string path = JoinPath(options_.directory, name);
+      if (!ReadManifest(env_, path).ok()) HOLDFAST_RETURN_IF_ERROR(RemoveTree(env_, path));
+    }
+  }
+  if (all.size() <= keep_newest) return env_->SyncDir(options_.directory);
   // keep_every_n_hours, stateless: in each n-hour window since the oldest
   // checkpoint, the oldest checkpoint of the window is kept for good.
   const double window = options_.keep_every_n_hours * 3600.0;
@@ -371,7 +410,7 @@ Status CheckpointManager::ApplyKeepPolicy() {
         continue;
       }
     }
-    HOLDFAST_RETURN_IF_ERROR(RemoveCheckpoint(env_, JoinPath(options_.directory, all[i].name)));
+    HOLDFAST_RETURN_IF_ERROR(RemoveCheckpoint(env_, all[i].path));
   }
   return env_->SyncDir(options_.directory);
 }

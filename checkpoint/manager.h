@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,11 +44,16 @@ struct CheckpointOptions {
   // (one shard) and restores alone, then broadcasts. Otherwise each rank
   // writes 1/W of every blob.
   bool chief_writes_all = false;
+  // Save() commits only when at least this many steps passed since the last
+  // committed or restored checkpoint, or since a fresh start found none
+  // (tf.train.CheckpointManager's checkpoint_interval); 0: every call commits.
+  int64_t checkpoint_interval = 0;
   Env* env = nullptr;  // null: Env::Default()
 };
 
 struct CheckpointInfo {
   std::string name;  // "ckpt-1200"
+  std::string path;  // <directory>/ckpt-1200
   int64_t step = 0;
   double created_unix = 0;
   uint64_t bytes = 0;
@@ -59,10 +65,12 @@ class CheckpointManager {
   // `checkpoint` and `comm` must outlive the manager.
   CheckpointManager(Checkpoint* checkpoint, Communicator* comm, CheckpointOptions options);
 
-  // Collective. Commits "ckpt-<step>". On any rank's failure (disk full, I/O
-  // error, permission) nothing is committed, the previous checkpoints stay,
-  // and every rank gets the same Aborted status naming the failed ranks.
-  Status Save();
+  // Collective. Commits "ckpt-<step>" — unless `checkpoint_interval` steps
+  // have not passed since the last commit and `force` is false: then it does
+  // nothing. On any rank's failure (disk full, I/O error, permission)
+  // nothing is committed, the previous checkpoints stay, and every rank gets
+  // the same Aborted status naming the failed ranks.
+  Status Save(bool force = false);
 
   // Collective. Loads the newest valid checkpoint into the Checkpoint on
   // every rank and returns its step; nullopt when the directory holds none
@@ -72,9 +80,16 @@ class CheckpointManager {
   // another model or optimizer (the message names the difference).
   StatusOr<std::optional<int64_t>> RestoreLatest();
 
+  // Collective. RestoreLatest, and on a fresh start runs `initialize` (if
+  // given) instead — tf.train.CheckpointManager.restore_or_initialize.
+  StatusOr<std::optional<int64_t>> RestoreOrInitialize(const std::function<void()>& initialize = {});
+
   // Committed checkpoints (those with a manifest), oldest first. Chief-side
   // view; cheap (reads manifests only, no shard hashing).
-  std::vector<CheckpointInfo> List();
+  std::vector<CheckpointInfo> Checkpoints() const;
+  // The newest committed checkpoint, if any (no shard hashing: RestoreLatest
+  // may still fall back past it if it is damaged).
+  std::optional<CheckpointInfo> Latest() const;
 
   // Deletes every committed checkpoint, LATEST and prepare areas (Keras'
   // delete_checkpoint after a finished fit). Collective.
@@ -91,7 +106,7 @@ class CheckpointManager {
   Communicator* comm_;
   CheckpointOptions options_;
   Env* env_;
-  double last_kept_for_hours_ = 0;  // creation time of the last checkpoint kept by the hours rule
+  int64_t last_committed_step_ = -1;  // by this manager, or restored; -1: none yet
 };
 
 }  // namespace holdfast

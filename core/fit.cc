@@ -39,11 +39,44 @@ void GatherRows(const Dataset& data, std::span<const uint32_t> order, Range rang
   }
 }
 
+Trainer::Trainer(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dataset& data,
+                 const FitOptions& options)
+    : model_(model),
+      optimizer_(optimizer),
+      loss_(loss),
+      data_(data),
+      seed_(options.seed),
+      replica_(options.replica != nullptr ? options.replica : &single_process_) {
+  Validate(model, data, options);
+  replica_->BeginTraining(model, optimizer, loss, data, options);
+}
+
+StepMetrics Trainer::Step(std::span<const uint32_t> order, Range batch) {
+  const Range slice = ReplicaSlice(batch.size(), replica_->rank(), replica_->world_size());
+  GatherRows(data_, order, {batch.begin + slice.begin, batch.begin + slice.end}, &x_, &y_);
+
+  StepContext ctx;
+  ctx.training = true;
+  ctx.seed = seed_;
+  ctx.step = optimizer_.iterations();
+  ctx.first_row = slice.begin;
+  const Matrix& output = model_.Forward(x_, ctx);
+  // Scaling by the global batch size makes the replicas' gradient sum the
+  // gradient of the global batch's mean loss, however it is split.
+  double sums[kNumMetrics];
+  sums[kLossSum] = loss_.Compute(output, y_, 1.0f / static_cast<float>(batch.size()), &doutput_);
+  sums[kCorrect] = static_cast<double>(loss_.CountCorrect(output, y_).value_or(0));
+  sums[kSamples] = static_cast<double>(slice.size());
+  model_.Backward(doutput_, replica_->BeginStepSync(sums));
+  replica_->FinishStepSync(model_.store().grads(), sums);
+  optimizer_.Apply(model_.store().params(), model_.store().grads());
+  return {sums[kLossSum], sums[kCorrect], sums[kSamples]};
+}
+
 History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dataset& data,
             const FitOptions& options) {
-  Validate(model, data, options);
-  Replica single_process;
-  Replica& replica = options.replica != nullptr ? *options.replica : single_process;
+  Trainer trainer(model, optimizer, loss, data, options);
+  Replica& replica = trainer.replica();
   const BatchPlan plan(data.size(), options.batch_size, options.drop_remainder);
   if (plan.num_batches() == 0) throw std::invalid_argument("batch size larger than the data");
 
@@ -61,7 +94,6 @@ History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dat
       options.drop_remainder ? plan.num_batches() * plan.batch_size() : plan.num_samples();
   state.history = &history;
 
-  replica.BeginTraining(model, optimizer, loss, data, options);
   for (Callback* cb : options.callbacks) cb->OnTrainBegin(state);
   if (state.batch < 0 || state.batch > plan.num_batches()) {
     throw std::invalid_argument("initial batch " + std::to_string(state.batch) +
@@ -74,7 +106,6 @@ History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dat
   }
 
   const uint32_t n = static_cast<uint32_t>(data.size());
-  Matrix x, y, doutput;
   std::vector<uint32_t> order(n);
   while (state.epoch < options.epochs && !state.stop_training) {
     if (options.shuffle) {
@@ -88,30 +119,11 @@ History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dat
 
     while (state.batch < plan.num_batches() && !state.stop_training) {
       for (Callback* cb : options.callbacks) cb->OnBatchBegin(state);
-      const Range batch = plan.Batch(state.batch);
-      const Range slice = ReplicaSlice(batch.size(), replica.rank(), replica.world_size());
-      GatherRows(data, order, {batch.begin + slice.begin, batch.begin + slice.end}, &x, &y);
-
-      StepContext ctx;
-      ctx.training = true;
-      ctx.seed = options.seed;
-      ctx.step = optimizer.iterations();
-      ctx.first_row = slice.begin;
-      const Matrix& output = model.Forward(x, ctx);
-      // Scaling by the global batch size makes the replicas' gradient sum the
-      // gradient of the global batch's mean loss, however it is split.
-      double sums[kNumMetrics];
-      sums[kLossSum] = loss.Compute(output, y, 1.0f / static_cast<float>(batch.size()), &doutput);
-      sums[kCorrect] = static_cast<double>(loss.CountCorrect(output, y).value_or(0));
-      sums[kSamples] = static_cast<double>(slice.size());
-      model.Backward(doutput, replica.BeginStepSync(sums));
-      replica.FinishStepSync(model.store().grads(), sums);
-      optimizer.Apply(model.store().params(), model.store().grads());
-
-      state.metrics.loss_sum += sums[kLossSum];
-      state.metrics.correct += sums[kCorrect];
-      state.metrics.samples += sums[kSamples];
-      state.last_batch_loss = sums[kLossSum] / sums[kSamples];
+      const StepMetrics m = trainer.Step(order, plan.Batch(state.batch));
+      state.metrics.loss_sum += m.loss_sum;
+      state.metrics.correct += m.correct;
+      state.metrics.samples += m.samples;
+      state.last_batch_loss = m.loss_sum / m.samples;
       ++state.batch;
       for (Callback* cb : options.callbacks) cb->OnBatchEnd(state);
     }

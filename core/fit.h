@@ -154,6 +154,39 @@ struct FitOptions {
   Replica* replica = nullptr;        // not owned; null = single process
 };
 
+// The global sums (over replicas) of one step's training metrics.
+struct StepMetrics {
+  double loss_sum = 0;  // sum of per-sample losses
+  double correct = 0;   // correct predictions (classification losses)
+  double samples = 0;   // rows in the global batch
+};
+
+// One data-parallel training step at a time: what Fit runs per batch, and
+// what a custom training loop calls (tf.distribute's strategy.run(step)).
+// The constructor is collective: it checks that every replica trains the
+// same thing and gives all of them the chief's state (Replica::BeginTraining).
+// `order` is the epoch's sample order (EpochPermutation); global batch
+// `batch` is order[batch.begin, batch.end); this replica computes its slice,
+// gradients are combined over replicas and every replica applies the same
+// update. All references must outlive the Trainer.
+class Trainer {
+ public:
+  Trainer(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dataset& data,
+          const FitOptions& options);
+  StepMetrics Step(std::span<const uint32_t> order, Range batch);
+  Replica& replica() { return *replica_; }
+
+ private:
+  Sequential& model_;
+  Optimizer& optimizer_;
+  const Loss& loss_;
+  const Dataset& data_;
+  uint64_t seed_;
+  Replica single_process_;
+  Replica* replica_;
+  Matrix x_, y_, doutput_;  // reused across steps
+};
+
 // Trains `model` (already built) with `optimizer` (built for the model's
 // store) on `data`. Throws std::invalid_argument on inconsistent options.
 History Fit(Sequential& model, Optimizer& optimizer, const Loss& loss, const Dataset& data,

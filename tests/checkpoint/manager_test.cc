@@ -166,7 +166,7 @@ TEST(CheckpointManagerTest, KeepsTheNewestAndRemovesStalePrepareAreas) {
     ASSERT_OK(m.Save());
   }
   std::vector<int64_t> steps;
-  for (const CheckpointInfo& info : m.List()) steps.push_back(info.step);
+  for (const CheckpointInfo& info : m.Checkpoints()) steps.push_back(info.step);
   EXPECT_EQ(steps, (std::vector<int64_t>{103, 104}));
 
   fs::create_directory(fs::path(dir.path()) / ".ckpt-105.tmp-deadbeef");
@@ -177,8 +177,85 @@ TEST(CheckpointManagerTest, KeepsTheNewestAndRemovesStalePrepareAreas) {
   EXPECT_FALSE(fs::exists(fs::path(dir.path()) / ".ckpt-105.tmp-deadbeef"));
 
   ASSERT_OK(m.DeleteAll());
-  EXPECT_TRUE(m.List().empty());
+  EXPECT_TRUE(m.Checkpoints().empty());
   EXPECT_FALSE(fs::exists(fs::path(dir.path()) / "LATEST"));
+}
+
+// checkpoint_interval (tf.train's): Save() commits only every N steps,
+// counted from the start, from a restore or from the last commit; a forced
+// save commits whatever the interval.
+TEST(CheckpointManagerTest, CheckpointIntervalSkipsSavesThatComeTooSoon) {
+  TempDir dir;
+  LocalCommunicator comm;
+  Trainee t = Trained(3, 4);
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  CheckpointManager m(&c, &comm,
+                      {.directory = dir.path(), .max_to_keep = 10, .checkpoint_interval = 5});
+  t.optimizer->set_iterations(0);
+  ASSERT_OK(m.RestoreOrInitialize());
+  for (int step = 1; step <= 12; ++step) {
+    t.optimizer->set_iterations(step);
+    ASSERT_OK(m.Save());
+  }
+  t.optimizer->set_iterations(13);
+  ASSERT_OK(m.Save(/*force=*/true));
+  std::vector<int64_t> steps;
+  for (const CheckpointInfo& info : m.Checkpoints()) steps.push_back(info.step);
+  EXPECT_EQ(steps, (std::vector<int64_t>{5, 10, 13}));
+
+  // A restored manager counts from the restored step.
+  CheckpointManager again(&c, &comm,
+                          {.directory = dir.path(), .max_to_keep = 10, .checkpoint_interval = 5});
+  auto r = again.RestoreLatest();
+  ASSERT_OK(r);
+  EXPECT_EQ(**r, 13);
+  t.optimizer->set_iterations(17);
+  ASSERT_OK(again.Save());
+  EXPECT_EQ(again.Latest()->step, 13);
+  t.optimizer->set_iterations(18);
+  ASSERT_OK(again.Save());
+  EXPECT_EQ(again.Latest()->step, 18);
+  EXPECT_EQ(again.Latest()->path, (fs::path(dir.path()) / "ckpt-18").string());
+}
+
+// restore_or_initialize: the initializer runs on a fresh start only.
+TEST(CheckpointManagerTest, RestoreOrInitializeRunsTheInitializerOnlyWhenNothingIsSaved) {
+  TempDir dir;
+  LocalCommunicator comm;
+  Trainee t = Trained(4, 4);
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  CheckpointManager m(&c, &comm, {.directory = dir.path()});
+  int initialized = 0;
+  auto fresh = m.RestoreOrInitialize([&] { ++initialized; });
+  ASSERT_OK(fresh);
+  EXPECT_FALSE(fresh->has_value());
+  EXPECT_EQ(initialized, 1);
+  EXPECT_FALSE(m.Latest().has_value());
+  ASSERT_OK(m.Save());
+  auto restored = m.RestoreOrInitialize([&] { ++initialized; });
+  ASSERT_OK(restored);
+  EXPECT_EQ(**restored, t.optimizer->iterations());
+  EXPECT_EQ(initialized, 1);
+}
+
+// Directories named like checkpoints that no manifest commits (a removal cut
+// short) are removed by the keep policy once older than every kept one;
+// newer ones are left for RestoreLatest to judge.
+TEST(CheckpointManagerTest, KeepPolicyRemovesUncommittedLeftovers) {
+  TempDir dir;
+  LocalCommunicator comm;
+  Trainee t = Trained(5, 4);
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  CheckpointManager m(&c, &comm, {.directory = dir.path(), .max_to_keep = 1});
+  const fs::path root(dir.path());
+  fs::create_directories(root / "ckpt-3");
+  std::ofstream(root / "ckpt-3" / "shard-0-of-1.bin") << "half removed";
+  fs::create_directories(root / "ckpt-50");
+  t.optimizer->set_iterations(10);
+  ASSERT_OK(m.Save());
+  EXPECT_FALSE(fs::exists(root / "ckpt-3"));
+  EXPECT_TRUE(fs::exists(root / "ckpt-50"));
+  EXPECT_TRUE(fs::exists(root / "ckpt-10" / "MANIFEST.json"));
 }
 
 TEST(CheckpointManagerTest, UnwritableDirectoryAbortsOnEveryRankAndKeepsNothingHalfDone) {

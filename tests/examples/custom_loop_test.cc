@@ -1,0 +1,79 @@
+// examples/custom_loop end to end: a hand-written loop over a
+// CheckpointManager (max_to_keep=2) that is stopped part way and rerun ends
+// with the weights of a run that never stopped, alone and on 2 MPI ranks.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/testutil/subprocess.h"
+#include "tests/testutil/testutil.h"
+
+namespace holdfast {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::ProcessResult;
+using testing::RunProcess;
+
+// 1000 samples, batch 50: 20 steps per epoch, 60 steps; a save every 7.
+const std::vector<std::string> kRun = {"--train-samples", "1000", "--epochs", "3",
+                                       "--checkpoint-interval", "7"};
+
+class CustomLoopTest : public ::testing::TestWithParam<int> {
+ protected:
+  struct Run {
+    ProcessResult process;
+    nlohmann::json summary;
+  };
+  Run Train(const std::string& checkpoints, std::vector<std::string> extra = {}) {
+    const std::string summary = dir_.File("summary-" + std::to_string(runs_++) + ".json");
+    std::vector<std::string> argv;
+    if (GetParam() > 1) argv = {MPIRUN, "--oversubscribe", "-np", std::to_string(GetParam())};
+    argv.insert(argv.end(), {CUSTOM_LOOP, "--checkpoint-dir", checkpoints, "--summary-json",
+                             summary});
+    argv.insert(argv.end(), kRun.begin(), kRun.end());
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    Run run;
+    run.process = RunProcess(argv, {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+                                    "OMP_NUM_THREADS=1"});
+    std::ifstream in(summary);
+    if (in) run.summary = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    return run;
+  }
+  TempDir dir_;
+  int runs_ = 0;
+};
+
+TEST_P(CustomLoopTest, StoppedAndRerunEndsWithTheWeightsOfAnUnstoppedRun) {
+  const Run straight = Train(dir_.File("straight"));
+  ASSERT_EQ(straight.process.exit_code, 0) << straight.process.err;
+  EXPECT_EQ(straight.summary["steps"], 60);
+  // max_to_keep=2: the last two of the saves at 7, 14, ..., 56.
+  EXPECT_EQ(straight.summary["checkpoints"], nlohmann::json({"ckpt-49", "ckpt-56"}));
+
+  for (int stop : {30, 45}) {
+    SCOPED_TRACE("stopped at step " + std::to_string(stop));
+    const std::string checkpoints = dir_.File("stopped-" + std::to_string(stop));
+    const Run stopped = Train(checkpoints, {"--stop-at-step", std::to_string(stop)});
+    ASSERT_EQ(stopped.process.exit_code, 1) << stopped.process.err;
+    const Run rerun = Train(checkpoints);
+    ASSERT_EQ(rerun.process.exit_code, 0) << rerun.process.err;
+    EXPECT_EQ(rerun.summary["resumed_from_step"], stop / 7 * 7);
+    EXPECT_EQ(rerun.summary["steps_run"], 60 - stop / 7 * 7);
+    EXPECT_EQ(rerun.summary["weights_xxh64"], straight.summary["weights_xxh64"]);
+    EXPECT_NE(rerun.process.out.find("restored step " + std::to_string(stop / 7 * 7)),
+              std::string::npos)
+        << rerun.process.out;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldSizes, CustomLoopTest, ::testing::Values(1, 2),
+                         [](const auto& info) { return "np" + std::to_string(info.param); });
+
+}  // namespace
+}  // namespace holdfast
