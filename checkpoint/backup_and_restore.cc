@@ -29,6 +29,9 @@ BackupAndRestore::BackupAndRestore(BackupAndRestoreOptions options, Communicator
     own_comm_ = std::make_unique<LocalCommunicator>();
     comm_ = own_comm_.get();
   }
+  if (options_.save_before_preemption) {
+    preemption_ = std::make_unique<PreemptionHandler>(options_.preemption);
+  }
 }
 
 BackupAndRestore::~BackupAndRestore() = default;
@@ -126,10 +129,27 @@ Status BackupAndRestore::SaveNow(TrainingState& s) {
   return status;
 }
 
+void BackupAndRestore::OnBatchBegin(TrainingState& s) {
+  // The request rides in this step's control words: every rank sees it in
+  // OnBatchEnd of the same step.
+  if (preemption_ && preemption_->requested()) s.replica->RequestStop();
+}
+
 void BackupAndRestore::OnBatchEnd(TrainingState& s) {
   if (options_.save_freq > 0 && s.step() % options_.save_freq == 0 &&
       s.step() != last_saved_step_) {
     (void)SaveNow(s);
+  }
+  if (preemption_ && s.replica->control().stop_requests > 0) {
+    const bool committed = s.step() == last_saved_step_ || SaveNow(s).ok();
+    preempted_ = Preemption{s.step(), committed, preemption_->signal_number()};
+    s.stop_training = true;
+    if (comm_->rank() == 0) {
+      std::printf("holdfast: preempted: %s at step %lld; exiting for a restart\n",
+                  committed ? "checkpoint committed" : "CHECKPOINT FAILED (the previous one stands)",
+                  static_cast<long long>(s.step()));
+      std::fflush(stdout);
+    }
   }
 }
 

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "checkpoint/manager.h"
+#include "checkpoint/preemption.h"
 #include "core/fit.h"
 #include "distribute/communicator.h"
 
@@ -36,7 +37,19 @@ struct BackupAndRestoreOptions {
   bool fail_on_save_error = false;
   // For clusters without a shared filesystem (see CheckpointOptions).
   bool chief_writes_all = false;
+  // Install a PreemptionHandler: when any rank gets one of its signals, every
+  // rank commits a checkpoint at the same step and Fit returns with
+  // preempted() set (the program then exits with kExitPreempted).
+  bool save_before_preemption = false;
+  PreemptionOptions preemption = {};
   Env* env = nullptr;  // null: Env::Default()
+};
+
+// A run stopped for preemption.
+struct Preemption {
+  int64_t step = 0;        // the step every rank stopped after
+  bool committed = false;  // checkpoint `step` was committed (else the previous one stands)
+  int signal = 0;          // the signal this rank got (0: another rank got it)
 };
 
 // Where a restored run resumed: the next batch it trains.
@@ -58,6 +71,7 @@ class BackupAndRestore final : public Callback {
   // std::runtime_error when checkpoints exist but none is usable (unless
   // start_fresh_if_damaged).
   void OnTrainBegin(TrainingState& s) override;
+  void OnBatchBegin(TrainingState& s) override;
   void OnBatchEnd(TrainingState& s) override;
   void OnEpochEnd(TrainingState& s, const EpochLogs& logs) override;
   void OnTrainEnd(TrainingState& s) override;
@@ -67,6 +81,8 @@ class BackupAndRestore final : public Callback {
   Status SaveNow(TrainingState& s);
 
   std::optional<ResumePoint> resumed_from() const { return resumed_from_; }
+  // Set when Fit returned because the job is being preempted.
+  std::optional<Preemption> preempted() const { return preempted_; }
   int64_t saves_committed() const { return saves_committed_; }
   int64_t saves_failed() const { return saves_failed_; }
 
@@ -79,6 +95,8 @@ class BackupAndRestore final : public Callback {
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<CheckpointManager> manager_;
   std::optional<ResumePoint> resumed_from_;
+  std::unique_ptr<PreemptionHandler> preemption_;
+  std::optional<Preemption> preempted_;
   int64_t saves_committed_ = 0, saves_failed_ = 0;
   int64_t last_saved_step_ = -1;
 };

@@ -101,6 +101,18 @@ CheckpointManager::CheckpointManager(Checkpoint* checkpoint, Communicator* comm,
       env_(options_.env != nullptr ? options_.env : Env::Default()) {
   HOLDFAST_CHECK(checkpoint_ != nullptr && comm_ != nullptr, "CheckpointManager needs both");
   if (options_.max_to_keep < 1) options_.max_to_keep = 1;
+  if (options_.save_before_preemption) {
+    preemption_ = std::make_unique<PreemptionHandler>(options_.preemption);
+  }
+}
+
+CheckpointManager::~CheckpointManager() = default;
+
+StatusOr<bool> CheckpointManager::SaveIfPreempted(Replica& replica) {
+  if (preemption_ && preemption_->requested()) replica.RequestStop();
+  if (replica.control().stop_requests == 0) return false;
+  if (last_committed_step_ != checkpoint_->step()) HOLDFAST_RETURN_IF_ERROR(Save(/*force=*/true));
+  return true;
 }
 
 Status CheckpointManager::Save(bool force) {

@@ -21,12 +21,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/env.h"
+#include "checkpoint/preemption.h"
+#include "core/fit.h"
 #include "core/status.h"
 #include "distribute/communicator.h"
 
@@ -48,6 +51,9 @@ struct CheckpointOptions {
   // committed or restored checkpoint, or since a fresh start found none
   // (tf.train.CheckpointManager's checkpoint_interval); 0: every call commits.
   int64_t checkpoint_interval = 0;
+  // Install a PreemptionHandler; the loop calls SaveIfPreempted after each step.
+  bool save_before_preemption = false;
+  PreemptionOptions preemption = {};
   Env* env = nullptr;  // null: Env::Default()
 };
 
@@ -64,6 +70,7 @@ class CheckpointManager {
  public:
   // `checkpoint` and `comm` must outlive the manager.
   CheckpointManager(Checkpoint* checkpoint, Communicator* comm, CheckpointOptions options);
+  ~CheckpointManager();
 
   // Collective. Commits "ckpt-<step>" — unless `checkpoint_interval` steps
   // have not passed since the last commit and `force` is false: then it does
@@ -95,6 +102,15 @@ class CheckpointManager {
   // delete_checkpoint after a finished fit). Collective.
   Status DeleteAll();
 
+  // For custom loops with save_before_preemption: call after every step
+  // (collective). When a preemption signal reached this process it raises
+  // the replica's stop request, which reaches every rank with the next
+  // step's all-reduce; at the step where the replicas agree to stop it
+  // commits a checkpoint (whatever checkpoint_interval says) and returns
+  // true: the loop should end and the program exit with kExitPreempted. A
+  // failed save is returned as the error (the previous checkpoint stands).
+  StatusOr<bool> SaveIfPreempted(Replica& replica);
+
   const CheckpointOptions& options() const { return options_; }
 
  private:
@@ -106,6 +122,7 @@ class CheckpointManager {
   Communicator* comm_;
   CheckpointOptions options_;
   Env* env_;
+  std::unique_ptr<PreemptionHandler> preemption_;
   int64_t last_committed_step_ = -1;  // by this manager, or restored; -1: none yet
 };
 

@@ -1,12 +1,14 @@
 // fmnist_mlp: the Keras Fashion-MNIST MLP in C++ (784-256-32-10, ReLU,
 // dropout 0.2, Adam 1e-3, batch 50), trained with holdfast::Fit.
 //
-// Exit codes: 0 done, 2 usage or bad input (flags, data files), 1 other failure.
+// Exit codes: 0 done, 2 usage or bad input (flags, data files), 1 other
+// failure, 75 preempted with a committed checkpoint (run it again).
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -63,6 +65,8 @@ struct Flags {
   bool keep_checkpoint = false;
   bool start_fresh_if_damaged = false;
   bool chief_writes_all = false;
+  bool save_before_preemption = true;
+  bool preempt_on_sigint = false;
   int interrupt_at_epoch = -1;
   int64_t interrupt_at_step = -1;
 };
@@ -100,7 +104,8 @@ class InterruptingCallback final : public holdfast::Callback {
 void ParseFlags(CLI::App& app, Flags& f) {
   app.description(
       "Trains an MLP on Fashion-MNIST (the Keras example in C++) and reports test accuracy.\n"
-      "Exit codes: 0 done, 2 usage or bad input, 1 other failure.");
+      "Exit codes: 0 done, 2 usage or bad input, 1 other failure, 75 preempted with a committed "
+      "checkpoint (run it again to continue).");
   app.add_option("--data", f.data, "Directory with the Fashion-MNIST IDX .gz files")
       ->capture_default_str();
   app.add_option("--hidden", f.hidden, "Hidden layer widths, comma separated")
@@ -165,6 +170,11 @@ void ParseFlags(CLI::App& app, Flags& f) {
                "If every checkpoint in --backup-dir is damaged, start over instead of failing");
   app.add_flag("--chief-writes-all", f.chief_writes_all,
                "Rank 0 writes the whole checkpoint (clusters without a shared filesystem)");
+  app.add_flag("--save-before-preemption,!--no-save-before-preemption", f.save_before_preemption,
+               "With --backup-dir (default on): on SIGTERM or SIGUSR1 to any rank, every rank "
+               "commits a checkpoint at the same step and the job exits 75");
+  app.add_flag("--preempt-on-sigint", f.preempt_on_sigint,
+               "Treat SIGINT (Ctrl-C) like SIGTERM: save, then exit 75");
   app.add_option("--interrupt-at-epoch", f.interrupt_at_epoch,
                  "Test aid: fail (exit 1) when epoch E (0-based) begins")
       ->check(CLI::NonNegativeNumber);
@@ -198,6 +208,20 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
                                     : std::max(1, omp_get_num_procs() /
                                                       holdfast::MpiCommunicator::LocalRankCount()));
 
+  // First: it installs the preemption handler, and loading takes a while.
+  std::unique_ptr<holdfast::BackupAndRestore> backup;
+  if (!f.backup_dir.empty()) {
+    holdfast::BackupAndRestoreOptions bo;
+    bo.backup_dir = f.backup_dir;
+    bo.save_freq = f.save_freq == "epoch" ? 0 : std::stoll(f.save_freq);
+    bo.double_checkpoint = f.double_checkpoint;
+    bo.delete_checkpoint = !f.keep_checkpoint;
+    bo.start_fresh_if_damaged = f.start_fresh_if_damaged;
+    bo.chief_writes_all = f.chief_writes_all;
+    bo.save_before_preemption = f.save_before_preemption;
+    if (f.preempt_on_sigint) bo.preemption.signals.push_back(SIGINT);
+    backup = std::make_unique<holdfast::BackupAndRestore>(bo, &auto_strategy.communicator());
+  }
   auto data = holdfast::LoadFashionMnist(f.data);
   if (!data.ok()) throw std::invalid_argument("cannot load data: " + data.status().message());
   holdfast::Dataset train =
@@ -214,17 +238,6 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   optimizer->Build(model.store().size());
   holdfast::SoftmaxCrossEntropy loss;
 
-  std::unique_ptr<holdfast::BackupAndRestore> backup;
-  if (!f.backup_dir.empty()) {
-    holdfast::BackupAndRestoreOptions bo;
-    bo.backup_dir = f.backup_dir;
-    bo.save_freq = f.save_freq == "epoch" ? 0 : std::stoll(f.save_freq);
-    bo.double_checkpoint = f.double_checkpoint;
-    bo.delete_checkpoint = !f.keep_checkpoint;
-    bo.start_fresh_if_damaged = f.start_fresh_if_damaged;
-    bo.chief_writes_all = f.chief_writes_all;
-    backup = std::make_unique<holdfast::BackupAndRestore>(bo, &auto_strategy.communicator());
-  }
   InterruptingCallback interrupting(f.interrupt_at_epoch, f.interrupt_at_step);
   holdfast::ProgressBar progress(f.quiet);
   std::unique_ptr<holdfast::CsvLogger> csv;
@@ -247,6 +260,18 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   const holdfast::History history = holdfast::Fit(model, *optimizer, loss, train, options);
   const double train_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (backup && backup->preempted()) {
+    // Every rank stopped after the same step; no evaluation, no summary:
+    // the grace time is for the checkpoint.
+    if (backup->preempted()->committed) return holdfast::kExitPreempted;
+    if (chief) {
+      std::fprintf(stderr,
+                   "fmnist_mlp: preempted, and the checkpoint at step %lld failed; the previous "
+                   "one stands\n",
+                   static_cast<long long>(backup->preempted()->step));
+    }
+    return kExitFailure;
+  }
   const holdfast::EvalResult test = holdfast::Evaluate(model, loss, data->test, 1000, &strategy);
   if (!chief) return 0;
 

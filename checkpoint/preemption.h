@@ -1,0 +1,58 @@
+// PreemptionHandler: turns the signal a cluster sends before it takes the
+// machines back (SLURM: the --signal of sbatch, then TERM; Kubernetes and
+// most schedulers: TERM) into a flag the training loop polls.
+//
+// The signal handler only stores into a lock-free atomic. The loop raises
+// Replica::RequestStop() when it sees the flag, that request rides in the
+// control words of the next gradient all-reduce, and so every rank learns at
+// the same step s that some rank (or several) was signalled: all commit
+// checkpoint s and exit with kExitPreempted. BackupAndRestore does this for
+// Fit (save_before_preemption); custom loops call
+// CheckpointManager::SaveIfPreempted after each step.
+//
+// One handler may be installed at a time in a process; the destructor puts
+// the previous dispositions back. A signal arriving while a checkpoint is
+// being written, or during evaluation, stays in the flag; a second signal
+// changes nothing.
+#pragma once
+
+#include <csignal>
+#include <vector>
+
+namespace holdfast {
+
+// The exit code of a job that stopped for preemption after committing a
+// checkpoint (EX_TEMPFAIL): "restart me". Launchers and batch scripts requeue
+// on it.
+inline constexpr int kExitPreempted = 75;
+
+struct PreemptionOptions {
+  // SIGUSR1 is what a SLURM batch script forwards (see cluster/slurm); TERM
+  // is what most schedulers and `kill` send. Add SIGINT to treat Ctrl-C as a
+  // preemption too.
+  std::vector<int> signals = {SIGTERM, SIGUSR1};
+};
+
+class PreemptionHandler {
+ public:
+  explicit PreemptionHandler(PreemptionOptions options = {});
+  ~PreemptionHandler();
+  PreemptionHandler(const PreemptionHandler&) = delete;
+  PreemptionHandler& operator=(const PreemptionHandler&) = delete;
+
+  // Whether one of the signals arrived since installation (or Clear()).
+  bool requested() const;
+  // The first such signal's number, 0 if none.
+  int signal_number() const;
+  void Clear();
+
+  // Raises the flag as if `signal` had arrived (tests, and programs that
+  // decide to stop for their own reasons).
+  static void Raise(int signal);
+
+ private:
+  std::vector<int> signals_;
+  std::vector<struct sigaction> previous_;
+};
+
+}  // namespace holdfast
