@@ -49,6 +49,9 @@ class Communicator {
   // returning or finalising instead would leave the others waiting forever
   // in their next collective. Never returns.
   [[noreturn]] virtual void Abort(int exit_code, const std::string& why) = 0;
+  // The training step now in progress, for diagnostics (the watchdog names
+  // it). Default: ignored.
+  virtual void NoteStep(int64_t /*step*/) {}
 
   void AllReduceSum(std::span<float> v) {
     AllReduce(v.data(), v.size(), DataType::kFloat32, ReduceOp::kSum);

@@ -14,6 +14,7 @@
 #include "core/hash.h"
 #include "distribute/internal/sync_thread.h"
 #include "distribute/mpi_communicator.h"
+#include "distribute/watchdog.h"
 
 namespace holdfast {
 namespace {
@@ -54,6 +55,7 @@ MirroredStrategy::~MirroredStrategy() = default;
 void MirroredStrategy::BeginTraining(Sequential& model, Optimizer& optimizer, const Loss& loss,
                                      const Dataset& data, const FitOptions& options) {
   model_ = &model;
+  optimizer_ = &optimizer;
   const std::vector<Field> fields = {
       {"model (layers and shapes)", HashToInt(model.Signature()), false, model.Signature()},
       {"optimizer", HashToInt(optimizer.Signature()), false, optimizer.Signature()},
@@ -106,6 +108,7 @@ void MirroredStrategy::BeginTraining(Sequential& model, Optimizer& optimizer, co
 
 GradientsReadyFn MirroredStrategy::BeginStepSync(std::span<const double> metrics) {
   HOLDFAST_CHECK(model_ != nullptr, "BeginStepSync before BeginTraining");
+  comm_->NoteStep(optimizer_->iterations() + 1);
   HOLDFAST_CHECK(metrics.size() <= kMaxMetrics, "at most " << kMaxMetrics << " step metrics");
   std::span<float> line = model_->store().control_and_grads().first(kControl);
   std::fill(line.begin(), line.end(), 0.0f);
@@ -177,11 +180,15 @@ void MirroredStrategy::SumMetrics(std::span<double> values) { comm_->AllReduceSu
 
 AutoStrategy::AutoStrategy(MirroredOptions options) {
   if (MpiCommunicator::LaunchedByMpi()) {
-    comm_ = std::make_unique<MpiCommunicator>();
+    mpi_ = std::make_unique<MpiCommunicator>();
+    if (options.watchdog_seconds > 0 && mpi_->size() > 1) {
+      comm_ = std::make_unique<WatchdogCommunicator>(
+          mpi_.get(), WatchdogOptions{.seconds = options.watchdog_seconds});
+    }
   } else {
     comm_ = std::make_unique<LocalCommunicator>();
   }
-  strategy_ = std::make_unique<MirroredStrategy>(comm_.get(), options);
+  strategy_ = std::make_unique<MirroredStrategy>(&communicator(), options);
 }
 
 AutoStrategy::~AutoStrategy() = default;

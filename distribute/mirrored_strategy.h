@@ -50,6 +50,10 @@ struct MirroredOptions {
   // of the result on 3+ ranks, must not change between a run and its resume.
   size_t fuse_bytes = size_t{16} << 20;
   Overlap overlap = Overlap::kAuto;
+  // AutoStrategy watches every collective of a multi-rank MPI job and ends
+  // the job when one waits this long (a dead, frozen or cut-off rank; see
+  // distribute/watchdog.h). 0: no watchdog.
+  double watchdog_seconds = 300;
 };
 
 // Raised by MirroredStrategy::BeginTraining on EVERY rank at once when the
@@ -98,6 +102,7 @@ class MirroredStrategy final : public Replica {
   Communicator* comm_;
   MirroredOptions options_;
   Sequential* model_ = nullptr;
+  Optimizer* optimizer_ = nullptr;
   // Offsets (in floats, into the store's control_and_grads()) of the lowest
   // gradient produced so far this step and of the lowest already launched.
   size_t ready_lo_ = 0, launched_lo_ = 0;
@@ -114,9 +119,12 @@ class AutoStrategy {
   explicit AutoStrategy(MirroredOptions options = {});
   ~AutoStrategy();
   MirroredStrategy& strategy() { return *strategy_; }
-  Communicator& communicator() { return *comm_; }
+  // What the strategy uses (the watchdog over MPI, when there is one):
+  // collectives of checkpoints and programs go through it too.
+  Communicator& communicator() { return comm_ ? *comm_ : *mpi_; }
 
  private:
+  std::unique_ptr<Communicator> mpi_;
   std::unique_ptr<Communicator> comm_;
   std::unique_ptr<MirroredStrategy> strategy_;
 };

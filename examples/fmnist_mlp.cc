@@ -53,6 +53,7 @@ struct Flags {
   int threads = 0;  // 0: this host's cores shared among its ranks
   double bucket_mib = 1;
   std::string overlap = "auto";
+  double watchdog_seconds = 300;
   int64_t train_samples = 0;
   bool quiet = false;
   bool drop_remainder = false;
@@ -147,6 +148,11 @@ void ParseFlags(CLI::App& app, Flags& f) {
                  "has a core to spare beyond its ranks' threads)")
       ->check(CLI::IsMember({"auto", "on", "off"}))
       ->capture_default_str();
+  app.add_option("--watchdog-seconds", f.watchdog_seconds,
+                 "Multi-rank runs: end the job when a collective waits this long (a dead, "
+                 "frozen or cut-off rank) instead of hanging until the time limit; 0: never")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--drop-remainder", f.drop_remainder,
                "Drop each epoch's last partial batch (default: keep it)");
   app.add_flag("--quiet", f.quiet, "No progress output");
@@ -196,6 +202,7 @@ holdfast::MirroredOptions StrategyOptions(const Flags& f) {
   mirrored.overlap = f.overlap == "on"    ? holdfast::Overlap::kOn
                      : f.overlap == "off" ? holdfast::Overlap::kOff
                                           : holdfast::Overlap::kAuto;
+  mirrored.watchdog_seconds = f.watchdog_seconds;
   return mirrored;
 }
 
