@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -318,6 +319,12 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
       comm_->BroadcastString(!status.ok() ? std::string("E").append(EncodeStatus(status))
                                           : std::string(chosen ? "L" : "N"),
                              0);
+  if (comm_->rank() == 0 && outcome[0] != 'E') {
+    if (const char* report = std::getenv(kRestoreReportEnv); report != nullptr && *report) {
+      (void)AtomicWriteFile(env_, report,
+                            chosen ? "step " + std::to_string(chosen->step) + "\n" : "none\n");
+    }
+  }
   if (outcome[0] == 'E') return DecodeStatus(outcome.substr(1));
   if (outcome[0] == 'N') {
     // A fresh start: checkpoint_interval counts from here.

@@ -57,6 +57,11 @@ struct CheckpointOptions {
   Env* env = nullptr;  // null: Env::Default()
 };
 
+// When this environment variable names a file, RestoreLatest (on the chief)
+// writes there what it restored: "step N" or "none". `holdfast launch` sets
+// it to report each attempt's resume point.
+inline constexpr const char* kRestoreReportEnv = "HOLDFAST_RESTORE_REPORT";
+
 struct CheckpointInfo {
   std::string name;  // "ckpt-1200"
   std::string path;  // <directory>/ckpt-1200

@@ -1,9 +1,12 @@
 // holdfast: the command-line tool. Subcommands (one file each, added here):
+//   launch                   run a job under mpirun with restarts (launch_command.h)
 //   ckpt ls|inspect|verify   look at checkpoint directories (ckpt_command.h)
 //
-// Exit codes: 0 done, 2 usage or bad input, 1 other failure; every error is
-// one line on stderr, "holdfast: ...".
+// Exit codes: 0 done, 2 usage or bad input, 1 other failure (launch: the
+// job's outcome, 75 when preempted); every error is one line on stderr,
+// "holdfast: ...".
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -11,6 +14,7 @@
 
 #include "core/version.h"
 #include "launcher/ckpt_command.h"
+#include "launcher/launch_command.h"
 
 namespace {
 
@@ -51,13 +55,24 @@ int main(int argc, char** argv) {
       "holdfast");
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("holdfast ") + HOLDFAST_VERSION);
-  app.footer("Exit codes: 0 done, 2 usage or bad input, 1 other failure.");
+  app.footer(
+      "Exit codes: 0 done, 2 usage or bad input, 1 other failure; `launch`: the job's outcome "
+      "(75: preempted, requeue it).");
 
   int exit_code = holdfast::launcher::kExitOk;
+  holdfast::launcher::AddLaunchCommand(app, &exit_code);
   holdfast::launcher::AddCkptCommand(app, &exit_code);
 
+  // mpirun's spelling `-np N` is accepted too (CLI11 takes one-dash names of
+  // one letter only): rewritten to --np before the program's own arguments.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (std::string& a : args) {
+    if (a == "--") break;
+    if (a == "-np") a = "--np";
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 parses a reversed vector
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
