@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/cluster_spec.h"
 #include "core/check.h"
 
 namespace holdfast {
@@ -50,23 +51,9 @@ struct MpiCommunicator::Impl {
   bool finalize = false;
 };
 
-bool MpiCommunicator::LaunchedByMpi() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"}) {
-    if (std::getenv(var) != nullptr) return true;
-  }
-  return false;
-}
+bool MpiCommunicator::LaunchedByMpi() { return ClusterSpec::FromEnvironment().launched_by_mpi(); }
 
-int MpiCommunicator::LocalRankCount() {
-  for (const char* var :
-       {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
-    if (const char* v = std::getenv(var)) {
-      const int n = std::atoi(v);
-      if (n > 0) return n;
-    }
-  }
-  return 1;
-}
+int MpiCommunicator::LocalRankCount() { return ClusterSpec::FromEnvironment().local_size; }
 
 MpiCommunicator::MpiCommunicator() : impl_(std::make_unique<Impl>()) {
   int initialized = 0;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "checkpoint/backup_and_restore.h"
+#include "cluster/cluster_spec.h"
 #include "core/callbacks.h"
 #include "core/dataset.h"
 #include "core/fit.h"
@@ -228,6 +229,9 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
     bo.save_before_preemption = f.save_before_preemption;
     if (f.preempt_on_sigint) bo.preemption.signals.push_back(SIGINT);
     backup = std::make_unique<holdfast::BackupAndRestore>(bo, &auto_strategy.communicator());
+  }
+  if (chief && !f.quiet) {
+    std::printf("fmnist_mlp: %s\n", holdfast::ClusterSpec::FromEnvironment().Describe().c_str());
   }
   auto data = holdfast::LoadFashionMnist(f.data);
   if (!data.ok()) throw std::invalid_argument("cannot load data: " + data.status().message());

@@ -1,0 +1,81 @@
+// ClusterSpec from the environments that OpenMPI, PMIx (srun --mpi=pmix),
+// SLURM and holdfast launch leave, alone and combined.
+#include "cluster/cluster_spec.h"
+
+#include <gtest/gtest.h>
+
+namespace holdfast {
+namespace {
+
+TEST(ClusterSpecTest, NothingSetIsOneProcess) {
+  const ClusterSpec s = ClusterSpec::FromVariables({});
+  EXPECT_EQ(s.launcher, "single");
+  EXPECT_EQ(s.rank, 0);
+  EXPECT_EQ(s.size, 1);
+  EXPECT_FALSE(s.launched_by_mpi());
+  EXPECT_EQ(s.attempt, 1);
+}
+
+TEST(ClusterSpecTest, OpenMpiInsideSlurmTakesRanksFromMpiAndTheJobFromSlurm) {
+  const ClusterSpec s = ClusterSpec::FromVariables({
+      {"OMPI_COMM_WORLD_RANK", "3"},
+      {"OMPI_COMM_WORLD_SIZE", "4"},
+      {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+      {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"},
+      {"SLURM_JOB_ID", "117"},
+      {"SLURM_PROCID", "0"},  // the batch step's, not this rank's
+      {"SLURM_NTASKS", "4"},
+      {"SLURM_RESTART_COUNT", "2"},
+      {"SLURM_JOB_NODELIST", "node[1-2]"},
+      {"HOLDFAST_ATTEMPT", "3"},
+  });
+  EXPECT_EQ(s.launcher, "openmpi");
+  EXPECT_TRUE(s.launched_by_mpi());
+  EXPECT_EQ(s.rank, 3);
+  EXPECT_EQ(s.size, 4);
+  EXPECT_EQ(s.local_rank, 1);
+  EXPECT_EQ(s.local_size, 2);
+  EXPECT_EQ(s.job_id, "117");
+  EXPECT_EQ(s.restart_count, 2);
+  EXPECT_EQ(s.nodes, "node[1-2]");
+  EXPECT_EQ(s.attempt, 3);
+  EXPECT_EQ(s.Describe(),
+            "rank 3 of 4 (local 1 of 2) on ?, openmpi, SLURM job 117 restart 2 on node[1-2], "
+            "attempt 3");
+}
+
+TEST(ClusterSpecTest, SrunWithPmix) {
+  const ClusterSpec s = ClusterSpec::FromVariables({{"PMIX_RANK", "5"},
+                                                    {"SLURM_JOB_ID", "9"},
+                                                    {"SLURM_PROCID", "5"},
+                                                    {"SLURM_NTASKS", "6"},
+                                                    {"SLURM_LOCALID", "2"},
+                                                    {"SLURM_NTASKS_PER_NODE", "3"}});
+  EXPECT_EQ(s.launcher, "pmix");
+  EXPECT_EQ(s.rank, 5);
+  EXPECT_EQ(s.size, 6);
+  EXPECT_EQ(s.local_rank, 2);
+  EXPECT_EQ(s.local_size, 3);
+  EXPECT_EQ(s.restart_count, 0);
+}
+
+TEST(ClusterSpecTest, PlainSlurmTask) {
+  const ClusterSpec s = ClusterSpec::FromVariables(
+      {{"SLURM_JOB_ID", "9"}, {"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}});
+  EXPECT_EQ(s.launcher, "slurm");
+  EXPECT_FALSE(s.launched_by_mpi());
+  EXPECT_EQ(s.rank, 1);
+  EXPECT_EQ(s.size, 2);
+}
+
+TEST(ClusterSpecTest, MalformedNumbersAreIgnored) {
+  const ClusterSpec s = ClusterSpec::FromVariables(
+      {{"OMPI_COMM_WORLD_SIZE", "two"}, {"OMPI_COMM_WORLD_RANK", "-1"}, {"HOLDFAST_ATTEMPT", "x"}});
+  EXPECT_EQ(s.launcher, "openmpi");
+  EXPECT_EQ(s.size, 1);
+  EXPECT_EQ(s.rank, 0);
+  EXPECT_EQ(s.attempt, 1);
+}
+
+}  // namespace
+}  // namespace holdfast
