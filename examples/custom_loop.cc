@@ -11,7 +11,8 @@
 // and under mpirun (the mirrored strategy).
 //
 // Exit codes: 0 done, 2 usage or bad input, 1 other failure (and
-// --stop-at-step, which simulates a crash).
+// --stop-at-step, which simulates a crash), 75 preempted (SIGTERM or SIGUSR1)
+// with a committed checkpoint.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -91,6 +92,8 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   manager_options.keep_every_n_hours = f.keep_every_n_hours;
   manager_options.checkpoint_interval =
       f.checkpoint_interval > 0 ? f.checkpoint_interval : plan.num_batches();
+  // SIGTERM or SIGUSR1 to any rank: every rank saves at one step, exit 75.
+  manager_options.save_before_preemption = true;
   holdfast::CheckpointManager manager(&checkpoint, &comm, manager_options);
 
   // Restore, or start at (0, 0) with the freshly built weights.
@@ -137,6 +140,15 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
       const holdfast::Status saved = manager.Save();
       if (!saved.ok() && chief) {
         std::fprintf(stderr, "custom_loop: warning: %s\n", saved.ToString().c_str());
+      }
+      auto preempted = manager.SaveIfPreempted(trainer.replica());
+      if (!preempted.ok()) Fail(comm, kExitFailure, "preempted: " + preempted.status().message());
+      if (*preempted) {
+        if (chief) {
+          std::printf("preempted: checkpoint committed at step %lld\n",
+                      static_cast<long long>(optimizer.iterations()));
+        }
+        return holdfast::kExitPreempted;
       }
     }
     if (chief) {

@@ -2,6 +2,7 @@
 // CheckpointManager (max_to_keep=2) that is stopped part way and rerun ends
 // with the weights of a run that never stopped, alone and on 2 MPI ranks.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -21,8 +22,7 @@ using testing::ProcessResult;
 using testing::RunProcess;
 
 // 1000 samples, batch 50: 20 steps per epoch, 60 steps; a save every 7.
-const std::vector<std::string> kRun = {"--train-samples", "1000", "--epochs", "3",
-                                       "--checkpoint-interval", "7"};
+const std::vector<std::string> kRun = {"--train-samples", "1000", "--checkpoint-interval", "7"};
 
 class CustomLoopTest : public ::testing::TestWithParam<int> {
  protected:
@@ -30,13 +30,15 @@ class CustomLoopTest : public ::testing::TestWithParam<int> {
     ProcessResult process;
     nlohmann::json summary;
   };
-  Run Train(const std::string& checkpoints, std::vector<std::string> extra = {}) {
+  Run Train(const std::string& checkpoints, std::vector<std::string> extra = {},
+            const std::string& epochs = "3") {
     const std::string summary = dir_.File("summary-" + std::to_string(runs_++) + ".json");
     std::vector<std::string> argv;
     if (GetParam() > 1) argv = {MPIRUN, "--oversubscribe", "-np", std::to_string(GetParam())};
     argv.insert(argv.end(), {CUSTOM_LOOP, "--checkpoint-dir", checkpoints, "--summary-json",
                              summary});
     argv.insert(argv.end(), kRun.begin(), kRun.end());
+    argv.insert(argv.end(), {"--epochs", epochs});
     argv.insert(argv.end(), extra.begin(), extra.end());
     Run run;
     run.process = RunProcess(argv, {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
@@ -70,6 +72,39 @@ TEST_P(CustomLoopTest, StoppedAndRerunEndsWithTheWeightsOfAnUnstoppedRun) {
               std::string::npos)
         << rerun.process.out;
   }
+}
+
+// SIGTERM to one rank: every rank saves at one step (SaveIfPreempted), exit
+// 75; the rerun resumes there and ends with the unpreempted weights.
+TEST_P(CustomLoopTest, PreemptedBySigtermSavesExits75AndTheRerunIsBitExact) {
+  const std::vector<std::string> longer = {"--epochs", "12"};
+  const Run straight = Train(dir_.File("straight"), {}, "12");
+  ASSERT_EQ(straight.process.exit_code, 0) << straight.process.err;
+  const std::string checkpoints = dir_.File("preempted");
+  std::vector<std::string> argv;
+  if (GetParam() > 1) argv = {MPIRUN, "--oversubscribe", "-np", std::to_string(GetParam())};
+  argv.insert(argv.end(), {CUSTOM_LOOP, "--checkpoint-dir", checkpoints});
+  argv.insert(argv.end(), kRun.begin(), kRun.end());
+  argv.insert(argv.end(), longer.begin(), longer.end());
+  testing::Subprocess job(argv, {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+                                 "OMP_NUM_THREADS=1"});
+  // Once the first checkpoint is committed the loop is training.
+  for (int i = 0; i < 3000 && !fs::exists(fs::path(checkpoints) / "LATEST"); ++i) {
+    usleep(10 * 1000);
+  }
+  ASSERT_TRUE(fs::exists(fs::path(checkpoints) / "LATEST"));
+  const std::vector<pid_t> ranks =
+      GetParam() > 1 ? testing::DescendantPids(job.pid(), "custom_loop")
+                     : std::vector<pid_t>{job.pid()};
+  ASSERT_EQ(ranks.size(), static_cast<size_t>(GetParam()));
+  kill(ranks.back(), SIGTERM);
+  const ProcessResult preempted = job.Wait();
+  ASSERT_EQ(preempted.exit_code, 75) << preempted.out << preempted.err;
+  ASSERT_NE(preempted.out.find("preempted: checkpoint committed at step"), std::string::npos);
+  const Run rerun = Train(checkpoints, {}, "12");
+  ASSERT_EQ(rerun.process.exit_code, 0) << rerun.process.err;
+  EXPECT_TRUE(rerun.summary["resumed_from_step"].is_number());
+  EXPECT_EQ(rerun.summary["weights_xxh64"], straight.summary["weights_xxh64"]);
 }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, CustomLoopTest, ::testing::Values(1, 2),
