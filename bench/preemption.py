@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -118,10 +119,8 @@ def one_run(args, np_, model, workdir):
     out = job.stdout.read()
     if commit is None and read_latest(backup) not in ("", before):
         commit = exited  # committed between two polls just before the exit
-    step = None
-    for line in out.splitlines():
-        if "preempted: checkpoint committed at step" in line:
-            step = int(line.split()[-4].rstrip(";"))
+    found = re.search(r"preempted: checkpoint committed at step (\d+)", out)
+    step = int(found.group(1)) if found else None
     if job.returncode != 75 or step is None:
         raise RuntimeError(f"exit {job.returncode}, expected 75:\n{out}")
     ckpt = os.path.join(backup, read_latest(backup))
