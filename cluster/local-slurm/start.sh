@@ -68,20 +68,8 @@ mkdir -p "$STATE_DIR/etc" "$STATE_DIR/state" "$STATE_DIR/spool" "$LOG_DIR" "$RUN
 chmod 755 "$STATE_DIR"
 export SLURM_CONF=$CONF
 
-# proc_state PID: the state letter in /proc/PID/stat (R, S, Z, ...), empty when gone.
-proc_state() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1; }
-
-# pid_alive NAME PIDFILE: the pid file names a live process whose command is NAME.
-pid_alive() {
-  local name=$1 pidfile=$2 pid comm
-  [ -s "$pidfile" ] || return 1
-  pid=$(head -n1 "$pidfile" | tr -dc 0-9)
-  [ -n "$pid" ] || return 1
-  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-  # A killed daemon may linger as a zombie until its parent (pid 1) reaps it.
-  [ "$(proc_state "$pid")" != Z ] || return 1
-  [ "$comm" = "$name" ]
-}
+# shellcheck source=SCRIPTDIR/procs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/procs.sh"
 
 # wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds or SECONDS pass.
 wait_for() {
@@ -113,13 +101,13 @@ else
   chmod 755 /run/munge
   chmod 700 /var/log/munge
   # A munged killed with -9 leaves its pid file behind; it is safe to drop when dead.
-  if [ -s /run/munge/munged.pid ] && ! pid_alive munged /run/munge/munged.pid; then
+  if [ -s /run/munge/munged.pid ] && ! pid_of munged /run/munge/munged.pid >/dev/null; then
     rm -f /run/munge/munged.pid
   fi
   runuser -u munge -- /usr/sbin/munged </dev/null >>"$LOG_DIR/munged.out" 2>&1 ||
     die "munged did not start; see $MUNGE_LOG and $LOG_DIR/munged.out"
   wait_for "$TIMEOUT" munge_ok || die "munged does not answer (munge -n | unmunge); see $MUNGE_LOG"
-  pid_alive munged /run/munge/munged.pid || die "munged runs but /run/munge/munged.pid is missing; see $MUNGE_LOG"
+  pid_of munged /run/munge/munged.pid >/dev/null || die "munged runs but /run/munge/munged.pid is missing; see $MUNGE_LOG"
   # Record that this script started it, so stop.sh stops it (and only it).
   cp /run/munge/munged.pid "$RUN_DIR/munged.pid"
   log "munged started (pid $(cat "$RUN_DIR/munged.pid"))"
@@ -138,8 +126,8 @@ render_conf() {
 
 ctld_running=0
 slurmd_running=0
-pid_alive slurmctld "$RUN_DIR/slurmctld.pid" && ctld_running=1
-pid_alive slurmd "$RUN_DIR/slurmd.pid" && slurmd_running=1
+pid_of slurmctld "$RUN_DIR/slurmctld.pid" >/dev/null && ctld_running=1
+pid_of slurmd "$RUN_DIR/slurmd.pid" >/dev/null && slurmd_running=1
 
 new_conf=$(render_conf) || die "could not read $HERE/slurm.conf.in"
 if [ "$ctld_running" = 1 ] || [ "$slurmd_running" = 1 ]; then
@@ -164,21 +152,6 @@ last_error() {
   printf '%s' "${line#\[*\] }"
 }
 
-# ours NAME: pids of NAME processes started with `-f $CONF` (this cluster's daemons),
-# also those that died before writing their pid file.
-ours() {
-  local d pid comm
-  for d in /proc/[0-9]*; do
-    pid=${d#/proc/}
-    comm=
-    read -r comm 2>/dev/null <"$d/comm" || true # a builtin: no fork per process
-    [ "$comm" = "$1" ] || continue
-    [ "$(proc_state "$pid")" != Z ] || continue
-    tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- " -f $CONF " && echo "$pid"
-  done
-  return 0
-}
-
 # fail_daemon NAME MESSAGE: stop what is left of NAME, then die with MESSAGE.
 fail_daemon() {
   local pids
@@ -201,9 +174,9 @@ start_daemon() {
     err=$(last_error "$log" "$out")
     fail_daemon "$name" "$name exited at start${err:+ ($err)}; see $log"
   fi
-  until pid_alive "$name" "$pidfile" && "$@"; do
+  until pid_of "$name" "$pidfile" >/dev/null && "$@"; do
     if grep -qE 'fatal|Unable to bind' "$log" "$out" 2>/dev/null ||
-      { [ -s "$pidfile" ] && ! pid_alive "$name" "$pidfile"; }; then
+      { [ -s "$pidfile" ] && ! pid_of "$name" "$pidfile" >/dev/null; }; then
       err=$(last_error "$log" "$out")
       fail_daemon "$name" "$name died at start${err:+ ($err)}; see $log"
     fi

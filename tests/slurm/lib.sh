@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the SLURM test scripts (sourced): messages, polling, job fields,
 # and a local cluster that is stopped on every exit path.
 #   Set NAME (message prefix), STATE_DIR and JOBS before calling start_cluster.

@@ -12,7 +12,7 @@ set -euo pipefail
 NAME=smoke
 STATE_DIR=${1:-${HOLDFAST_SLURM_STATE_DIR:-/tmp/holdfast-slurm-smoke}}
 JOBS=$STATE_DIR/jobs
-# shellcheck source=tests/slurm/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root
 

@@ -15,7 +15,7 @@ NAME=slurm-preemption
 BUILD=$(cd "${1:?usage: $0 BUILD_DIR [STATE_DIR]}" && pwd)
 STATE_DIR=${2:-/tmp/holdfast-slurm-preempt}
 JOBS=$STATE_DIR/jobs
-# shellcheck source=tests/slurm/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root
 
