@@ -1287,12 +1287,6 @@ void ParseFlags(CLI::App& app, Flags& f) {
   app.set_version_flag("--version", std::string("holdfast ") + HOLDFAST_VERSION);
 }
 
-[[noreturn]] void EndJob(holdfast::Communicator& comm, int code, const std::string& what) {
-  comm.Abort(code, comm.size() > 1 ? "checkpoint: rank " + std::to_string(comm.rank()) + ": " + what
-                                   : "checkpoint: " + what);
-  std::_Exit(code);  // not reached: GCC does not carry [[noreturn]] through a virtual call
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1334,8 +1328,8 @@ int main(int argc, char** argv) {
     }
     return 0;
   } catch (const std::invalid_argument& e) {
-    EndJob(comm, kExitUsage, e.what());
+    holdfast::EndJob(comm, kExitUsage, "checkpoint", e.what());
   } catch (const std::exception& e) {
-    EndJob(comm, kExitFailure, e.what());
+    holdfast::EndJob(comm, kExitFailure, "checkpoint", e.what());
   }
 }

@@ -66,6 +66,14 @@ Communicator::MinMax Communicator::AllReduceMinMax(std::span<const int64_t> valu
   return out;
 }
 
+void EndJob(Communicator& comm, int exit_code, const std::string& program,
+            const std::string& what) {
+  comm.Abort(exit_code, comm.size() > 1
+                            ? program + ": rank " + std::to_string(comm.rank()) + ": " + what
+                            : program + ": " + what);
+  std::_Exit(exit_code);  // not reached: GCC does not carry [[noreturn]] through a virtual call
+}
+
 std::string Communicator::BroadcastString(const std::string& s, int root) {
   int64_t length = rank() == root ? static_cast<int64_t>(s.size()) : 0;
   Broadcast(&length, sizeof length, root);

@@ -76,6 +76,13 @@ class Communicator {
   std::string BroadcastString(const std::string& s, int root);
 };
 
+// Ends the whole job after an error this rank may have alone: prints
+// "<program>: rank <r>: <what>" ("<program>: <what>" for one process) and
+// aborts every rank with `exit_code` (see Communicator::Abort). For a
+// program's top-level error handling.
+[[noreturn]] void EndJob(Communicator& comm, int exit_code, const std::string& program,
+                         const std::string& what);
+
 // One process, world size 1: collectives are identities.
 class LocalCommunicator final : public Communicator {
  public:

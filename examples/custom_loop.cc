@@ -52,17 +52,12 @@ constexpr const char* kBatch = "loop/batch";  // next batch of that epoch
 constexpr const char* kLossSum = "loop/epoch_loss_sum";
 constexpr const char* kSamples = "loop/epoch_samples";
 
-[[noreturn]] void Fail(holdfast::Communicator& comm, int code, const std::string& what) {
-  comm.Abort(code, "custom_loop: " + what);
-  std::_Exit(code);
-}
-
 int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   holdfast::Communicator& comm = auto_strategy.communicator();
   const bool chief = comm.rank() == 0;
 
   auto loaded = holdfast::LoadFashionMnist(f.data);
-  if (!loaded.ok()) Fail(comm, kExitUsage, loaded.status().ToString());
+  if (!loaded.ok()) holdfast::EndJob(comm, kExitUsage, "custom_loop", loaded.status().ToString());
   holdfast::Dataset& train = loaded->train;
   if (f.train_samples > 0 && f.train_samples < train.size()) {
     train.x.conservativeResize(f.train_samples, train.x.cols());
@@ -102,10 +97,9 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
     checkpoint.values = {{kLossSum, 0.0}, {kSamples, 0.0}};
   });
   if (!restored.ok()) {
-    Fail(comm,
-         restored.status().code() == holdfast::StatusCode::kFailedPrecondition ? kExitUsage
-                                                                               : kExitFailure,
-         restored.status().ToString());
+    const bool other_model = restored.status().code() == holdfast::StatusCode::kFailedPrecondition;
+    holdfast::EndJob(comm, other_model ? kExitUsage : kExitFailure, "custom_loop",
+                     restored.status().ToString());
   }
   int64_t steps_run = 0;
   int64_t& epoch = checkpoint.counters[kEpoch];
@@ -118,17 +112,17 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
     loss_sum = samples = 0;
   }
   if (chief && restored->has_value()) {
-    std::printf("restored step %lld: epoch %lld, batch %lld\n",
-                static_cast<long long>(**restored), static_cast<long long>(epoch + 1),
-                static_cast<long long>(batch));
+    std::printf("restored step %lld: epoch %lld, batch %lld\n", static_cast<long long>(**restored),
+                static_cast<long long>(epoch + 1), static_cast<long long>(batch));
   }
   for (; epoch < f.epochs; ++epoch, batch = 0, loss_sum = 0, samples = 0) {
     const auto order =
         holdfast::EpochPermutation(f.seed, epoch, static_cast<uint32_t>(train.size()));
     while (batch < plan.num_batches()) {
       if (optimizer.iterations() == f.stop_at_step) {
-        if (chief) std::fprintf(stderr, "custom_loop: stopped at step %lld\n",
-                                static_cast<long long>(f.stop_at_step));
+        if (chief)
+          std::fprintf(stderr, "custom_loop: stopped at step %lld\n",
+                       static_cast<long long>(f.stop_at_step));
         return kExitFailure;
       }
       const holdfast::StepMetrics m = trainer.Step(order, plan.Batch(batch));
@@ -142,7 +136,9 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
         std::fprintf(stderr, "custom_loop: warning: %s\n", saved.ToString().c_str());
       }
       auto preempted = manager.SaveIfPreempted(trainer.replica());
-      if (!preempted.ok()) Fail(comm, kExitFailure, "preempted: " + preempted.status().message());
+      if (!preempted.ok())
+        holdfast::EndJob(comm, kExitFailure, "custom_loop",
+                         "preempted: " + preempted.status().message());
       if (*preempted) {
         if (chief) {
           std::printf("preempted: checkpoint committed at step %lld\n",
@@ -188,8 +184,7 @@ int main(int argc, char** argv) {
       "custom_loop: a hand-written training loop (784-128-10 MLP on Fashion-MNIST) that saves "
       "with a CheckpointManager and continues from the newest checkpoint when rerun");
   Flags f;
-  app.add_option("--checkpoint-dir", f.checkpoint_dir, "Directory of the checkpoints")
-      ->required();
+  app.add_option("--checkpoint-dir", f.checkpoint_dir, "Directory of the checkpoints")->required();
   app.add_option("--data", f.data, "Directory of the Fashion-MNIST .gz files")
       ->capture_default_str();
   app.add_option("--epochs", f.epochs, "Epochs")->check(CLI::PositiveNumber)->capture_default_str();
@@ -230,8 +225,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "custom_loop: %s\n", e.what());
     return kExitUsage;
   } catch (const std::invalid_argument& e) {
-    Fail(auto_strategy.communicator(), kExitUsage, e.what());
+    holdfast::EndJob(auto_strategy.communicator(), kExitUsage, "custom_loop", e.what());
   } catch (const std::exception& e) {
-    Fail(auto_strategy.communicator(), kExitFailure, e.what());
+    holdfast::EndJob(auto_strategy.communicator(), kExitFailure, "custom_loop", e.what());
   }
 }

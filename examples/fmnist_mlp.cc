@@ -350,14 +350,6 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   return 0;
 }
 
-// Ends the job after an error this rank may have alone: one line on stderr,
-// and with several ranks an abort of all of them (none may wait forever).
-[[noreturn]] void EndJob(holdfast::Communicator& comm, int code, const std::string& what) {
-  comm.Abort(code, comm.size() > 1 ? "fmnist_mlp: rank " + std::to_string(comm.rank()) + ": " + what
-                                   : "fmnist_mlp: " + what);
-  std::_Exit(code);  // not reached: GCC does not carry [[noreturn]] through a virtual call
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -389,8 +381,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fmnist_mlp: rank %d: %s\n", comm.rank(), e.what());
     return kExitUsage;
   } catch (const std::invalid_argument& e) {
-    EndJob(comm, kExitUsage, e.what());
+    holdfast::EndJob(comm, kExitUsage, "fmnist_mlp", e.what());
   } catch (const std::exception& e) {
-    EndJob(comm, kExitFailure, e.what());
+    holdfast::EndJob(comm, kExitFailure, "fmnist_mlp", e.what());
   }
 }
