@@ -2,6 +2,9 @@
 
 #include <atomic>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
 
 #include "core/check.h"
 
@@ -11,19 +14,30 @@ namespace {
 // The first signal's number, 0 while none came. Written by the signal handler.
 std::atomic<int> g_signal{0};
 static_assert(std::atomic<int>::is_always_lock_free, "the handler may only store lock-free");
-std::atomic<bool> g_installed{false};
 
 extern "C" void OnPreemptionSignal(int signal) {
   int none = 0;
   g_signal.compare_exchange_strong(none, signal, std::memory_order_relaxed);
 }
 
+// Handlers may nest (a program-lifetime one around a library's): per signal,
+// how many live handlers catch it and what it did before the first.
+struct Installed {
+  int count = 0;
+  struct sigaction previous;
+};
+std::mutex g_mu;
+std::map<int, Installed> g_installed;  // guarded by g_mu
+int g_handlers = 0;                    // live PreemptionHandlers, guarded by g_mu
+
 }  // namespace
 
 PreemptionHandler::PreemptionHandler(PreemptionOptions options)
     : signals_(std::move(options.signals)) {
-  HOLDFAST_CHECK(!g_installed.exchange(true), "a PreemptionHandler is already installed");
-  g_signal.store(0, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(g_mu);
+  // The outermost handler starts with a clear flag; an inner one keeps what
+  // the outer already caught (a signal during start-up is not lost).
+  if (g_handlers++ == 0) g_signal.store(0, std::memory_order_relaxed);
   struct sigaction action;
   std::memset(&action, 0, sizeof action);
   action.sa_handler = OnPreemptionSignal;
@@ -31,16 +45,21 @@ PreemptionHandler::PreemptionHandler(PreemptionOptions options)
   // SA_RESTART: a write() or MPI poll interrupted by the signal resumes
   // instead of failing with EINTR.
   action.sa_flags = SA_RESTART;
-  previous_.resize(signals_.size());
-  for (size_t i = 0; i < signals_.size(); ++i) {
-    HOLDFAST_CHECK(sigaction(signals_[i], &action, &previous_[i]) == 0,
-                   "cannot install a handler for signal " + std::to_string(signals_[i]));
+  for (int signal : signals_) {
+    Installed& installed = g_installed[signal];
+    if (installed.count++ > 0) continue;
+    HOLDFAST_CHECK(sigaction(signal, &action, &installed.previous) == 0,
+                   "cannot install a handler for signal " + std::to_string(signal));
   }
 }
 
 PreemptionHandler::~PreemptionHandler() {
-  for (size_t i = 0; i < signals_.size(); ++i) sigaction(signals_[i], &previous_[i], nullptr);
-  g_installed.store(false);
+  std::lock_guard<std::mutex> lock(g_mu);
+  for (int signal : signals_) {
+    Installed& installed = g_installed[signal];
+    if (--installed.count == 0) sigaction(signal, &installed.previous, nullptr);
+  }
+  --g_handlers;
 }
 
 bool PreemptionHandler::requested() const { return signal_number() != 0; }

@@ -10,10 +10,12 @@
 // Fit (save_before_preemption); custom loops call
 // CheckpointManager::SaveIfPreempted after each step.
 //
-// One handler may be installed at a time in a process; the destructor puts
-// the previous dispositions back. A signal arriving while a checkpoint is
-// being written, or during evaluation, stays in the flag; a second signal
-// changes nothing.
+// Handlers nest: a program may hold one for its whole life (so that a
+// signal during start-up or shutdown is caught, not fatal) around the one a
+// BackupAndRestore or CheckpointManager installs; they share one flag. The
+// last one destroyed puts the previous dispositions back. A signal arriving
+// while a checkpoint is being written, or during evaluation, stays in the
+// flag; a second signal changes nothing.
 #pragma once
 
 #include <csignal>
@@ -52,7 +54,6 @@ class PreemptionHandler {
 
  private:
   std::vector<int> signals_;
-  std::vector<struct sigaction> previous_;
 };
 
 }  // namespace holdfast

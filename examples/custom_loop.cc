@@ -22,6 +22,7 @@
 #include <string>
 
 #include "checkpoint/manager.h"
+#include "checkpoint/preemption.h"
 #include "core/dataset.h"
 #include "core/fit.h"
 #include "core/hash.h"
@@ -218,6 +219,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "custom_loop: %s (see --help)\n", e.what());
     return kExitUsage;
   }
+  // Caught for the whole program (MPI start-up and shutdown included), not
+  // only while the manager lives: see fmnist_mlp.
+  holdfast::PreemptionHandler preemption;
   holdfast::AutoStrategy auto_strategy;
   try {
     return Run(f, auto_strategy);

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -197,6 +198,12 @@ std::unique_ptr<Optimizer> MakeOptimizer(const Flags& f) {
   return std::make_unique<Adam>(f.lr > 0 ? f.lr : 0.001f);
 }
 
+holdfast::PreemptionOptions PreemptionOptions(const Flags& f) {
+  holdfast::PreemptionOptions options;
+  if (f.preempt_on_sigint) options.signals.push_back(SIGINT);
+  return options;
+}
+
 holdfast::MirroredOptions StrategyOptions(const Flags& f) {
   holdfast::MirroredOptions mirrored;
   mirrored.bucket_bytes = static_cast<size_t>(f.bucket_mib * (1 << 20));
@@ -227,7 +234,7 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
     bo.start_fresh_if_damaged = f.start_fresh_if_damaged;
     bo.chief_writes_all = f.chief_writes_all;
     bo.save_before_preemption = f.save_before_preemption;
-    if (f.preempt_on_sigint) bo.preemption.signals.push_back(SIGINT);
+    bo.preemption = PreemptionOptions(f);
     backup = std::make_unique<holdfast::BackupAndRestore>(bo, &auto_strategy.communicator());
   }
   if (chief && !f.quiet) {
@@ -365,6 +372,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "fmnist_mlp: %s (see --help)\n", e.what());
     return kExitUsage;
+  }
+  // Preemption signals are caught for the program's whole life, MPI start-up
+  // and shutdown included: one arriving once training is over must not kill
+  // a job whose work is done (its backup is already deleted).
+  std::optional<holdfast::PreemptionHandler> preemption;
+  if (!flags.backup_dir.empty() && flags.save_before_preemption) {
+    preemption.emplace(PreemptionOptions(flags));
   }
   // Before anything that can fail on one rank only: the error paths below
   // need the communicator to end the job on every rank.

@@ -42,6 +42,28 @@ TEST(PreemptionHandlerTest, KeepsTheFirstSignalAndRestoresThePreviousHandlers) {
   EXPECT_EQ(after.sa_handler, before.sa_handler);
 }
 
+// A program-lifetime handler around a library's: the inner one keeps what
+// the outer caught, its destruction leaves the signals caught, and only the
+// last one restores the old dispositions.
+TEST(PreemptionHandlerTest, HandlersNestAndShareOneFlag) {
+  struct sigaction before;
+  ASSERT_EQ(sigaction(SIGTERM, nullptr, &before), 0);
+  {
+    PreemptionHandler outer;
+    ASSERT_EQ(raise(SIGTERM), 0);
+    {
+      PreemptionHandler inner;
+      EXPECT_EQ(inner.signal_number(), SIGTERM) << "the inner handler lost a caught signal";
+    }
+    outer.Clear();
+    ASSERT_EQ(raise(SIGTERM), 0);  // still caught: would end the process otherwise
+    EXPECT_EQ(outer.signal_number(), SIGTERM);
+  }
+  struct sigaction after;
+  ASSERT_EQ(sigaction(SIGTERM, nullptr, &after), 0);
+  EXPECT_EQ(after.sa_handler, before.sa_handler);
+}
+
 TEST(PreemptionHandlerTest, SigintOnlyWhenAsked) {
   PreemptionHandler handler({.signals = {SIGTERM, SIGUSR1, SIGINT}});
   ASSERT_EQ(raise(SIGINT), 0);
@@ -80,9 +102,7 @@ class HookedEnv final : public Env {
     return base_->ListDir(p);
   }
   Status CreateDir(const std::string& p) override { return base_->CreateDir(p); }
-  Status Rename(const std::string& a, const std::string& b) override {
-    return base_->Rename(a, b);
-  }
+  Status Rename(const std::string& a, const std::string& b) override { return base_->Rename(a, b); }
   Status SyncDir(const std::string& p) override { return base_->SyncDir(p); }
   Status RemoveFile(const std::string& p) override { return base_->RemoveFile(p); }
   Status RemoveDir(const std::string& p) override { return base_->RemoveDir(p); }
@@ -100,7 +120,7 @@ struct TrainedRun {
 };
 
 TrainedRun Train(const std::string& dir, std::vector<Callback*> extra, Env* env = nullptr,
-          int64_t save_freq = 5) {
+                 int64_t save_freq = 5) {
   TrainedRun run;
   std::optional<BackupAndRestore> backup;
   FitOptions o;
@@ -108,15 +128,13 @@ TrainedRun Train(const std::string& dir, std::vector<Callback*> extra, Env* env 
   o.batch_size = 8;
   o.seed = 3;
   if (!dir.empty()) {
-    backup.emplace(BackupAndRestoreOptions{.backup_dir = dir,
-                                           .save_freq = save_freq,
-                                           .save_before_preemption = true,
-                                           .env = env});
+    backup.emplace(BackupAndRestoreOptions{
+        .backup_dir = dir, .save_freq = save_freq, .save_before_preemption = true, .env = env});
     o.callbacks.push_back(&*backup);
   }
   o.callbacks.insert(o.callbacks.end(), extra.begin(), extra.end());
-  run.history = Fit(*run.trainee.model, *run.trainee.optimizer, SoftmaxCrossEntropy(),
-                    MakeBlobs(64, 3), o);
+  run.history =
+      Fit(*run.trainee.model, *run.trainee.optimizer, SoftmaxCrossEntropy(), MakeBlobs(64, 3), o);
   if (backup) {
     run.preempted = backup->preempted();
     run.resumed = backup->resumed_from();
@@ -196,9 +214,9 @@ TEST(PreemptionManagerTest, SaveIfPreemptedCommitsAtTheAgreedStep) {
   Trainer trainer(*t.model, *t.optimizer, loss, data, o);
   Checkpoint checkpoint(t.model.get(), t.optimizer.get());
   LocalCommunicator comm;
-  CheckpointManager manager(&checkpoint, &comm,
-                            {.directory = dir.path(), .checkpoint_interval = 100,
-                             .save_before_preemption = true});
+  CheckpointManager manager(
+      &checkpoint, &comm,
+      {.directory = dir.path(), .checkpoint_interval = 100, .save_before_preemption = true});
   const BatchPlan plan(data.size(), 8, false);
   const auto order = EpochPermutation(1, 0, 64);
   int64_t stopped_at = -1;
