@@ -145,9 +145,10 @@ void BackupAndRestore::OnBatchEnd(TrainingState& s) {
     preempted_ = Preemption{s.step(), committed, preemption_->signal_number()};
     s.stop_training = true;
     if (comm_->rank() == 0) {
-      std::printf("holdfast: preempted: %s at step %lld; exiting for a restart\n",
-                  committed ? "checkpoint committed" : "CHECKPOINT FAILED (the previous one stands)",
-                  static_cast<long long>(s.step()));
+      std::printf(
+          "holdfast: preempted: %s at step %lld; exiting for a restart\n",
+          committed ? "checkpoint committed" : "CHECKPOINT FAILED (the previous one stands)",
+          static_cast<long long>(s.step()));
       std::fflush(stdout);
     }
   }

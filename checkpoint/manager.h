@@ -94,7 +94,8 @@ class CheckpointManager {
 
   // Collective. RestoreLatest, and on a fresh start runs `initialize` (if
   // given) instead — tf.train.CheckpointManager.restore_or_initialize.
-  StatusOr<std::optional<int64_t>> RestoreOrInitialize(const std::function<void()>& initialize = {});
+  StatusOr<std::optional<int64_t>> RestoreOrInitialize(
+      const std::function<void()>& initialize = {});
 
   // Committed checkpoints (those with a manifest), oldest first. Chief-side
   // view; cheap (reads manifests only, no shard hashing).

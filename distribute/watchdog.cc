@@ -73,8 +73,8 @@ void WatchdogCommunicator::Monitor() {
                   "dead, frozen or cut off; ending the job so that it restarts from its last "
                   "checkpoint (watchdog)",
                   rank(), size(), HostName().c_str(), (NowNs() - since) / 1e9,
-                  waiting_in_.load(std::memory_order_relaxed),
-                  step >= 0 ? " at step " : "", step >= 0 ? std::to_string(step).c_str() : "");
+                  waiting_in_.load(std::memory_order_relaxed), step >= 0 ? " at step " : "",
+                  step >= 0 ? std::to_string(step).c_str() : "");
     options_.on_hang(message);
     return;
   }

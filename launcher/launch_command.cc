@@ -111,7 +111,7 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::vector<std::string>
 
 struct AttemptResult {
   int exit_code = 0;
-  std::string cause;     // "done", "preempted (exit 75)", "failed (exit 1)", "killed by signal 9"
+  std::string cause;       // "done", "preempted (exit 75)", "failed (exit 1)", "killed by signal 9"
   bool signalled = false;  // the launcher got a stop signal during this attempt
 };
 
@@ -129,10 +129,9 @@ AttemptResult RunAttempt(const LaunchArgs& a, pid_t pid) {
         result.exit_code = WEXITSTATUS(status);
         result.cause = result.exit_code == 0                ? "done (exit 0)"
                        : result.exit_code == kExitPreempted ? "preempted (exit 75)"
-                       : result.exit_code == kExitUsage     ? "usage or bad input (exit 2)"
-                                                            : "failed (exit " +
-                                                                  std::to_string(result.exit_code) +
-                                                                  ")";
+                       : result.exit_code == kExitUsage
+                           ? "usage or bad input (exit 2)"
+                           : "failed (exit " + std::to_string(result.exit_code) + ")";
       } else {
         result.exit_code = 128 + WTERMSIG(status);
         result.cause = std::string("killed by signal ") + std::to_string(WTERMSIG(status));
@@ -181,8 +180,9 @@ std::string ReadReport(const std::string& path) {
 
 int Launch(const LaunchArgs& a) {
   if (a.command.empty()) {
-    std::fprintf(stderr, "holdfast launch: no program given (holdfast launch [options] -- "
-                         "program args)\n");
+    std::fprintf(stderr,
+                 "holdfast launch: no program given (holdfast launch [options] -- "
+                 "program args)\n");
     return kExitUsage;
   }
   const int np = a.np > 0 ? a.np : DefaultNp();
@@ -204,8 +204,9 @@ int Launch(const LaunchArgs& a) {
     std::remove(report.c_str());
     std::string error;
     const auto start = Clock::now();
-    const pid_t pid = Spawn(argv, {std::string(kRestoreReportEnv) + "=" + report,
-                                   "HOLDFAST_ATTEMPT=" + std::to_string(attempt)},
+    const pid_t pid = Spawn(argv,
+                            {std::string(kRestoreReportEnv) + "=" + report,
+                             "HOLDFAST_ATTEMPT=" + std::to_string(attempt)},
                             &error);
     if (pid < 0) {
       std::fprintf(stderr, "holdfast launch: %s\n", error.c_str());
@@ -215,13 +216,12 @@ int Launch(const LaunchArgs& a) {
     const AttemptResult r = RunAttempt(a, pid);
     code = r.exit_code;
     const std::string resumed = ReadReport(report);
-    const bool retry = !r.signalled && code != 0 && code != kExitUsage &&
-                       attempt <= a.max_restarts;
+    const bool retry = !r.signalled && code != 0 && code != kExitUsage && attempt <= a.max_restarts;
     std::fprintf(stderr, "holdfast launch: attempt %d of at most %d: %s after %.1f s%s%s%s\n",
                  attempt, a.max_restarts + 1, r.cause.c_str(), SecondsSince(start),
                  resumed.empty() ? "" : "; ", resumed.c_str(),
-                 retry                ? "; restarting"
-                 : r.signalled        ? "; stopped by a signal, not restarting"
+                 retry                             ? "; restarting"
+                 : r.signalled                     ? "; stopped by a signal, not restarting"
                  : code != 0 && code != kExitUsage ? "; no restarts left"
                                                    : "");
     std::fflush(stderr);
@@ -251,26 +251,30 @@ void AddLaunchCommand(CLI::App& app, int* exit_code) {
       "failure, and give its ranks time to save when this launcher is signalled.\n"
       "SIGTERM/SIGINT/SIGUSR1 here become SIGUSR1 to every rank (save now, exit 75);\n"
       "TERM then KILL follow only after --grace seconds.");
-  launch->add_option("-n,--np", args->np,
-                     "Ranks (default: SLURM_NTASKS inside a SLURM allocation, else 1)")
+  launch
+      ->add_option("-n,--np", args->np,
+                   "Ranks (default: SLURM_NTASKS inside a SLURM allocation, else 1)")
       ->check(CLI::PositiveNumber);
-  launch->add_option("--max-restarts", args->max_restarts,
-                     "Restarts after exit 75 or a failure before giving up")
+  launch
+      ->add_option("--max-restarts", args->max_restarts,
+                   "Restarts after exit 75 or a failure before giving up")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   launch->add_option("--restart-delay", args->restart_delay, "Seconds between attempts")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  launch->add_option("--grace", args->grace,
-                     "Seconds the ranks get to save after a stop signal before SIGTERM")
+  launch
+      ->add_option("--grace", args->grace,
+                   "Seconds the ranks get to save after a stop signal before SIGTERM")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   launch->add_option("--kill-after", args->kill_after, "Seconds from that SIGTERM to SIGKILL")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   launch->add_option("--mpirun", args->mpirun, "The mpirun to use")->capture_default_str();
-  launch->add_option("--mpi-args", args->mpi_args,
-                     "Extra mpirun arguments, split at spaces (\"--mca btl tcp,self\")")
+  launch
+      ->add_option("--mpi-args", args->mpi_args,
+                   "Extra mpirun arguments, split at spaces (\"--mca btl tcp,self\")")
       ->delimiter(' ')
       ->allow_extra_args(false);
   launch->add_flag("--no-mpi", args->no_mpi,

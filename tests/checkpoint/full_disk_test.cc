@@ -88,8 +88,7 @@ TEST(FullDiskTest, ASaveThatRunsOutOfSpaceLeavesThePreviousCheckpoint) {
   const Status full = manager.Save();
   ASSERT_FALSE(full.ok()) << "the save fit into 64 KiB?";
   EXPECT_EQ(full.code(), StatusCode::kAborted) << full.ToString();
-  EXPECT_NE(full.message().find("No space left on device"), std::string::npos)
-      << full.ToString();
+  EXPECT_NE(full.message().find("No space left on device"), std::string::npos) << full.ToString();
   EXPECT_TRUE(PrepareAreas(dir).empty()) << "the failed save left its prepare area";
   ASSERT_EQ(manager.Checkpoints().size(), 1u);
   EXPECT_EQ(manager.Latest()->step, committed_step);

@@ -32,7 +32,7 @@ using testing::Subprocess;
 const std::vector<std::string> kMpiEnv = {"OMPI_ALLOW_RUN_AS_ROOT=1",
                                           "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMP_NUM_THREADS=1"};
 // 1000 samples, batch 50: 20 steps per epoch, 60 steps, a save every 2.
-const std::vector<std::string> kTraining = {"--train-samples", "1000", "--threads", "1",
+const std::vector<std::string> kTraining = {"--train-samples", "1000",     "--threads", "1",
                                             "--quiet",         "--epochs", "3"};
 
 class KillLoopTest : public ::testing::Test {
@@ -45,8 +45,8 @@ class KillLoopTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   std::vector<std::string> Command(const std::vector<std::string>& extra) {
-    std::vector<std::string> argv = {MPIRUN, "--oversubscribe", "-np", "2", FMNIST_MLP,
-                                     "--summary-json", Summary()};
+    std::vector<std::string> argv = {MPIRUN,     "--oversubscribe", "-np",    "2",
+                                     FMNIST_MLP, "--summary-json",  Summary()};
     argv.insert(argv.end(), kTraining.begin(), kTraining.end());
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
@@ -93,8 +93,8 @@ TEST_F(KillLoopTest, EveryRestartAfterAKilledRankEndsBitExact) {
         if (!done) {
           const std::vector<pid_t> ranks = DescendantPids(job.pid(), "fmnist_mlp");
           if (!ranks.empty()) {
-            const pid_t victim = ranks[std::uniform_int_distribution<size_t>(
-                0, ranks.size() - 1)(random)];
+            const pid_t victim =
+                ranks[std::uniform_int_distribution<size_t>(0, ranks.size() - 1)(random)];
             kill(victim, SIGKILL);
             ++kills;
             killed = true;

@@ -41,9 +41,8 @@ TEST(WatchdogTest, ACollectiveLeftWaitingIsReportedOnceWithRankStepAndCollective
 TEST(WatchdogTest, CollectivesThatCompleteInTimeAreNeverReported) {
   std::atomic<int> reports{0};
   RunInProcessRanks(3, [&](Communicator& inner) {
-    WatchdogCommunicator comm(&inner, {.seconds = 0.2, .on_hang = [&](const std::string&) {
-                                         ++reports;
-                                       }});
+    WatchdogCommunicator comm(&inner,
+                              {.seconds = 0.2, .on_hang = [&](const std::string&) { ++reports; }});
     for (int i = 0; i < 200; ++i) {
       comm.NoteStep(i);
       double v = comm.rank();

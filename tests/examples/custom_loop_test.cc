@@ -35,8 +35,8 @@ class CustomLoopTest : public ::testing::TestWithParam<int> {
     const std::string summary = dir_.File("summary-" + std::to_string(runs_++) + ".json");
     std::vector<std::string> argv;
     if (GetParam() > 1) argv = {MPIRUN, "--oversubscribe", "-np", std::to_string(GetParam())};
-    argv.insert(argv.end(), {CUSTOM_LOOP, "--checkpoint-dir", checkpoints, "--summary-json",
-                             summary});
+    argv.insert(argv.end(),
+                {CUSTOM_LOOP, "--checkpoint-dir", checkpoints, "--summary-json", summary});
     argv.insert(argv.end(), kRun.begin(), kRun.end());
     argv.insert(argv.end(), {"--epochs", epochs});
     argv.insert(argv.end(), extra.begin(), extra.end());
@@ -86,16 +86,16 @@ TEST_P(CustomLoopTest, PreemptedBySigtermSavesExits75AndTheRerunIsBitExact) {
   argv.insert(argv.end(), {CUSTOM_LOOP, "--checkpoint-dir", checkpoints});
   argv.insert(argv.end(), kRun.begin(), kRun.end());
   argv.insert(argv.end(), longer.begin(), longer.end());
-  testing::Subprocess job(argv, {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-                                 "OMP_NUM_THREADS=1"});
+  testing::Subprocess job(
+      argv, {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMP_NUM_THREADS=1"});
   // Once the first checkpoint is committed the loop is training.
   for (int i = 0; i < 3000 && !fs::exists(fs::path(checkpoints) / "LATEST"); ++i) {
     usleep(10 * 1000);
   }
   ASSERT_TRUE(fs::exists(fs::path(checkpoints) / "LATEST"));
-  const std::vector<pid_t> ranks =
-      GetParam() > 1 ? testing::DescendantPids(job.pid(), "custom_loop")
-                     : std::vector<pid_t>{job.pid()};
+  const std::vector<pid_t> ranks = GetParam() > 1
+                                       ? testing::DescendantPids(job.pid(), "custom_loop")
+                                       : std::vector<pid_t>{job.pid()};
   ASSERT_EQ(ranks.size(), static_cast<size_t>(GetParam()));
   kill(ranks.back(), SIGTERM);
   const ProcessResult preempted = job.Wait();

@@ -32,9 +32,8 @@ using Clock = std::chrono::steady_clock;
 
 const std::vector<std::string> kEnv = {"OMP_NUM_THREADS=1"};
 // 4000 samples, batch 50: 80 steps per epoch, 240 in all; a save every 25.
-const std::vector<std::string> kTraining = {"--train-samples", "4000", "--threads", "1",
-                                            "--quiet",         "--epochs", "3",
-                                            "--save-freq",     "25"};
+const std::vector<std::string> kTraining = {
+    "--train-samples", "4000", "--threads", "1", "--quiet", "--epochs", "3", "--save-freq", "25"};
 
 class LaunchTest : public ::testing::Test {
  protected:
@@ -96,11 +95,11 @@ TEST_F(LaunchTest, UsageErrorStopsAtOnceWithCode2) {
 }
 
 TEST_F(LaunchTest, FailuresRestartUntilTheLimitThenEndWithTheLastCode) {
-  const ProcessResult r = Subprocess(Launch({"--no-mpi", "--max-restarts", "2", "--restart-delay",
-                                             "0"},
-                                            {"/bin/sh", "-c", "exit 3"}),
-                                     kEnv)
-                              .Wait();
+  const ProcessResult r =
+      Subprocess(Launch({"--no-mpi", "--max-restarts", "2", "--restart-delay", "0"},
+                        {"/bin/sh", "-c", "exit 3"}),
+                 kEnv)
+          .Wait();
   EXPECT_EQ(r.exit_code, 3) << r.err;
   const auto attempts = Attempts(r.err);
   ASSERT_EQ(attempts.size(), 3u) << r.err;
@@ -110,8 +109,7 @@ TEST_F(LaunchTest, FailuresRestartUntilTheLimitThenEndWithTheLastCode) {
 }
 
 TEST_F(LaunchTest, MissingProgramIsAUsageError) {
-  const ProcessResult r =
-      Subprocess(Launch({"--no-mpi"}, {"/no/such/program"}), kEnv).Wait();
+  const ProcessResult r = Subprocess(Launch({"--no-mpi"}, {"/no/such/program"}), kEnv).Wait();
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("cannot run /no/such/program"), std::string::npos) << r.err;
 }

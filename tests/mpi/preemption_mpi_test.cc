@@ -28,9 +28,8 @@ using testing::Subprocess;
 const std::vector<std::string> kMpiEnv = {"OMPI_ALLOW_RUN_AS_ROOT=1",
                                           "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMP_NUM_THREADS=1"};
 // 4000 samples, batch 50: 80 steps per epoch, 240 in all; a save every 25.
-const std::vector<std::string> kTraining = {"--train-samples", "4000", "--threads", "1",
-                                            "--quiet",         "--epochs", "3",
-                                            "--save-freq",     "25"};
+const std::vector<std::string> kTraining = {
+    "--train-samples", "4000", "--threads", "1", "--quiet", "--epochs", "3", "--save-freq", "25"};
 constexpr int kSteps = 240;
 
 enum class Target { kOneRank, kEveryRank, kMpirun };
@@ -60,9 +59,9 @@ class PreemptionMpiTest : public ::testing::TestWithParam<Case> {
   void TearDown() override { fs::remove_all(dir_); }
 
   std::vector<std::string> Command(const std::vector<std::string>& extra) const {
-    std::vector<std::string> argv = {MPIRUN,     "--oversubscribe", "-np",
-                                     std::to_string(GetParam().np), FMNIST_MLP, "--summary-json",
-                                     Summary()};
+    std::vector<std::string> argv = {
+        MPIRUN,     "--oversubscribe", "-np",    std::to_string(GetParam().np),
+        FMNIST_MLP, "--summary-json",  Summary()};
     argv.insert(argv.end(), kTraining.begin(), kTraining.end());
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
@@ -146,12 +145,13 @@ TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact)
   EXPECT_GT(preemptions, 0) << "every signal missed the run (" << run_seconds << " s)";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Signals, PreemptionMpiTest,
-    ::testing::Values(Case{2, Target::kOneRank, SIGTERM}, Case{3, Target::kOneRank, SIGTERM},
-                      Case{3, Target::kEveryRank, SIGTERM}, Case{2, Target::kOneRank, SIGUSR1},
-                      Case{3, Target::kMpirun, SIGUSR1}),
-    [](const auto& info) { return Name(info.param); });
+INSTANTIATE_TEST_SUITE_P(Signals, PreemptionMpiTest,
+                         ::testing::Values(Case{2, Target::kOneRank, SIGTERM},
+                                           Case{3, Target::kOneRank, SIGTERM},
+                                           Case{3, Target::kEveryRank, SIGTERM},
+                                           Case{2, Target::kOneRank, SIGUSR1},
+                                           Case{3, Target::kMpirun, SIGUSR1}),
+                         [](const auto& info) { return Name(info.param); });
 
 }  // namespace
 }  // namespace holdfast

@@ -12,10 +12,10 @@
 namespace holdfast::testing {
 
 struct ProcessResult {
-  int exit_code = -1;    // -1: did not exit normally (see signal)
-  int signal = 0;        // the signal that ended it, if one did
-  std::string out;       // stdout
-  std::string err;       // stderr
+  int exit_code = -1;  // -1: did not exit normally (see signal)
+  int signal = 0;      // the signal that ended it, if one did
+  std::string out;     // stdout
+  std::string err;     // stderr
 };
 
 // A program started in the background (no shell) with its output captured
