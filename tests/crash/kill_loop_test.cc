@@ -29,8 +29,6 @@ using testing::DescendantPids;
 using testing::ProcessResult;
 using testing::Subprocess;
 
-const std::vector<std::string> kMpiEnv = {"OMPI_ALLOW_RUN_AS_ROOT=1",
-                                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMP_NUM_THREADS=1"};
 // 1000 samples, batch 50: 20 steps per epoch, 60 steps, a save every 2.
 const std::vector<std::string> kTraining = {"--train-samples", "1000",     "--threads", "1",
                                             "--quiet",         "--epochs", "3"};
@@ -62,7 +60,7 @@ class KillLoopTest : public ::testing::Test {
 
 TEST_F(KillLoopTest, EveryRestartAfterAKilledRankEndsBitExact) {
   const auto start = std::chrono::steady_clock::now();
-  ProcessResult straight = Subprocess(Command({}), kMpiEnv).Wait();
+  ProcessResult straight = Subprocess(Command({}), testing::kMpirunEnv).Wait();
   // The kills are drawn over the span of a whole run.
   const double run_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -84,7 +82,7 @@ TEST_F(KillLoopTest, EveryRestartAfterAKilledRankEndsBitExact) {
     for (int attempt = 0;; ++attempt) {
       ASSERT_LT(attempt, kKillsPerRound + 1) << "the run never completed";
       fs::remove(Summary());
-      Subprocess job(Command(resumable), kMpiEnv);
+      Subprocess job(Command(resumable), testing::kMpirunEnv);
       bool killed = false;
       std::optional<ProcessResult> done;
       if (kills < kKillsPerRound) {

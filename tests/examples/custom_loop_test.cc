@@ -41,8 +41,7 @@ class CustomLoopTest : public ::testing::TestWithParam<int> {
     argv.insert(argv.end(), {"--epochs", epochs});
     argv.insert(argv.end(), extra.begin(), extra.end());
     Run run;
-    run.process = RunProcess(argv, {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-                                    "OMP_NUM_THREADS=1"});
+    run.process = RunProcess(argv, testing::kMpirunEnv);
     std::ifstream in(summary);
     if (in) run.summary = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
     return run;
@@ -86,8 +85,7 @@ TEST_P(CustomLoopTest, PreemptedBySigtermSavesExits75AndTheRerunIsBitExact) {
   argv.insert(argv.end(), {CUSTOM_LOOP, "--checkpoint-dir", checkpoints});
   argv.insert(argv.end(), kRun.begin(), kRun.end());
   argv.insert(argv.end(), longer.begin(), longer.end());
-  testing::Subprocess job(
-      argv, {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMP_NUM_THREADS=1"});
+  testing::Subprocess job(argv, testing::kMpirunEnv);
   // Once the first checkpoint is committed the loop is training.
   for (int i = 0; i < 3000 && !fs::exists(fs::path(checkpoints) / "LATEST"); ++i) {
     usleep(10 * 1000);

@@ -25,8 +25,6 @@ using testing::DescendantPids;
 using testing::ProcessResult;
 using testing::Subprocess;
 
-const std::vector<std::string> kMpiEnv = {"OMPI_ALLOW_RUN_AS_ROOT=1",
-                                          "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMP_NUM_THREADS=1"};
 // 4000 samples, batch 50: 80 steps per epoch, 240 in all; a save every 25.
 const std::vector<std::string> kTraining = {
     "--train-samples", "4000", "--threads", "1", "--quiet", "--epochs", "3", "--save-freq", "25"};
@@ -90,7 +88,7 @@ class PreemptionMpiTest : public ::testing::TestWithParam<Case> {
 TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact) {
   const Case& c = GetParam();
   const auto start = std::chrono::steady_clock::now();
-  const ProcessResult straight = Subprocess(Command({}), kMpiEnv).Wait();
+  const ProcessResult straight = Subprocess(Command({}), testing::kMpirunEnv).Wait();
   ASSERT_EQ(straight.exit_code, 0) << straight.err;
   const double run_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -103,7 +101,7 @@ TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact)
   for (int round = 0; round < 2; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     const std::string backup = (dir_ / ("backup-" + std::to_string(round))).string();
-    Subprocess job(Command({"--backup-dir", backup}), kMpiEnv);
+    Subprocess job(Command({"--backup-dir", backup}), testing::kMpirunEnv);
     // Past start-up (MPI, data), before the end.
     std::optional<ProcessResult> done =
         job.WaitFor(std::uniform_real_distribution<double>(0.4, 0.8)(random) * run_seconds);
@@ -135,7 +133,8 @@ TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact)
     EXPECT_EQ(name, checkpoint.filename().string());
 
     fs::remove(Summary());
-    const ProcessResult rerun = Subprocess(Command({"--backup-dir", backup}), kMpiEnv).Wait();
+    const ProcessResult rerun =
+        Subprocess(Command({"--backup-dir", backup}), testing::kMpirunEnv).Wait();
     ASSERT_EQ(rerun.exit_code, 0) << rerun.err;
     const nlohmann::json summary = ReadSummary();
     EXPECT_EQ(summary["resumed_from"]["step"], step);

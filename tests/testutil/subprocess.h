@@ -50,6 +50,11 @@ class Subprocess {
   std::string out_path_, err_path_, spawn_error_;
 };
 
+// The environment the tests run mpirun with: allowed as root (CI runs as
+// root) and one OpenMP thread per rank.
+inline const std::vector<std::string> kMpirunEnv = {
+    "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMP_NUM_THREADS=1"};
+
 // Runs argv to completion (see Subprocess).
 ProcessResult RunProcess(const std::vector<std::string>& argv,
                          const std::vector<std::string>& extra_env = {});
