@@ -174,16 +174,18 @@ std::string ParentDir(const std::string& path) {
   return path.substr(0, slash);
 }
 
-Status AtomicWriteFile(Env* env, const std::string& path, std::span<const char> data) {
+Status AtomicWriteFile(Env* env, const std::string& path, std::span<const char> data,
+                       Durability durability) {
+  const bool durable = durability == Durability::kDurable;
   const std::string tmp = path + ".tmp";
   Status s = [&]() -> Status {
     HOLDFAST_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->NewWritableFile(tmp));
     HOLDFAST_RETURN_IF_ERROR(file->Append(data));
-    HOLDFAST_RETURN_IF_ERROR(file->Sync());
+    if (durable) HOLDFAST_RETURN_IF_ERROR(file->Sync());
     HOLDFAST_RETURN_IF_ERROR(file->Close());
     HOLDFAST_RETURN_IF_ERROR(env->Rename(tmp, path));
     // Without this the rename itself may not survive a power cut (leveldb#195).
-    return env->SyncDir(ParentDir(path));
+    return durable ? env->SyncDir(ParentDir(path)) : Status::Ok();
   }();
   if (!s.ok() && env->Exists(tmp)) (void)env->RemoveFile(tmp);
   return s;

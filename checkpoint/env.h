@@ -57,11 +57,19 @@ class Env {
   static Env* Default();
 };
 
-// Writes `data` to `path` atomically and durably: write `path`.tmp, fsync,
-// close, rename onto `path`, fsync the parent directory; the tmp file is
-// removed on failure. Afterwards `path` holds either its old or its new
-// content, whatever happens.
-Status AtomicWriteFile(Env* env, const std::string& path, std::span<const char> data);
+enum class Durability {
+  kDurable,  // survives a power cut once the call returned
+  // Atomic for readers, but a power cut may undo it or (on file systems
+  // without ext4's auto_da_alloc) leave the file empty: for hints that are
+  // checked anyway, such as LATEST, at no fsync.
+  kHint,
+};
+
+// Writes `data` to `path` atomically: write `path`.tmp, (fsync,) close,
+// rename onto `path`, (fsync the parent directory); the tmp file is removed
+// on failure. Readers see either the old or the new content.
+Status AtomicWriteFile(Env* env, const std::string& path, std::span<const char> data,
+                       Durability durability = Durability::kDurable);
 
 // Removes a directory and everything below it (files and subdirectories).
 // Symbolic links are removed, never followed.

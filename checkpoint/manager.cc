@@ -55,6 +55,15 @@ Status WriteDurably(Env* env, const std::string& path, std::span<const char> dat
   return file->Close();
 }
 
+StatusOr<internal::WrittenShard> WriteShardDurably(Env* env, const std::string& path,
+                                                   const ShardToWrite& shard) {
+  HOLDFAST_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->NewWritableFile(path));
+  HOLDFAST_ASSIGN_OR_RETURN(internal::WrittenShard written, internal::WriteShard(shard, *file));
+  HOLDFAST_RETURN_IF_ERROR(file->Sync());
+  HOLDFAST_RETURN_IF_ERROR(file->Close());
+  return written;
+}
+
 // A Status carried across ranks as text: "<code number>|<message>".
 std::string EncodeStatus(const Status& s) {
   return std::to_string(static_cast<int>(s.code())) + "|" + s.message();
@@ -72,7 +81,8 @@ Status RemoveCheckpoint(Env* env, const std::string& path) {
   return RemoveTree(env, path);
 }
 
-// A verified checkpoint still has to belong to this model and optimizer.
+// A checkpoint has to belong to this model and optimizer (its blobs' names
+// and sizes are checked as it is read into the live state).
 Status CheckFitsLiveState(const CheckpointContents& c, Checkpoint& live) {
   if (c.model_signature != live.ModelSignature()) {
     return FailedPreconditionError("it was written for another model: it has " + c.model_signature +
@@ -82,12 +92,6 @@ Status CheckFitsLiveState(const CheckpointContents& c, Checkpoint& live) {
     return FailedPreconditionError("it was written for another optimizer: it has " +
                                    c.optimizer_signature + ", this run has " +
                                    live.OptimizerSignature());
-  }
-  for (const NamedBlob& blob : live.Blobs()) {
-    const auto it = c.blobs.find(blob.name);
-    if (it == c.blobs.end() || it->second.size() != blob.values.size()) {
-      return FailedPreconditionError("its " + blob.name + " does not match this run's");
-    }
   }
   return Status::Ok();
 }
@@ -163,14 +167,14 @@ Status CheckpointManager::Save(bool force) {
       shard.counters = &checkpoint_->counters;
       shard.values = &checkpoint_->values;
     }
-    const std::string bytes = internal::EncodeShard(shard);
     const std::string file = ShardName(comm_->rank(), writers);
-    const Status s = WriteDurably(env_, JoinPath(tmp, file), bytes);
-    vote = {{"ok", s.ok()},
-            {"file", file},
-            {"bytes", bytes.size()},
-            {"xxh3", HexU64(Xxh3(bytes.data(), bytes.size()))},
-            {"error", s.ToString()}};
+    const StatusOr<internal::WrittenShard> written =
+        WriteShardDurably(env_, JoinPath(tmp, file), shard);
+    vote = {{"ok", written.ok()}, {"file", file}, {"error", written.status().ToString()}};
+    if (written.ok()) {
+      vote["bytes"] = written->bytes;
+      vote["xxh3"] = HexU64(written->xxh3);
+    }
   }
   const std::vector<std::string> votes = comm_->Gather(vote.dump(), 0);
 
@@ -257,7 +261,9 @@ Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string&
     return AbortedError("checkpoint " + name + " may not be durable: " + s.ToString());
   }
   // LATEST is a hint for people and tools; recovery trusts the manifests.
-  s = AtomicWriteFile(env_, JoinPath(options_.directory, kLatestFile), name + "\n");
+  // So it costs no fsync: a power cut may leave the previous hint.
+  s = AtomicWriteFile(env_, JoinPath(options_.directory, kLatestFile), name + "\n",
+                      Durability::kHint);
   if (!s.ok())
     std::fprintf(stderr, "holdfast: warning: LATEST not updated: %s\n", s.ToString().c_str());
   s = ApplyKeepPolicy();
@@ -285,15 +291,21 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
         }
       }
       std::sort(candidates.rbegin(), candidates.rend());
+      BlobDestinations live;
+      for (const NamedBlob& blob : checkpoint_->Blobs()) live.emplace(blob.name, blob.values);
       std::string damaged;
       for (const auto& [step, name] : candidates) {
         const std::string path = JoinPath(dir, name);
         if (!env_->Exists(JoinPath(path, kManifestFile))) continue;  // half-deleted, not committed
-        auto loaded = ReadCheckpoint(env_, path);
+        // The manifest alone tells whether it belongs to this model; then
+        // the shards are read straight into the live state, which is
+        // written only once the whole checkpoint has been verified.
+        auto loaded = ReadManifest(env_, path);
         if (loaded.ok()) {
           const Status fits = CheckFitsLiveState(*loaded, *checkpoint_);
           if (!fits.ok()) loaded = fits;
         }
+        if (loaded.ok()) loaded = ReadCheckpoint(env_, path, &live);
         if (loaded.ok()) {
           chosen = std::move(*loaded);
           break;
@@ -333,9 +345,6 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
   }
 
   for (const NamedBlob& blob : checkpoint_->Blobs()) {
-    if (chosen)
-      std::copy(chosen->blobs[blob.name].begin(), chosen->blobs[blob.name].end(),
-                blob.values.begin());
     comm_->Broadcast(blob.values.data(), blob.values.size_bytes(), 0);
   }
   json scalars;
@@ -402,6 +411,10 @@ std::optional<CheckpointInfo> CheckpointManager::Latest() const {
 Status CheckpointManager::ApplyKeepPolicy() {
   const std::vector<CheckpointInfo> all = Checkpoints();
   const size_t keep_newest = static_cast<size_t>(options_.max_to_keep);
+  // Removals are made durable so that what was removed stays removed; a
+  // commit that removes nothing costs no directory fsync here.
+  bool removed = false;
+  auto finish = [&] { return removed ? env_->SyncDir(options_.directory) : Status::Ok(); };
   // Directories named like checkpoints that no manifest commits (a removal
   // cut short, a manifest destroyed) and older than every kept checkpoint
   // can never be restored: they are garbage.
@@ -412,10 +425,13 @@ Status CheckpointManager::ApplyKeepPolicy() {
       int64_t step = 0;
       if (!ParseCheckpointName(name, &step) || step >= all[first_kept].step) continue;
       const std::string path = JoinPath(options_.directory, name);
-      if (!ReadManifest(env_, path).ok()) HOLDFAST_RETURN_IF_ERROR(RemoveTree(env_, path));
+      if (!ReadManifest(env_, path).ok()) {
+        HOLDFAST_RETURN_IF_ERROR(RemoveTree(env_, path));
+        removed = true;
+      }
     }
   }
-  if (all.size() <= keep_newest) return env_->SyncDir(options_.directory);
+  if (all.size() <= keep_newest) return finish();
   // keep_every_n_hours, stateless: in each n-hour window since the oldest
   // checkpoint, the oldest checkpoint of the window is kept for good.
   const double window = options_.keep_every_n_hours * 3600.0;
@@ -430,8 +446,9 @@ Status CheckpointManager::ApplyKeepPolicy() {
       }
     }
     HOLDFAST_RETURN_IF_ERROR(RemoveCheckpoint(env_, all[i].path));
+    removed = true;
   }
-  return env_->SyncDir(options_.directory);
+  return finish();
 }
 
 Status CheckpointManager::DeleteAll() {

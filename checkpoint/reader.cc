@@ -93,7 +93,8 @@ StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
   return c;
 }
 
-StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir) {
+StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
+                                            const BlobDestinations* into) {
   HOLDFAST_ASSIGN_OR_RETURN(CheckpointContents c, ReadManifest(env, dir));
   std::map<std::string, uint64_t> blob_sizes;
   uint64_t total_floats = 0;
@@ -116,8 +117,23 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir) {
   if (total_floats > shard_bytes / sizeof(float)) {
     return DataLossError(dir + ": manifest lists more data than its shards hold");
   }
+  if (into != nullptr) {
+    for (const auto& [name, floats] : blob_sizes) {
+      const auto it = into->find(name);
+      if (it == into->end() || it->second.size() != floats) {
+        return FailedPreconditionError("its " + name + " does not match this run's");
+      }
+    }
+    for (const auto& [name, span] : *into) {
+      if (!blob_sizes.contains(name)) return FailedPreconditionError("it has no " + name);
+    }
+  }
+  // First every shard is read, its hash checked and its layout decoded
+  // (the floats skipped), and the slices must cover every blob exactly;
+  // only then are floats copied anywhere, so a damaged checkpoint leaves
+  // the destination untouched.
+  std::vector<std::string> files;
   std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> covered;
-  for (const auto& [name, floats] : blob_sizes) c.blobs[name].assign(floats, 0.0f);
   bool have_chief_shard = false;
   for (const ShardInfo& info : c.shards) {
     HOLDFAST_ASSIGN_OR_RETURN(std::string bytes,
@@ -137,11 +153,10 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir) {
         return DataLossError(info.file + ": counters differ from the manifest's");
       }
     }
-    for (internal::DecodedShard::Slice& slice : shard->slices) {
-      std::copy(slice.data.begin(), slice.data.end(),
-                c.blobs[slice.name].begin() + static_cast<int64_t>(slice.offset));
-      covered[slice.name].emplace_back(slice.offset, slice.offset + slice.data.size());
+    for (const internal::DecodedShard::Slice& slice : shard->slices) {
+      covered[slice.name].emplace_back(slice.offset, slice.offset + slice.count);
     }
+    files.push_back(std::move(bytes));
   }
   if (!have_chief_shard) return DataLossError(dir + ": no shard from rank 0");
   for (const auto& [name, floats] : blob_sizes) {
@@ -153,6 +168,20 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir) {
       next = end;
     }
     if (next != floats) return DataLossError(dir + ": blob " + name + " is incomplete");
+  }
+
+  if (into == nullptr) {
+    for (const auto& [name, floats] : blob_sizes) c.blobs[name].resize(floats);
+  }
+  const internal::SliceDestination destination = [&](const std::string& name, uint64_t offset,
+                                                     uint64_t /*count*/) {
+    return (into != nullptr ? into->at(name).data() : c.blobs.at(name).data()) + offset;
+  };
+  for (size_t i = 0; i < files.size(); ++i) {
+    // The same bytes decoded a moment ago: this cannot fail but is checked.
+    const auto shard = internal::DecodeShard(files[i], blob_sizes, destination);
+    if (!shard.ok()) return shard.status().WithContext(c.shards[i].file);
+    std::string().swap(files[i]);  // peak memory: the shards not yet copied
   }
   return c;
 }

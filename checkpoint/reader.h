@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -42,15 +43,24 @@ struct CheckpointContents {
   std::vector<ShardInfo> shards;
   // Blob names and sizes in floats, from the manifest, in its order.
   std::vector<std::pair<std::string, uint64_t>> blob_floats;
-  // Whole blobs by name ("params", "optimizer/m", ...): ReadCheckpoint only.
+  // Whole blobs by name ("params", "optimizer/m", ...): ReadCheckpoint
+  // without destinations only.
   std::map<std::string, std::vector<float>> blobs;
   uint64_t bytes() const;
 };
 
+// Where ReadCheckpoint copies the blobs' floats instead of allocating them:
+// live state, by blob name.
+using BlobDestinations = std::map<std::string, std::span<float>>;
+
 // Reads `dir` (a "ckpt-<step>" directory). DataLoss for anything damaged or
 // inconsistent, NotFound for missing files; nothing is allocated beyond what
-// the shard files on disk can hold.
-StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir);
+// the shard files on disk can hold. With `into`, the blobs are copied there
+// (c.blobs stays empty): they must be exactly the checkpoint's blobs, of its
+// sizes (else FailedPrecondition), and they are written only once the whole
+// checkpoint has been verified.
+StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
+                                            const BlobDestinations* into = nullptr);
 
 // Reads only the manifest (cheap; checks its checksum, not the shards).
 StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir);

@@ -1,17 +1,21 @@
 #include "checkpoint/internal/shard_format.h"
 
+#include <xxhash.h>
+
+#include <algorithm>
 #include <boost/archive/binary_iarchive.hpp>
 #include <boost/archive/binary_oarchive.hpp>
-#include <boost/iostreams/device/array.hpp>
-#include <boost/iostreams/device/back_inserter.hpp>
-#include <boost/iostreams/stream.hpp>
 #include <boost/serialization/binary_object.hpp>
 #include <boost/serialization/split_member.hpp>
 #include <boost/serialization/version.hpp>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <stdexcept>
+#include <streambuf>
 #include <string>
+
+#include "core/check.h"
 
 namespace holdfast::internal {
 namespace {
@@ -65,12 +69,110 @@ void LoadMap(Archive& ar, std::map<std::string, V>& m) {
   }
 }
 
+// The output side of the archive. Small writes (Boost's integers, names)
+// gather in a small buffer; large ones (the slices) go from the caller's
+// memory to the file in pieces, never copied by holdfast. Each piece is
+// hashed right before it is written, while it is still in the cache.
+// Without a file it only counts bytes (the first pass of WriteShard).
+class ShardSink final : public std::streambuf {
+ public:
+  explicit ShardSink(WritableFile* file) : file_(file), hash_(XXH3_createState()) {
+    HOLDFAST_CHECK(hash_ != nullptr, "out of memory");
+    XXH3_64bits_reset(hash_.get());
+    setp(buffer_, buffer_ + sizeof buffer_);
+  }
+
+  // Sends what is buffered; the first failed Append, if any.
+  Status Finish() {
+    Drain();
+    return status_;
+  }
+  uint64_t bytes() const { return emitted_ + static_cast<uint64_t>(pptr() - pbase()); }
+  uint64_t hash() const { return XXH3_64bits_digest(hash_.get()); }
+
+ protected:
+  int_type overflow(int_type c) override {
+    Drain();
+    if (!traits_type::eq_int_type(c, traits_type::eof())) {
+      *pptr() = traits_type::to_char_type(c);
+      pbump(1);
+    }
+    return traits_type::not_eof(c);
+  }
+
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    if (n > epptr() - pptr()) {
+      Drain();
+      if (n >= static_cast<std::streamsize>(sizeof buffer_)) {
+        Emit(s, static_cast<size_t>(n));
+        return n;
+      }
+    }
+    std::memcpy(pptr(), s, static_cast<size_t>(n));
+    pbump(static_cast<int>(n));
+    return n;
+  }
+
+  int sync() override {
+    Drain();
+    return 0;
+  }
+
+ private:
+  // 1 MiB pieces: large enough that a write(2) costs little per byte, small
+  // enough to stay in the cache between hashing and writing.
+  static constexpr size_t kPiece = size_t{1} << 20;
+
+  void Drain() {
+    Emit(pbase(), static_cast<size_t>(pptr() - pbase()));
+    setp(buffer_, buffer_ + sizeof buffer_);
+  }
+
+  void Emit(const char* p, size_t n) {
+    emitted_ += n;
+    if (file_ == nullptr) return;
+    for (size_t done = 0; done < n;) {
+      const size_t piece = std::min(kPiece, n - done);
+      XXH3_64bits_update(hash_.get(), p + done, piece);
+      // After a failure the rest is still counted and hashed, not written:
+      // Boost must not see a short write (it would throw mid-archive).
+      if (status_.ok()) status_ = file_->Append({p + done, piece});
+      done += piece;
+    }
+  }
+
+  WritableFile* file_;
+  struct FreeState {
+    void operator()(XXH3_state_t* state) const { XXH3_freeState(state); }
+  };
+  std::unique_ptr<XXH3_state_t, FreeState> hash_;
+  uint64_t emitted_ = 0;
+  Status status_ = Status::Ok();
+  char buffer_[64 << 10];
+};
+
+// The input side: the shard's bytes, read in place.
+class ByteSource final : public std::streambuf {
+ public:
+  explicit ByteSource(std::string_view bytes) {
+    char* begin = const_cast<char*>(bytes.data());  // never written: no put area
+    setg(begin, begin, begin + bytes.size());
+  }
+  uint64_t remaining() const { return static_cast<uint64_t>(egptr() - gptr()); }
+  void Skip(uint64_t n) {
+    if (n > remaining()) throw std::runtime_error("archive ends early");
+    setg(eback(), gptr() + n, egptr());
+  }
+};
+
 // The archived part. Saving reads from a ShardToWrite, loading fills a
 // DecodedShard, checking every size against the expected blobs first.
 struct Payload {
   const ShardToWrite* in = nullptr;
   DecodedShard* out = nullptr;
   const std::map<std::string, uint64_t>* blob_sizes = nullptr;
+  ByteSource* source = nullptr;
+  const SliceDestination* into = nullptr;
 
   template <class Archive>
   void save(Archive& ar, unsigned /*version*/) const {
@@ -102,26 +204,28 @@ struct Payload {
     if (n > blob_sizes->size() * 4096) throw std::runtime_error("absurd slice count");
     for (uint64_t i = 0; i < n; ++i) {
       DecodedShard::Slice s;
-      uint64_t count = 0;
       s.name = LoadName(ar);
-      ar >> s.total >> s.offset >> count;
+      ar >> s.total >> s.offset >> s.count;
       const auto expected = blob_sizes->find(s.name);
       if (expected == blob_sizes->end()) throw std::runtime_error("unknown blob " + s.name);
-      if (s.total != expected->second || s.offset > s.total || count > s.total - s.offset) {
+      if (s.total != expected->second || s.offset > s.total || s.count > s.total - s.offset) {
         throw std::runtime_error("slice of " + s.name + " does not fit the model");
       }
-      s.data.resize(count);
-      ar >> boost::serialization::make_binary_object(s.data.data(), count * sizeof(float));
+      if (s.count > source->remaining() / sizeof(float)) {
+        throw std::runtime_error("slice of " + s.name + " is longer than the file");
+      }
+      const uint64_t bytes = s.count * sizeof(float);
+      float* destination = *into ? (*into)(s.name, s.offset, s.count) : nullptr;
+      if (destination != nullptr) {
+        ar >> boost::serialization::make_binary_object(destination, bytes);
+      } else {
+        source->Skip(bytes);
+      }
       out->slices.push_back(std::move(s));
     }
   }
   BOOST_SERIALIZATION_SPLIT_MEMBER()
 };
-
-template <typename T>
-void Put(std::string& out, T value) {
-  out.append(reinterpret_cast<const char*>(&value), sizeof value);
-}
 
 template <typename T>
 T Get(std::string_view bytes, size_t offset) {
@@ -137,29 +241,74 @@ BOOST_CLASS_VERSION(holdfast::internal::Payload, 1)
 
 namespace holdfast::internal {
 
-std::string EncodeShard(const ShardToWrite& shard) {
-  std::string out(kMagic, sizeof kMagic);
-  Put<uint32_t>(out, kShardFormatVersion);
-  Put<uint32_t>(out, shard.rank);
-  Put<uint32_t>(out, shard.world);
-  Put<uint32_t>(out, 0);
-  Put<uint64_t>(out, shard.step);
-  Put<uint64_t>(out, 0);  // payload length, patched below
-  {
-    boost::iostreams::stream<boost::iostreams::back_insert_device<std::string>> stream(out);
-    // No Boost archive header: holdfast's own header carries the magic and
-    // version, and Boost's would be a length-prefixed string read unchecked.
-    boost::archive::binary_oarchive archive(stream, boost::archive::no_header);
-    const Payload payload{&shard, nullptr, nullptr};
-    archive << payload;
+namespace {
+
+void ArchivePayload(std::streambuf& sink, const ShardToWrite& shard) {
+  // No Boost archive header: holdfast's own header carries the magic and
+  // version, and Boost's would be a length-prefixed string read unchecked.
+  boost::archive::binary_oarchive archive(sink, boost::archive::no_header);
+  const Payload payload{.in = &shard};
+  archive << payload;
+}
+
+template <typename T>
+void PutTo(std::streambuf& sink, T value) {
+  sink.sputn(reinterpret_cast<const char*>(&value), sizeof value);
+}
+
+// An in-memory WritableFile for EncodeShard.
+class StringFile final : public WritableFile {
+ public:
+  explicit StringFile(std::string* out) : out_(out) {}
+  Status Append(std::span<const char> data) override {
+    out_->append(data.data(), data.size());
+    return Status::Ok();
   }
-  const uint64_t payload_bytes = out.size() - kShardHeaderBytes;
-  std::memcpy(out.data() + 32, &payload_bytes, sizeof payload_bytes);
+  Status Sync() override { return Status::Ok(); }
+  Status Close() override { return Status::Ok(); }
+
+ private:
+  std::string* out_;
+};
+
+}  // namespace
+
+StatusOr<WrittenShard> WriteShard(const ShardToWrite& shard, WritableFile& file) {
+  try {
+    ShardSink counter(nullptr);
+    ArchivePayload(counter, shard);
+    const uint64_t payload_bytes = counter.bytes();
+
+    ShardSink sink(&file);
+    sink.sputn(kMagic, sizeof kMagic);
+    PutTo<uint32_t>(sink, kShardFormatVersion);
+    PutTo<uint32_t>(sink, shard.rank);
+    PutTo<uint32_t>(sink, shard.world);
+    PutTo<uint32_t>(sink, 0);
+    PutTo<uint64_t>(sink, shard.step);
+    PutTo<uint64_t>(sink, payload_bytes);
+    ArchivePayload(sink, shard);
+    HOLDFAST_RETURN_IF_ERROR(sink.Finish());
+    if (sink.bytes() != kShardHeaderBytes + payload_bytes) {
+      return InternalError("shard encoding is not deterministic");
+    }
+    return WrittenShard{sink.bytes(), sink.hash()};
+  } catch (const std::exception& e) {
+    return InternalError(std::string("cannot encode shard: ") + e.what());
+  }
+}
+
+std::string EncodeShard(const ShardToWrite& shard) {
+  std::string out;
+  StringFile file(&out);
+  const StatusOr<WrittenShard> written = WriteShard(shard, file);
+  HOLDFAST_CHECK(written.ok(), written.status().ToString());
   return out;
 }
 
 StatusOr<DecodedShard> DecodeShard(std::string_view bytes,
-                                   const std::map<std::string, uint64_t>& blob_sizes) {
+                                   const std::map<std::string, uint64_t>& blob_sizes,
+                                   const SliceDestination& into) {
   if (bytes.size() < kShardHeaderBytes || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) {
     return DataLossError("not a holdfast shard (bad magic)");
   }
@@ -173,10 +322,9 @@ StatusOr<DecodedShard> DecodeShard(std::string_view bytes,
   }
   DecodedShard shard;
   try {
-    boost::iostreams::stream<boost::iostreams::array_source> stream(
-        bytes.data() + kShardHeaderBytes, bytes.size() - kShardHeaderBytes);
-    boost::archive::binary_iarchive archive(stream, boost::archive::no_header);
-    Payload payload{nullptr, &shard, &blob_sizes};
+    ByteSource source(bytes.substr(kShardHeaderBytes));
+    boost::archive::binary_iarchive archive(source, boost::archive::no_header);
+    Payload payload{.out = &shard, .blob_sizes = &blob_sizes, .source = &source, .into = &into};
     archive >> payload;
   } catch (const std::exception& e) {
     return DataLossError(std::string("shard payload is damaged: ") + e.what());

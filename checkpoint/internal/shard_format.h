@@ -16,12 +16,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "checkpoint/env.h"
 #include "core/status.h"
 
 namespace holdfast::internal {
@@ -44,6 +46,21 @@ struct ShardToWrite {
   const std::map<std::string, double>* values = nullptr;
 };
 
+struct WrittenShard {
+  uint64_t bytes = 0;  // the whole file
+  uint64_t xxh3 = 0;   // of the whole file
+};
+
+// Encodes `shard` straight into `file` (Append only; the caller syncs and
+// closes): the slices go from their spans to the file in large pieces,
+// hashed on the way, so no shard-sized buffer is ever built and every byte
+// is touched once by holdfast (the hash) and once by the kernel (the copy
+// into the page cache). The payload length in the header is found by a
+// first pass that only counts. The first failed Append is returned; the
+// file is then incomplete.
+StatusOr<WrittenShard> WriteShard(const ShardToWrite& shard, WritableFile& file);
+
+// The same bytes in memory, for tests and fuzzers.
 std::string EncodeShard(const ShardToWrite& shard);
 
 struct DecodedShard {
@@ -51,19 +68,27 @@ struct DecodedShard {
   uint64_t step = 0;
   struct Slice {
     std::string name;
-    uint64_t total = 0, offset = 0;
-    std::vector<float> data;
+    uint64_t total = 0, offset = 0, count = 0;  // in floats
   };
   std::vector<Slice> slices;
   std::map<std::string, int64_t> counters;
   std::map<std::string, double> values;
 };
 
+// Where a slice's floats are copied: called once the slice is known to fit
+// its blob and the file; returns room for `count` floats.
+using SliceDestination =
+    std::function<float*(const std::string& name, uint64_t offset, uint64_t count)>;
+
 // Decodes a shard whose hash was already checked. `blob_sizes` (name ->
 // floats) is what the current model expects: a slice of an unknown blob, of
-// another size, or outside it is DataLoss, found before anything is
-// allocated for it. Malformed archives are DataLoss too, never an exception.
+// another size, outside it or longer than the bytes left in the file is
+// DataLoss, found before anything is allocated or copied for it. Malformed
+// archives are DataLoss too, never an exception. Without `into` only the
+// layout is decoded (the floats are skipped), which lets a reader check a
+// whole checkpoint before it writes into live state.
 StatusOr<DecodedShard> DecodeShard(std::string_view bytes,
-                                   const std::map<std::string, uint64_t>& blob_sizes);
+                                   const std::map<std::string, uint64_t>& blob_sizes,
+                                   const SliceDestination& into = nullptr);
 
 }  // namespace holdfast::internal

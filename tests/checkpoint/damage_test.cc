@@ -149,6 +149,44 @@ TEST_P(DamageTest, NewestDamagedFallsBackToPreviousLatestDoesNotMatter) {
   std::printf("%d damaged copies restored as expected\n", cases);
 }
 
+// Reading into live state: a checkpoint whose last shard is damaged leaves
+// the destination untouched (restore then falls back, and a run told to
+// start fresh starts from its own state, not a mix); an intact one fills it
+// with exactly what a plain read returns.
+TEST_P(DamageTest, ReadingIntoLiveStateWritesNothingUntilAllIsVerified) {
+  const fs::path d = Fresh();
+  const fs::path b = d / CkptName(StateB());
+  auto plain = ReadCheckpoint(Env::Default(), b.string());
+  ASSERT_OK(plain.status());
+  std::map<std::string, std::vector<float>> storage;
+  BlobDestinations into;
+  for (const auto& [name, floats] : plain->blob_floats) {
+    storage[name].assign(floats, 42.0f);
+    into.emplace(name, storage[name]);
+  }
+  const std::string last =
+      "shard-" + std::to_string(GetParam() - 1) + "-of-" + std::to_string(GetParam()) + ".bin";
+  const std::string pristine_last = ReadFileToString((b / last).string());
+  FlipByte(b / last, fs::file_size(b / last) - 5);  // inside the last slice's floats
+  auto damaged = ReadCheckpoint(Env::Default(), b.string(), &into);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_EQ(damaged.status().code(), StatusCode::kDataLoss) << damaged.status().ToString();
+  for (const auto& [name, values] : storage) {
+    for (float v : values) ASSERT_EQ(v, 42.0f) << name << " was written by a damaged checkpoint";
+  }
+  WriteBytes((b / last).string(), pristine_last);
+  auto read = ReadCheckpoint(Env::Default(), b.string(), &into);
+  ASSERT_OK(read.status());
+  EXPECT_TRUE(read->blobs.empty());
+  EXPECT_EQ(read->values, plain->values);
+  for (const auto& [name, values] : storage) EXPECT_EQ(values, plain->blobs.at(name)) << name;
+  // Destinations that are not the checkpoint's blobs are refused up front.
+  storage.begin()->second.push_back(0.0f);
+  into.at(storage.begin()->first) = storage.begin()->second;
+  auto wrong = ReadCheckpoint(Env::Default(), b.string(), &into);
+  EXPECT_EQ(wrong.status().code(), StatusCode::kFailedPrecondition) << wrong.status().ToString();
+}
+
 // Both damaged: DataLoss naming the directory, on every rank; never a fresh
 // start, never a crash.
 TEST_P(DamageTest, BothDamagedIsDataLossNamingTheDirectory) {
