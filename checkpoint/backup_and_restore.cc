@@ -44,6 +44,8 @@ void BackupAndRestore::Bind(TrainingState& s) {
   co.max_to_keep = options_.double_checkpoint ? 2 : 1;
   co.chief_writes_all = options_.chief_writes_all;
   co.env = options_.env;
+  co.async = options_.async;
+  co.replica = s.replica;
   manager_ = std::make_unique<CheckpointManager>(checkpoint_.get(), comm_, co);
 }
 
@@ -93,7 +95,6 @@ void BackupAndRestore::OnTrainBegin(TrainingState& s) {
   s.metrics.correct = checkpoint_->values.at(kCorrect);
   s.metrics.samples = checkpoint_->values.at(kSeen);
   resumed_from_ = ResumePoint{s.epoch, s.batch, s.step()};
-  last_saved_step_ = s.step();
   if (comm_->rank() == 0) {
     std::printf("holdfast: resuming from step %lld (epoch %d, batch %lld) of %s\n",
                 static_cast<long long>(s.step()), s.epoch + 1, static_cast<long long>(s.batch),
@@ -102,8 +103,7 @@ void BackupAndRestore::OnTrainBegin(TrainingState& s) {
   }
 }
 
-Status BackupAndRestore::SaveNow(TrainingState& s) {
-  Bind(s);
+void BackupAndRestore::Stage(const TrainingState& s) {
   auto& c = checkpoint_->counters;
   c[kEpoch] = s.epoch;
   c[kBatch] = s.batch;
@@ -114,18 +114,22 @@ Status BackupAndRestore::SaveNow(TrainingState& s) {
   checkpoint_->values[kLossSum] = s.metrics.loss_sum;
   checkpoint_->values[kCorrect] = s.metrics.correct;
   checkpoint_->values[kSeen] = s.metrics.samples;
-  const Status status = manager_->Save();
-  if (status.ok()) {
-    ++saves_committed_;
-    last_saved_step_ = s.step();
-    return status;
-  }
-  ++saves_failed_;
+}
+
+void BackupAndRestore::Report(const Status& status) {
+  if (status.ok()) return;
   if (options_.fail_on_save_error) throw std::runtime_error(status.message());
   if (comm_->rank() == 0) {
     std::fprintf(stderr, "holdfast: warning: %s; training goes on, the next save will retry\n",
                  status.message().c_str());
   }
+}
+
+Status BackupAndRestore::SaveNow(TrainingState& s) {
+  Bind(s);
+  Stage(s);
+  const Status status = manager_->Save(/*force=*/true);
+  Report(status);
   return status;
 }
 
@@ -136,12 +140,19 @@ void BackupAndRestore::OnBatchBegin(TrainingState& s) {
 }
 
 void BackupAndRestore::OnBatchEnd(TrainingState& s) {
-  if (options_.save_freq > 0 && s.step() % options_.save_freq == 0 &&
-      s.step() != last_saved_step_) {
-    (void)SaveNow(s);
+  if (options_.async) {
+    Bind(s);
+    Report(manager_->Poll());
   }
+  if (options_.save_freq > 0 && s.step() % options_.save_freq == 0) (void)SaveNow(s);
   if (preemption_ && s.replica->control().stop_requests > 0) {
-    const bool committed = s.step() == last_saved_step_ || SaveNow(s).ok();
+    Bind(s);
+    Stage(s);
+    // Synchronous, after any save in flight: the agreed step is committed
+    // on every rank before anyone exits.
+    const Status status = manager_->SaveAndWait();
+    Report(status);
+    const bool committed = status.ok() && manager_->last_committed_step() == s.step();
     preempted_ = Preemption{s.step(), committed, preemption_->signal_number()};
     s.stop_training = true;
     if (comm_->rank() == 0) {
@@ -155,10 +166,12 @@ void BackupAndRestore::OnBatchEnd(TrainingState& s) {
 }
 
 void BackupAndRestore::OnEpochEnd(TrainingState& s, const EpochLogs&) {
-  if (options_.save_freq == 0 && s.step() != last_saved_step_) (void)SaveNow(s);
+  if (options_.save_freq == 0) (void)SaveNow(s);
 }
 
 void BackupAndRestore::OnTrainEnd(TrainingState& s) {
+  // The last asynchronous save resolves before Fit returns.
+  if (manager_) Report(manager_->WaitForSave());
   const bool finished = !s.stop_training && s.epoch >= s.options->epochs;
   if (!finished || !options_.delete_checkpoint) return;
   Bind(s);

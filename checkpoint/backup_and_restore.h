@@ -43,6 +43,12 @@ struct BackupAndRestoreOptions {
   bool save_before_preemption = false;
   PreemptionOptions preemption = {};
   Env* env = nullptr;  // null: Env::Default()
+  // Asynchronous saves (see CheckpointOptions::async): a save point costs
+  // training a copy of the state; the write and commit happen behind the
+  // next steps. A failed save is reported (or thrown) at the step where
+  // every rank learns of it. Preemption and the end of training still
+  // commit synchronously.
+  bool async = false;
 };
 
 // A run stopped for preemption.
@@ -76,18 +82,24 @@ class BackupAndRestore final : public Callback {
   void OnEpochEnd(TrainingState& s, const EpochLogs& logs) override;
   void OnTrainEnd(TrainingState& s) override;
 
-  // Collective: commits a checkpoint of the current position now (used by
-  // the save points above; public for preemption and custom schedules).
+  // Collective: commits a checkpoint of the current position now (async:
+  // begins one; used by the save points above, public for custom schedules).
   Status SaveNow(TrainingState& s);
 
   std::optional<ResumePoint> resumed_from() const { return resumed_from_; }
   // Set when Fit returned because the job is being preempted.
   std::optional<Preemption> preempted() const { return preempted_; }
-  int64_t saves_committed() const { return saves_committed_; }
-  int64_t saves_failed() const { return saves_failed_; }
+  // Saves committed and failed, and (async) the stall they caused.
+  SaveStats save_stats() const { return manager_ ? manager_->stats() : SaveStats{}; }
+  int64_t saves_committed() const { return save_stats().committed; }
+  int64_t saves_failed() const { return save_stats().failed; }
 
  private:
   void Bind(TrainingState& s);
+  // Records the training position in the Checkpoint's counters and values.
+  void Stage(const TrainingState& s);
+  // A failed save: thrown (fail_on_save_error) or a warning from the chief.
+  void Report(const Status& status);
 
   BackupAndRestoreOptions options_;
   std::unique_ptr<Communicator> own_comm_;
@@ -97,8 +109,6 @@ class BackupAndRestore final : public Callback {
   std::optional<ResumePoint> resumed_from_;
   std::unique_ptr<PreemptionHandler> preemption_;
   std::optional<Preemption> preempted_;
-  int64_t saves_committed_ = 0, saves_failed_ = 0;
-  int64_t last_saved_step_ = -1;
 };
 
 }  // namespace holdfast

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "checkpoint/internal/background_worker.h"
 #include "checkpoint/internal/manifest.h"
 #include "checkpoint/internal/shard_format.h"
 #include "checkpoint/reader.h"
@@ -98,6 +100,49 @@ Status CheckFitsLiveState(const CheckpointContents& c, Checkpoint& live) {
 
 }  // namespace
 
+// What a save commits, fixed when it begins: an asynchronous save commits
+// it later, while training has moved on.
+struct CheckpointManager::Ticket {
+  int64_t step = 0;
+  std::string name;  // "ckpt-<step>"
+  std::string area;  // the prepare area
+  int world = 1, writers = 1;
+  std::map<std::string, int64_t> counters;
+  std::map<std::string, double> values;
+  std::string model_signature, optimizer_signature;
+  std::vector<std::pair<std::string, uint64_t>> blobs;  // names and sizes in floats
+};
+
+struct CheckpointManager::AsyncSave {
+  // This rank's slice of every blob, copied at the save step; reused, so
+  // after the first save the copy touches no fresh memory.
+  std::vector<std::vector<float>> buffers;
+  std::string session;  // part of prepare area names, agreed at the first save
+
+  // The save in flight (training thread only).
+  std::shared_ptr<const Ticket> ticket;
+  int64_t sequence_at_start = 0;
+  bool commit_started = false;  // chief
+
+  // Set by writer jobs; read by the training thread after WaitIdle(), or
+  // (shard_done) at any time.
+  std::string vote;
+  Status commit_status = Status::Ok();
+  std::atomic<bool> shard_done{false};
+
+  internal::BackgroundWorker worker;  // last: its thread goes first
+};
+
+namespace {
+
+// Where a writer leaves its vote for a chief that commits in the background.
+std::string VoteFile(const std::string& area, int rank) {
+  return JoinPath(area, ".vote-" + std::to_string(rank));
+}
+constexpr uint64_t kMaxVoteBytes = 1 << 16;
+
+}  // namespace
+
 CheckpointManager::CheckpointManager(Checkpoint* checkpoint, Communicator* comm,
                                      CheckpointOptions options)
     : checkpoint_(checkpoint),
@@ -109,26 +154,87 @@ CheckpointManager::CheckpointManager(Checkpoint* checkpoint, Communicator* comm,
   if (options_.save_before_preemption) {
     preemption_ = std::make_unique<PreemptionHandler>(options_.preemption);
   }
+  if (options_.async) {
+    HOLDFAST_CHECK(options_.replica != nullptr, "async checkpoints need the training's Replica");
+    async_ = std::make_unique<AsyncSave>();
+  }
 }
 
 CheckpointManager::~CheckpointManager() = default;
 
+bool CheckpointManager::save_in_flight() const { return async_ && async_->ticket; }
+
 StatusOr<bool> CheckpointManager::SaveIfPreempted(Replica& replica) {
   if (preemption_ && preemption_->requested()) replica.RequestStop();
   if (replica.control().stop_requests == 0) return false;
-  if (last_committed_step_ != checkpoint_->step()) HOLDFAST_RETURN_IF_ERROR(Save(/*force=*/true));
+  HOLDFAST_RETURN_IF_ERROR(SaveAndWait());
   return true;
+}
+
+CheckpointManager::Ticket CheckpointManager::MakeTicket(int64_t step, std::string area) const {
+  Ticket t;
+  t.step = step;
+  t.name = CheckpointName(step);
+  t.area = std::move(area);
+  t.world = comm_->size();
+  t.writers = options_.chief_writes_all ? 1 : comm_->size();
+  t.counters = checkpoint_->counters;
+  t.values = checkpoint_->values;
+  t.model_signature = checkpoint_->ModelSignature();
+  t.optimizer_signature = checkpoint_->OptimizerSignature();
+  for (const NamedBlob& blob : checkpoint_->Blobs())
+    t.blobs.emplace_back(blob.name, blob.values.size());
+  return t;
+}
+
+std::string CheckpointManager::WriteOwnShard(const Ticket& ticket,
+                                             const std::vector<std::span<const float>>& blobs) {
+  const int rank = comm_->rank();
+  ShardToWrite shard;
+  shard.rank = static_cast<uint32_t>(rank);
+  shard.world = static_cast<uint32_t>(ticket.world);
+  shard.step = static_cast<uint64_t>(ticket.step);
+  for (size_t i = 0; i < ticket.blobs.size(); ++i) {
+    const Range r =
+        ReplicaSlice(static_cast<int64_t>(ticket.blobs[i].second), rank, ticket.writers);
+    shard.slices.push_back(
+        {ticket.blobs[i].first, ticket.blobs[i].second, static_cast<uint64_t>(r.begin), blobs[i]});
+  }
+  if (rank == 0) {
+    shard.counters = &ticket.counters;
+    shard.values = &ticket.values;
+  }
+  const std::string file = ShardName(rank, ticket.writers);
+  const StatusOr<internal::WrittenShard> written =
+      WriteShardDurably(env_, JoinPath(ticket.area, file), shard);
+  json vote = {{"ok", written.ok()}, {"file", file}, {"error", written.status().ToString()}};
+  if (written.ok()) {
+    vote["bytes"] = written->bytes;
+    vote["xxh3"] = HexU64(written->xxh3);
+  }
+  return vote.dump();
 }
 
 Status CheckpointManager::Save(bool force) {
   const int64_t step = checkpoint_->step();
+  const Status polled = Poll();
   // Every rank has the same step and history, so all skip together.
-  if (!force && options_.checkpoint_interval > 0 && last_committed_step_ >= 0 &&
-      step - last_committed_step_ < options_.checkpoint_interval) {
-    return Status::Ok();
+  if (step == last_committed_step_ || (save_in_flight() && async_->ticket->step == step)) {
+    return polled;
   }
+  if (!force && options_.checkpoint_interval > 0 && interval_start_step_ >= 0 &&
+      step - interval_start_step_ < options_.checkpoint_interval) {
+    return polled;
+  }
+  if (!options_.async) return SaveSync();
+  const Status started = StartAsyncSave();
+  return polled.ok() ? started : polled;
+}
+
+Status CheckpointManager::SaveSync() {
+  ++stats_.started;
+  const int64_t step = checkpoint_->step();
   const bool chief = comm_->rank() == 0;
-  const int writers = options_.chief_writes_all ? 1 : comm_->size();
   const std::string name = CheckpointName(step);
   const std::string& dir = options_.directory;
 
@@ -146,61 +252,214 @@ Status CheckpointManager::Save(bool force) {
   }
   area = comm_->BroadcastString(area, 0);
   if (area[0] == '-') {
+    ++stats_.failed;
     return AbortedError("checkpoint " + name + " not saved: " + area.substr(1));
   }
-  const std::string tmp = area.substr(1);
+  const Ticket ticket = MakeTicket(step, area.substr(1));
 
   // Phase 1 (prepare): each writer writes and fsyncs its shard, then votes.
-  json vote = json::object();
-  if (comm_->rank() < writers) {
-    ShardToWrite shard;
-    shard.rank = static_cast<uint32_t>(comm_->rank());
-    shard.world = static_cast<uint32_t>(comm_->size());
-    shard.step = static_cast<uint64_t>(step);
+  std::string vote = "{}";
+  if (comm_->rank() < ticket.writers) {
+    std::vector<std::span<const float>> slices;
     for (const NamedBlob& blob : checkpoint_->Blobs()) {
       const Range r =
-          ReplicaSlice(static_cast<int64_t>(blob.values.size()), comm_->rank(), writers);
-      shard.slices.push_back({blob.name, blob.values.size(), static_cast<uint64_t>(r.begin),
-                              blob.values.subspan(r.begin, r.size())});
+          ReplicaSlice(static_cast<int64_t>(blob.values.size()), comm_->rank(), ticket.writers);
+      slices.push_back(blob.values.subspan(r.begin, r.size()));
     }
-    if (chief) {
-      shard.counters = &checkpoint_->counters;
-      shard.values = &checkpoint_->values;
-    }
-    const std::string file = ShardName(comm_->rank(), writers);
-    const StatusOr<internal::WrittenShard> written =
-        WriteShardDurably(env_, JoinPath(tmp, file), shard);
-    vote = {{"ok", written.ok()}, {"file", file}, {"error", written.status().ToString()}};
-    if (written.ok()) {
-      vote["bytes"] = written->bytes;
-      vote["xxh3"] = HexU64(written->xxh3);
-    }
+    vote = WriteOwnShard(ticket, slices);
   }
-  const std::vector<std::string> votes = comm_->Gather(vote.dump(), 0);
+  const std::vector<std::string> votes = comm_->Gather(vote, 0);
 
   // Phase 2 (decide): the chief commits or aborts; everyone learns which.
   std::string outcome;
-  if (chief) outcome = EncodeStatus(SaveOnChief(tmp, JoinPath(dir, name), votes));
+  if (chief) outcome = EncodeStatus(CommitOnChief(ticket, votes));
   Status committed = DecodeStatus(comm_->BroadcastString(outcome, 0));
-  if (committed.ok()) last_committed_step_ = step;
+  if (committed.ok()) {
+    last_committed_step_ = interval_start_step_ = step;
+    ++stats_.committed;
+  } else {
+    ++stats_.failed;
+  }
   return committed;
 }
 
-Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string& final_dir,
-                                      const std::vector<std::string>& votes) {
+Status CheckpointManager::StartAsyncSave() {
+  AsyncSave& a = *async_;
+  if (a.ticket) {
+    // At most one in flight: this one waits for the previous to resolve.
+    const auto t0 = std::chrono::steady_clock::now();
+    const Status previous = WaitForSave();
+    ++stats_.waits;
+    stats_.wait_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!previous.ok() && comm_->rank() == 0) {
+      std::fprintf(stderr, "holdfast: warning: %s\n", previous.ToString().c_str());
+    }
+  }
+  if (a.session.empty()) {
+    // Once per manager, collective: a name no earlier run used.
+    std::random_device random;
+    char nonce[17];
+    std::snprintf(nonce, sizeof nonce, "%08x%08x", random(), random());
+    a.session = comm_->BroadcastString(nonce, 0);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
   const int64_t step = checkpoint_->step();
-  const std::string name = CheckpointName(step);
+  const int rank = comm_->rank();
+  auto ticket = std::make_shared<const Ticket>(MakeTicket(
+      step, JoinPath(options_.directory, "." + CheckpointName(step) + ".tmp-a" + a.session)));
+  const bool writer = rank < ticket->writers;
+  std::vector<std::span<const float>> slices;
+  if (writer) {
+    // The snapshot: the only part of an asynchronous save training waits for.
+    const std::vector<NamedBlob> blobs = checkpoint_->Blobs();
+    a.buffers.resize(blobs.size());
+    for (size_t i = 0; i < blobs.size(); ++i) {
+      const Range r =
+          ReplicaSlice(static_cast<int64_t>(blobs[i].values.size()), rank, ticket->writers);
+      const std::span<const float> live = blobs[i].values.subspan(r.begin, r.size());
+      a.buffers[i].assign(live.begin(), live.end());
+      slices.emplace_back(a.buffers[i]);
+    }
+  }
+  a.ticket = ticket;
+  a.sequence_at_start = options_.replica->control().sequence;
+  a.commit_started = false;
+  a.vote = "{}";
+  a.commit_status = Status::Ok();
+  a.shard_done = !writer;
+  if (rank == 0) options_.replica->SetCheckpointFailed(false);
+  if (writer) {
+    // Raised now, before the next step's control words are taken: every
+    // rank counts this writer from the next step until its shard is done
+    // (on the chief: until the commit is done).
+    options_.replica->SetCheckpointBusy(true);
+    a.worker.Enqueue([this, ticket, slices = std::move(slices), rank] {
+      AsyncSave& a = *async_;
+      Status s = env_->CreateDir(options_.directory);
+      if (s.ok()) s = env_->CreateDir(ticket->area);  // whichever rank comes first
+      a.vote = s.ok() ? WriteOwnShard(*ticket, slices)
+                      : json({{"ok", false}, {"error", s.ToString()}}).dump();
+      if (rank != 0) {
+        // The chief reads it once every rank's busy word is down. Losing it
+        // (a full disk) aborts the save, as a failed shard would; only this
+        // rank can then say why.
+        const Status sent =
+            AtomicWriteFile(env_, VoteFile(ticket->area, rank), a.vote, Durability::kHint);
+        if (!sent.ok()) {
+          const json vote = json::parse(a.vote);
+          const std::string why = vote.value("ok", false)
+                                      ? "cannot report its shard: " + sent.ToString()
+                                      : vote.value("error", sent.ToString());
+          std::fprintf(stderr, "holdfast: rank %d: checkpoint %s not saved: %s\n", rank,
+                       ticket->name.c_str(), why.c_str());
+        }
+        options_.replica->SetCheckpointBusy(false);
+      }
+      a.shard_done = true;
+    });
+  }
+  ++stats_.started;
+  interval_start_step_ = step;  // a failed async save is retried a full interval later
+  stats_.snapshot_seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return Status::Ok();
+}
+
+Status CheckpointManager::Poll() {
+  if (!save_in_flight()) return Status::Ok();
+  AsyncSave& a = *async_;
+  const StepControl& control = options_.replica->control();
+  if (control.sequence <= a.sequence_at_start) return Status::Ok();  // no step since it began
+  const bool chief = comm_->rank() == 0;
+  if (chief && !a.commit_started && control.checkpoint_busy == 1 && a.shard_done) {
+    // Only the chief's own word was up: every other shard is written.
+    a.commit_started = true;
+    std::shared_ptr<const Ticket> ticket = a.ticket;
+    a.worker.Enqueue([this, ticket] {
+      AsyncSave& a = *async_;
+      std::vector<std::string> votes = {a.vote};
+      for (int r = 1; r < ticket->world; ++r) {
+        if (r >= ticket->writers) {
+          votes.emplace_back("{}");
+          continue;
+        }
+        auto vote = env_->ReadFile(VoteFile(ticket->area, r), kMaxVoteBytes);
+        votes.push_back(
+            vote.ok()
+                ? *vote
+                : json({{"ok", false}, {"error", "did not report (its stderr says why)"}}).dump());
+      }
+      a.commit_status = CommitOnChief(*ticket, votes);
+      // Failed first, then busy down: every rank sees both at one step.
+      options_.replica->SetCheckpointFailed(!a.commit_status.ok());
+      options_.replica->SetCheckpointBusy(false);
+    });
+    return Status::Ok();
+  }
+  if (control.checkpoint_busy > 0) return Status::Ok();
+  // Resolved, at this same step on every rank.
+  Status outcome = Status::Ok();
+  if (chief) {
+    a.worker.WaitIdle();
+    outcome = a.commit_status;
+  } else if (control.checkpoint_failed > 0) {
+    outcome = AbortedError("checkpoint " + a.ticket->name +
+                           " not committed, the previous one stays (the chief says why)");
+  }
+  return FinishAsyncSave(outcome);
+}
+
+Status CheckpointManager::WaitForSave() {
+  if (!save_in_flight()) return Status::Ok();
+  AsyncSave& a = *async_;
+  a.worker.WaitIdle();
+  const std::vector<std::string> votes = comm_->Gather(a.vote, 0);
+  std::string outcome;
+  if (comm_->rank() == 0) {
+    outcome = EncodeStatus(a.commit_started ? a.commit_status : CommitOnChief(*a.ticket, votes));
+  }
+  const Status status = DecodeStatus(comm_->BroadcastString(outcome, 0));
+  options_.replica->SetCheckpointBusy(false);
+  return FinishAsyncSave(status);
+}
+
+Status CheckpointManager::FinishAsyncSave(Status outcome) {
+  if (outcome.ok()) {
+    last_committed_step_ = async_->ticket->step;
+    ++stats_.committed;
+  } else {
+    ++stats_.failed;
+  }
+  async_->ticket.reset();
+  return outcome;
+}
+
+Status CheckpointManager::SaveAndWait() {
+  const Status previous = WaitForSave();
+  if (last_committed_step_ == checkpoint_->step()) return Status::Ok();
+  if (!previous.ok() && comm_->rank() == 0) {
+    std::fprintf(stderr, "holdfast: warning: %s\n", previous.ToString().c_str());
+  }
+  return SaveSync();
+}
+
+Status CheckpointManager::CommitOnChief(const Ticket& ticket,
+                                        const std::vector<std::string>& votes) {
+  const std::string& tmp = ticket.area;
+  const std::string final_dir = JoinPath(options_.directory, ticket.name);
+  const std::string& name = ticket.name;
   json shards = json::array();
   std::string failures;
   for (size_t r = 0; r < votes.size(); ++r) {
-    const json vote = json::parse(votes[r]);
-    if (vote.empty()) continue;  // not a writer
-    if (!vote["ok"].get<bool>()) {
+    const json vote = json::parse(votes[r], nullptr, /*allow_exceptions=*/false);
+    if (vote.is_object() && vote.empty()) continue;  // not a writer
+    if (!vote.is_object() || !vote.value("ok", false)) {
       if (!failures.empty()) failures += "; ";
       failures += "rank ";
       failures += std::to_string(r);
       failures += ": ";
-      failures += vote["error"].get<std::string>();
+      failures += vote.is_object() ? vote.value("error", "no error given") : "unreadable vote";
       continue;
     }
     shards.push_back(
@@ -211,7 +470,11 @@ Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string&
     return AbortedError("checkpoint " + name + " not committed, the previous one stays: " + why);
   };
   if (!failures.empty()) return abort(failures);
-
+  // Votes left by writers of an asynchronous save are not part of it.
+  for (int r = 1; r < ticket.world; ++r) {
+    const std::string vote_file = VoteFile(tmp, r);
+    if (env_->Exists(vote_file)) (void)env_->RemoveFile(vote_file);
+  }
   if (env_->Exists(final_dir)) {
     if (ReadCheckpoint(env_, final_dir).ok()) {
       // This step was committed before (a resumed run saving the same step,
@@ -228,22 +491,23 @@ Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string&
       return abort("cannot replace the damaged " + name + ": " + removed.ToString());
   }
   const double now = UnixNow();
+  const int64_t step = ticket.step;
   json manifest = {
       {"format", "holdfast-checkpoint"},
       {"format_version", internal::kShardFormatVersion},
       {"holdfast_version", HOLDFAST_VERSION},
       {"step", step},
-      {"world_size", comm_->size()},
+      {"world_size", ticket.world},
       {"created_unix", now},
       {"created_utc", UtcNow(now)},
-      {"model_signature", checkpoint_->ModelSignature()},
-      {"optimizer_signature", checkpoint_->OptimizerSignature()},
-      {"counters", checkpoint_->counters},
+      {"model_signature", ticket.model_signature},
+      {"optimizer_signature", ticket.optimizer_signature},
+      {"counters", ticket.counters},
       {"shards", shards},
   };
   json blobs = json::array();
-  for (const NamedBlob& blob : checkpoint_->Blobs()) {
-    blobs.push_back({{"name", blob.name}, {"floats", blob.values.size()}});
+  for (const auto& [blob, floats] : ticket.blobs) {
+    blobs.push_back({{"name", blob}, {"floats", floats}});
   }
   manifest["blobs"] = blobs;
   manifest["checksum"] = internal::ManifestChecksum(manifest);
@@ -272,6 +536,7 @@ Status CheckpointManager::SaveOnChief(const std::string& tmp, const std::string&
 }
 
 StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
+  (void)WaitForSave();  // its outcome is on disk for the chief to find
   const std::string& dir = options_.directory;
   std::optional<CheckpointContents> chosen;
   Status status = Status::Ok();
@@ -340,7 +605,7 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
   if (outcome[0] == 'E') return DecodeStatus(outcome.substr(1));
   if (outcome[0] == 'N') {
     // A fresh start: checkpoint_interval counts from here.
-    last_committed_step_ = checkpoint_->step();
+    interval_start_step_ = checkpoint_->step();
     return std::optional<int64_t>();
   }
 
@@ -374,7 +639,7 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
   const std::vector<int64_t> check = {step, static_cast<int64_t>(Xxh3(scalars.dump()))};
   const Communicator::MinMax range = comm_->AllReduceMinMax(check);
   HOLDFAST_CHECK(range.min == range.max, "ranks restored different checkpoints");
-  last_committed_step_ = step;
+  last_committed_step_ = interval_start_step_ = step;
   return std::optional<int64_t>(step);
 }
 
@@ -452,6 +717,7 @@ Status CheckpointManager::ApplyKeepPolicy() {
 }
 
 Status CheckpointManager::DeleteAll() {
+  (void)WaitForSave();
   std::string outcome;
   if (comm_->rank() == 0) {
     Status s = Status::Ok();

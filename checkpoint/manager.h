@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,31 @@ struct CheckpointOptions {
   bool save_before_preemption = false;
   PreemptionOptions preemption = {};
   Env* env = nullptr;  // null: Env::Default()
+  // Asynchronous saves (as PyTorch DCP's async_save, Orbax, CheckFreq). Save()
+  // copies this rank's part of the state into a reusable buffer and returns;
+  // a background thread writes, fsyncs and hashes the shard. Every rank
+  // learns from `replica`'s control words, which ride in the gradient
+  // all-reduce of every step, when all shards are written; the chief then
+  // commits (manifest, rename, fsync) in the background too, and the same
+  // words tell every rank the outcome at the same step. No extra collective
+  // and no MPI call off the training thread. At most one save is in flight:
+  // a save that falls due before the previous one resolved waits for it.
+  // The loop must call Poll() (or Save()) after every step, and
+  // WaitForSave() before it ends.
+  bool async = false;
+  Replica* replica = nullptr;  // required with async; must outlive the manager
+};
+
+struct SaveStats {
+  int64_t started = 0;  // saves begun (async) or attempted (sync)
+  int64_t committed = 0;
+  int64_t failed = 0;
+  // Async: saves that fell due while the previous one was still in flight
+  // and waited for it, and the training time spent on that and on copying
+  // the state (the whole stall an asynchronous save causes).
+  int64_t waits = 0;
+  double wait_seconds = 0;
+  double snapshot_seconds = 0;
 };
 
 // When this environment variable names a file, RestoreLatest (on the chief)
@@ -82,9 +108,29 @@ class CheckpointManager {
   // nothing. On any rank's failure (disk full, I/O error, permission)
   // nothing is committed, the previous checkpoints stay, and every rank gets
   // the same Aborted status naming the failed ranks.
+  // Async: polls (see Poll), then starts a save of this step unless the
+  // interval (counted from the last save begun) says no; the status is the
+  // outcome of an earlier save that resolved now, if one did.
   Status Save(bool force = false);
 
-  // Collective. Loads the newest valid checkpoint into the Checkpoint on
+  // Async: advances the save in flight with the control words of the step
+  // just finished (not collective; the same on every rank). Returns the
+  // save's outcome at the step where it resolves, OK otherwise.
+  Status Poll();
+  // Collective. Async: finishes the save in flight, if any, right now (every
+  // rank waits for its writer; the chief commits) and returns its outcome.
+  Status WaitForSave();
+  // Collective. Commits this step synchronously, after the save in flight
+  // (if that one was of this step, it is enough). For the end of training
+  // and preemption.
+  Status SaveAndWait();
+  bool save_in_flight() const;
+  // The step of the newest checkpoint committed or restored; -1: none yet.
+  int64_t last_committed_step() const { return last_committed_step_; }
+  const SaveStats& stats() const { return stats_; }
+
+  // Collective (waits for an async save in flight first). Loads the newest
+  // valid checkpoint into the Checkpoint on
   // every rank and returns its step; nullopt when the directory holds none
   // (a fresh start). Damaged ones are skipped with a note on stderr (chief).
   // Errors, the same on every rank: DataLoss when checkpoints exist but none
@@ -115,13 +161,23 @@ class CheckpointManager {
   // commits a checkpoint (whatever checkpoint_interval says) and returns
   // true: the loop should end and the program exit with kExitPreempted. A
   // failed save is returned as the error (the previous checkpoint stands).
+  // Async: an in-flight save is finished first.
   StatusOr<bool> SaveIfPreempted(Replica& replica);
 
   const CheckpointOptions& options() const { return options_; }
 
  private:
-  Status SaveOnChief(const std::string& tmp, const std::string& final_dir,
-                     const std::vector<std::string>& votes);
+  struct Ticket;
+  struct AsyncSave;
+
+  Ticket MakeTicket(int64_t step, std::string area) const;
+  // This rank's shard of `ticket` from `blobs` (this rank's slices of every
+  // blob, in ticket order), written and fsynced; the vote for the chief.
+  std::string WriteOwnShard(const Ticket& ticket, const std::vector<std::span<const float>>& blobs);
+  Status SaveSync();
+  Status StartAsyncSave();
+  Status FinishAsyncSave(Status outcome);
+  Status CommitOnChief(const Ticket& ticket, const std::vector<std::string>& votes);
   Status ApplyKeepPolicy();
 
   Checkpoint* checkpoint_;
@@ -130,6 +186,13 @@ class CheckpointManager {
   Env* env_;
   std::unique_ptr<PreemptionHandler> preemption_;
   int64_t last_committed_step_ = -1;  // by this manager, or restored; -1: none yet
+  // Where checkpoint_interval counts from: the last commit, restore or fresh
+  // start, or the last asynchronous save begun.
+  int64_t interval_start_step_ = -1;
+  SaveStats stats_;
+  // Last member: destroyed first, so its writer thread finishes its queued
+  // jobs (which use the members above) before anything else goes.
+  std::unique_ptr<AsyncSave> async_;
 };
 
 }  // namespace holdfast

@@ -29,6 +29,13 @@ struct FitOptions;
 struct StepControl {
   int stop_requests = 0;  // replicas asking the job to stop (preemption, user)
   int failures = 0;       // replicas reporting a failure
+  // Replicas with asynchronous checkpoint work in flight, and replicas
+  // reporting that their last one failed (checkpoint/manager.h).
+  int checkpoint_busy = 0;
+  int checkpoint_failed = 0;
+  // Grows by one with every agreed step: tells a reader whether these words
+  // are new since it last looked.
+  int64_t sequence = 0;
 };
 
 // The seam between the training loop and a data-parallel strategy. This
@@ -53,7 +60,9 @@ class Replica {
   // Ends it: leaves in `grads` the sum of every replica's gradients and in
   // `metrics` the sum of every replica's metrics, and agrees on control().
   virtual void FinishStepSync(std::span<float> /*grads*/, std::span<double> /*metrics*/) {
+    const int64_t sequence = control_.sequence;
     control_ = TakeLocalControl();
+    control_.sequence = sequence + 1;
   }
   // Sums small metric vectors (evaluation) over replicas, in place.
   virtual void SumMetrics(std::span<double> /*values*/) {}
@@ -62,21 +71,30 @@ class Replica {
   // step. Async-signal-safe (a lock-free atomic store).
   void RequestStop() { local_stop_.store(true, std::memory_order_relaxed); }
   void ReportFailure() { local_failure_.store(true, std::memory_order_relaxed); }
+  // Levels rather than events: held until changed, counted at every step.
+  // Any thread may set them. A thread that sets `failed` and then lowers
+  // `busy` is seen to have done both at the same step (busy is read first,
+  // and both are sequentially consistent).
+  void SetCheckpointBusy(bool busy) { checkpoint_busy_.store(busy); }
+  void SetCheckpointFailed(bool failed) { checkpoint_failed_.store(failed); }
   // The words agreed at the last finished step.
   const StepControl& control() const { return control_; }
 
  protected:
-  // This replica's raised words (cleared as they are taken).
+  // This replica's raised words (events are cleared as they are taken).
   StepControl TakeLocalControl() {
     StepControl c;
     c.stop_requests = local_stop_.exchange(false, std::memory_order_relaxed) ? 1 : 0;
     c.failures = local_failure_.exchange(false, std::memory_order_relaxed) ? 1 : 0;
+    c.checkpoint_busy = checkpoint_busy_.load() ? 1 : 0;
+    c.checkpoint_failed = checkpoint_failed_.load() ? 1 : 0;
     return c;
   }
   StepControl control_;
 
  private:
   std::atomic<bool> local_stop_{false}, local_failure_{false};
+  std::atomic<bool> checkpoint_busy_{false}, checkpoint_failed_{false};
 };
 
 // Running sums of the current epoch's training metrics, global over replicas.

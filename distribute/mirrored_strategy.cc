@@ -21,7 +21,7 @@ namespace {
 
 constexpr size_t kControl = ParameterStore::kControlFloats;
 // Layout of the control line that leads the gradient buffer.
-constexpr size_t kStopWord = 0, kFailureWord = 1, kFirstMetric = 2;
+constexpr size_t kStopWord = 0, kFailureWord = 1, kBusyWord = 2, kFailedWord = 3, kFirstMetric = 4;
 // Metrics travel as floats: their sums over ranks carry float precision
 // (~1e-7 relative), plenty for reported loss and accuracy.
 constexpr size_t kMaxMetrics = kControl - kFirstMetric;
@@ -115,6 +115,8 @@ GradientsReadyFn MirroredStrategy::BeginStepSync(std::span<const double> metrics
   const StepControl local = TakeLocalControl();
   line[kStopWord] = static_cast<float>(local.stop_requests);
   line[kFailureWord] = static_cast<float>(local.failures);
+  line[kBusyWord] = static_cast<float>(local.checkpoint_busy);
+  line[kFailedWord] = static_cast<float>(local.checkpoint_failed);
   for (size_t i = 0; i < metrics.size(); ++i) {
     line[kFirstMetric + i] = static_cast<float>(metrics[i]);
   }
@@ -171,6 +173,9 @@ void MirroredStrategy::FinishStepSync(std::span<float> /*grads*/, std::span<doub
   const std::span<const float> line = model_->store().control_and_grads().first(kControl);
   control_.stop_requests = static_cast<int>(std::lround(line[kStopWord]));
   control_.failures = static_cast<int>(std::lround(line[kFailureWord]));
+  control_.checkpoint_busy = static_cast<int>(std::lround(line[kBusyWord]));
+  control_.checkpoint_failed = static_cast<int>(std::lround(line[kFailedWord]));
+  ++control_.sequence;
   for (size_t i = 0; i < metrics.size(); ++i) metrics[i] = line[kFirstMetric + i];
   exposed_sync_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

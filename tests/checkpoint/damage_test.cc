@@ -16,6 +16,7 @@
 #include <new>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "checkpoint/internal/manifest.h"
@@ -81,19 +82,23 @@ struct AbsurdCase {
   std::function<void(json&)> edit;
 };
 
-class DamageTest : public ::testing::TestWithParam<int> {
+// Parameters: the world size, and whether the checkpoints were saved
+// asynchronously (what is on disk must be the same either way).
+class DamageTest : public ::testing::TestWithParam<std::tuple<int, bool>> {
  protected:
+  static int World() { return std::get<0>(GetParam()); }
+  static SaveSetup Saving() { return {.world = World(), .async = std::get<1>(GetParam())}; }
+
   // For each case: ReadCheckpoint of the edited B is DataLoss, quickly,
   // without an allocation above kAllocationLimit, and restore falls back to A.
   void ExpectDataLossWithoutAllocating(const std::vector<AbsurdCase>& cases);
 
-  // A pristine directory: A, then B, saved by GetParam() ranks.
+  // A pristine directory: A, then B, saved by World() ranks.
   void SetUp() override {
     pristine_ = fs::path(base_.path()) / "pristine";
     fs::create_directory(pristine_);
     for (const State* s : {&StateA(), &StateB()}) {
-      for (const Status& st :
-           SaveOnRanks({.world = GetParam()}, pristine_.string(), Env::Default(), *s)) {
+      for (const Status& st : SaveOnRanks(Saving(), pristine_.string(), Env::Default(), *s)) {
         ASSERT_OK(st);
       }
     }
@@ -117,7 +122,7 @@ TEST_P(DamageTest, NewestDamagedFallsBackToPreviousLatestDoesNotMatter) {
   for (const auto& e : fs::directory_iterator(pristine_ / CkptName(StateB()))) {
     victims.push_back(CkptName(StateB()) + "/" + e.path().filename().string());
   }
-  ASSERT_EQ(victims.size(), static_cast<size_t>(1 + GetParam()));  // manifest + one shard each
+  ASSERT_EQ(victims.size(), static_cast<size_t>(1 + World()));  // manifest + one shard each
   victims.push_back("LATEST");
   int cases = 0;
   for (const std::string& victim : victims) {
@@ -165,7 +170,7 @@ TEST_P(DamageTest, ReadingIntoLiveStateWritesNothingUntilAllIsVerified) {
     into.emplace(name, storage[name]);
   }
   const std::string last =
-      "shard-" + std::to_string(GetParam() - 1) + "-of-" + std::to_string(GetParam()) + ".bin";
+      "shard-" + std::to_string(World() - 1) + "-of-" + std::to_string(World()) + ".bin";
   const std::string pristine_last = ReadFileToString((b / last).string());
   FlipByte(b / last, fs::file_size(b / last) - 5);  // inside the last slice's floats
   auto damaged = ReadCheckpoint(Env::Default(), b.string(), &into);
@@ -190,7 +195,7 @@ TEST_P(DamageTest, ReadingIntoLiveStateWritesNothingUntilAllIsVerified) {
 // Both damaged: DataLoss naming the directory, on every rank; never a fresh
 // start, never a crash.
 TEST_P(DamageTest, BothDamagedIsDataLossNamingTheDirectory) {
-  const std::string shard0 = "shard-0-of-" + std::to_string(GetParam()) + ".bin";
+  const std::string shard0 = "shard-0-of-" + std::to_string(World()) + ".bin";
   struct Case {
     std::string name;
     std::function<void(const fs::path&)> damage_a, damage_b;
@@ -212,8 +217,8 @@ TEST_P(DamageTest, BothDamagedIsDataLossNamingTheDirectory) {
     const fs::path d = Fresh();
     c.damage_a(d / CkptName(StateA()));
     c.damage_b(d / CkptName(StateB()));
-    std::vector<Status> statuses(static_cast<size_t>(GetParam()));
-    RunInProcessRanks(GetParam(), [&](Communicator& comm) {
+    std::vector<Status> statuses(static_cast<size_t>(World()));
+    RunInProcessRanks(World(), [&](Communicator& comm) {
       Trainee t = MakeClassifier(99);
       Checkpoint ck(t.model.get(), t.optimizer.get());
       CheckpointManager m(&ck, &comm, {.directory = d.string()});
@@ -232,7 +237,7 @@ TEST_P(DamageTest, BothDamagedIsDataLossNamingTheDirectory) {
 // A manifest with a valid checksum that names a file outside the checkpoint
 // is DataLoss, even when that file holds exactly the bytes it claims.
 TEST_P(DamageTest, ManifestCannotNameAFileOutsideTheCheckpoint) {
-  const std::string shard0 = "shard-0-of-" + std::to_string(GetParam()) + ".bin";
+  const std::string shard0 = "shard-0-of-" + std::to_string(World()) + ".bin";
   for (const std::string& target :
        {std::string("../outside.bin"), std::string("/etc/passwd"),
         "../" + CkptName(StateA()) + "/" + shard0, std::string("sub/") + shard0}) {
@@ -340,8 +345,7 @@ TEST_P(DamageTest, SavingADamagedStepAgainReplacesIt) {
   ASSERT_OK(r.status);
   ASSERT_TRUE(r.state.has_value());
   ASSERT_EQ(Which(*r.state, StateA(), StateB()), "old");
-  for (const Status& s : SaveOnRanks({.world = GetParam()}, d.string(), Env::Default(), StateB()))
-    ASSERT_OK(s);
+  for (const Status& s : SaveOnRanks(Saving(), d.string(), Env::Default(), StateB())) ASSERT_OK(s);
   r = RestoreFresh(d.string());
   ASSERT_OK(r.status);
   ASSERT_TRUE(r.state.has_value());
@@ -403,8 +407,12 @@ TEST(ShardDecodeTest, LengthFieldsAreBoundedBeforeAllocating) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Worlds, DamageTest, ::testing::Values(1, 2),
-                         [](const auto& info) { return "W" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Worlds, DamageTest,
+                         ::testing::Combine(::testing::Values(1, 2), ::testing::Bool()),
+                         [](const auto& info) {
+                           return "W" + std::to_string(std::get<0>(info.param)) +
+                                  (std::get<1>(info.param) ? "_Async" : "_Sync");
+                         });
 
 }  // namespace
 }  // namespace holdfast

@@ -6,13 +6,16 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "checkpoint/manager.h"
@@ -125,10 +128,49 @@ struct SaveSetup {
   int world = 1;
   bool chief_writes_all = false;
   int max_to_keep = 2;
+  bool async = false;
 };
 
+// A Replica for in-process ranks without a model: Step() agrees on the
+// control words over `comm` as the mirrored strategy's gradient all-reduce
+// does (one collective per step), which is all asynchronous saves need.
+class StepReplica final : public Replica {
+ public:
+  explicit StepReplica(Communicator& comm) : comm_(comm) {}
+  int rank() const override { return comm_.rank(); }
+  int world_size() const override { return comm_.size(); }
+  void Step() {
+    const StepControl local = TakeLocalControl();
+    std::vector<double> words = {
+        static_cast<double>(local.stop_requests), static_cast<double>(local.failures),
+        static_cast<double>(local.checkpoint_busy), static_cast<double>(local.checkpoint_failed)};
+    comm_.AllReduceSum(std::span<double>(words));
+    const int64_t sequence = control_.sequence;
+    control_ = {static_cast<int>(words[0]), static_cast<int>(words[1]), static_cast<int>(words[2]),
+                static_cast<int>(words[3]), sequence + 1};
+  }
+
+ private:
+  Communicator& comm_;
+};
+
+// Async: steps `replica` (every rank together) until the save in flight
+// resolves, polling after each step as a training loop does; a bounded
+// number of steps, then WaitForSave. Returns the first error seen.
+inline Status StepUntilResolved(CheckpointManager& m, StepReplica& replica, Status status) {
+  for (int i = 0; i < 20000 && m.save_in_flight(); ++i) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    replica.Step();
+    const Status polled = m.Poll();
+    if (status.ok()) status = polled;
+  }
+  const Status waited = m.WaitForSave();
+  return status.ok() ? waited : status;
+}
+
 // On `world` in-process ranks, every rank loads `s` and calls Save() once
-// through `env`; returns each rank's status.
+// through `env` (async: and steps until it resolves); returns each rank's
+// status.
 inline std::vector<Status> SaveOnRanks(const SaveSetup& setup, const std::string& dir, Env* env,
                                        const State& s) {
   std::vector<Status> statuses(static_cast<size_t>(setup.world), InternalError("not run"));
@@ -137,12 +179,17 @@ inline std::vector<Status> SaveOnRanks(const SaveSetup& setup, const std::string
     Load(s, t);
     Checkpoint c(t.model.get(), t.optimizer.get());
     c.counters = s.counters;
+    StepReplica replica(comm);
     CheckpointManager m(&c, &comm,
                         {.directory = dir,
                          .max_to_keep = setup.max_to_keep,
                          .chief_writes_all = setup.chief_writes_all,
-                         .env = env});
-    statuses[static_cast<size_t>(comm.rank())] = m.Save();
+                         .env = env,
+                         .async = setup.async,
+                         .replica = &replica});
+    Status status = m.Save();
+    if (setup.async) status = StepUntilResolved(m, replica, status);
+    statuses[static_cast<size_t>(comm.rank())] = status;
   });
   return statuses;
 }
