@@ -14,6 +14,7 @@
 // --stop-at-step, which simulates a crash), 75 preempted (SIGTERM or SIGUSR1)
 // with a committed checkpoint.
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -44,6 +45,7 @@ struct Flags {
   int max_to_keep = 2;
   double keep_every_n_hours = 0;
   int64_t stop_at_step = -1;
+  bool async_checkpoint = false;
   std::string summary_json;
 };
 
@@ -52,6 +54,30 @@ constexpr const char* kEpoch = "loop/epoch";
 constexpr const char* kBatch = "loop/batch";  // next batch of that epoch
 constexpr const char* kLossSum = "loop/epoch_loss_sum";
 constexpr const char* kSamples = "loop/epoch_samples";
+
+using Clock = std::chrono::steady_clock;
+
+// A progress line mid-epoch at most this often: enough to see a long epoch
+// move, few enough not to flood a job log.
+constexpr double kProgressSeconds = 10;
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// "4.2s", "3m07s", "2h05m".
+std::string Duration(double s) {
+  char buf[32];
+  const long long n = static_cast<long long>(s + 0.5);
+  if (s < 60) {
+    std::snprintf(buf, sizeof buf, "%.1fs", s);
+  } else if (n < 3600) {
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", n / 60, n % 60);
+  } else {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", n / 3600, n / 60 % 60);
+  }
+  return buf;
+}
 
 int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   holdfast::Communicator& comm = auto_strategy.communicator();
@@ -90,6 +116,9 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
       f.checkpoint_interval > 0 ? f.checkpoint_interval : plan.num_batches();
   // SIGTERM or SIGUSR1 to any rank: every rank saves at one step, exit 75.
   manager_options.save_before_preemption = true;
+  // Asynchronous saves learn their progress from the step's control words.
+  manager_options.async = f.async_checkpoint;
+  manager_options.replica = &trainer.replica();
   holdfast::CheckpointManager manager(&checkpoint, &comm, manager_options);
 
   // Restore, or start at (0, 0) with the freshly built weights.
@@ -116,9 +145,17 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
     std::printf("restored step %lld: epoch %lld, batch %lld\n", static_cast<long long>(**restored),
                 static_cast<long long>(epoch + 1), static_cast<long long>(batch));
   }
+  // Progress: rates over this invocation's steps only (a resumed run's
+  // earlier steps took their time in another process).
+  const int64_t total_steps = f.epochs * plan.num_batches();
+  const auto start = Clock::now();
+  auto last_line = start;
+  double samples_run = 0;
   for (; epoch < f.epochs; ++epoch, batch = 0, loss_sum = 0, samples = 0) {
     const auto order =
         holdfast::EpochPermutation(f.seed, epoch, static_cast<uint32_t>(train.size()));
+    const auto epoch_start = Clock::now();
+    const double epoch_samples_before = samples;
     while (batch < plan.num_batches()) {
       if (optimizer.iterations() == f.stop_at_step) {
         if (chief)
@@ -131,6 +168,18 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
       samples += m.samples;
       ++batch;
       ++steps_run;
+      samples_run += m.samples;
+      if (chief && SecondsSince(last_line) >= kProgressSeconds && batch < plan.num_batches()) {
+        last_line = Clock::now();
+        const double elapsed = SecondsSince(start);
+        const double eta = elapsed / static_cast<double>(steps_run) *
+                           static_cast<double>(total_steps - optimizer.iterations());
+        std::printf("epoch %lld/%d - batch %lld/%lld - %.0f samples/s - ETA %s - loss %.4f\n",
+                    static_cast<long long>(epoch + 1), f.epochs, static_cast<long long>(batch),
+                    static_cast<long long>(plan.num_batches()), samples_run / elapsed,
+                    Duration(eta).c_str(), loss_sum / samples);
+        std::fflush(stdout);
+      }
       // Commits when checkpoint_interval steps have passed since the last one.
       const holdfast::Status saved = manager.Save();
       if (!saved.ok() && chief) {
@@ -149,17 +198,30 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
       }
     }
     if (chief) {
-      std::printf("epoch %lld/%d: loss %.4f (step %lld)\n", static_cast<long long>(epoch + 1),
-                  f.epochs, loss_sum / samples, static_cast<long long>(optimizer.iterations()));
+      const double seconds = SecondsSince(epoch_start);
+      std::printf("epoch %lld/%d: loss %.4f (step %lld) - %.1fs - %.0f samples/s\n",
+                  static_cast<long long>(epoch + 1), f.epochs, loss_sum / samples,
+                  static_cast<long long>(optimizer.iterations()), seconds,
+                  seconds > 0 ? (samples - epoch_samples_before) / seconds : 0.0);
+      std::fflush(stdout);
+      last_line = Clock::now();
     }
   }
 
+  // The last asynchronous save resolves before the run reports.
+  if (const holdfast::Status last = manager.WaitForSave(); !last.ok() && chief) {
+    std::fprintf(stderr, "custom_loop: warning: %s\n", last.ToString().c_str());
+  }
   const std::string weights = holdfast::HexU64(holdfast::Xxh3(model.store().params()));
   if (chief) {
     const auto latest = manager.Latest();
-    std::printf("done: %lld steps run by this invocation, weights xxh3-64 %s, latest %s\n",
-                static_cast<long long>(steps_run), weights.c_str(),
-                latest ? latest->path.c_str() : "(none)");
+    const double seconds = SecondsSince(start);
+    std::printf(
+        "done: %lld steps run by this invocation in %s (%.0f samples/s), weights xxh3-64 %s, "
+        "latest %s\n",
+        static_cast<long long>(steps_run), Duration(seconds).c_str(),
+        seconds > 0 ? samples_run / seconds : 0.0, weights.c_str(),
+        latest ? latest->path.c_str() : "(none)");
     if (!f.summary_json.empty()) {
       nlohmann::json j;
       j["weights_xxh64"] = weights;
@@ -170,6 +232,13 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
       nlohmann::json kept = nlohmann::json::array();
       for (const auto& c : manager.Checkpoints()) kept.push_back(c.name);
       j["checkpoints"] = kept;
+      const holdfast::SaveStats& st = manager.stats();
+      j["saves"] = {{"started", st.started},
+                    {"committed", st.committed},
+                    {"failed", st.failed},
+                    {"waits", st.waits},
+                    {"snapshot_seconds", st.snapshot_seconds},
+                    {"wait_seconds", st.wait_seconds}};
       std::ofstream out(f.summary_json);
       out << j.dump(2) << '\n';
       if (!out) throw std::runtime_error("cannot write " + f.summary_json);
@@ -210,6 +279,8 @@ int main(int argc, char** argv) {
   app.add_option("--stop-at-step", f.stop_at_step,
                  "Simulate a crash: exit 1 before training step N")
       ->capture_default_str();
+  app.add_flag("--async-checkpoint", f.async_checkpoint,
+               "Write checkpoints in the background: a save costs one copy of the state");
   app.add_option("--summary-json", f.summary_json, "Write a JSON summary here (chief)");
   try {
     app.parse(argc, argv);

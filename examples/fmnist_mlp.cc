@@ -28,6 +28,7 @@
 #include "core/version.h"
 #include "distribute/mirrored_strategy.h"
 #include "distribute/mpi_communicator.h"
+#include "examples/batch_logger.h"
 
 namespace {
 
@@ -61,6 +62,7 @@ struct Flags {
   bool drop_remainder = false;
   std::string summary_json;
   std::string csv_log;
+  std::string batch_log;
   // Fault tolerance.
   std::string backup_dir;
   std::string save_freq = "epoch";
@@ -68,6 +70,7 @@ struct Flags {
   bool keep_checkpoint = false;
   bool start_fresh_if_damaged = false;
   bool chief_writes_all = false;
+  bool async_checkpoint = false;
   bool save_before_preemption = true;
   bool preempt_on_sigint = false;
   int interrupt_at_epoch = -1;
@@ -178,6 +181,8 @@ void ParseFlags(CLI::App& app, Flags& f) {
                "If every checkpoint in --backup-dir is damaged, start over instead of failing");
   app.add_flag("--chief-writes-all", f.chief_writes_all,
                "Rank 0 writes the whole checkpoint (clusters without a shared filesystem)");
+  app.add_flag("--async-checkpoint", f.async_checkpoint,
+               "Write checkpoints in the background: a save point costs one copy of the state");
   app.add_flag("--save-before-preemption,!--no-save-before-preemption", f.save_before_preemption,
                "With --backup-dir (default on): on SIGTERM or SIGUSR1 to any rank, every rank "
                "commits a checkpoint at the same step and the job exits 75");
@@ -190,6 +195,10 @@ void ParseFlags(CLI::App& app, Flags& f) {
                  "Test aid: fail (exit 1) once S steps are done")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--csv-log", f.csv_log, "Append per-epoch loss and accuracy to a CSV FILE");
+  app.add_option("--batch-log", f.batch_log,
+                 "Write 'step,epoch,batch,loss' of every step to a CSV FILE (rank 0); a resumed "
+                 "run keeps the rows up to its checkpoint and continues the file, a fresh run "
+                 "starts it over");
   app.set_version_flag("--version", std::string("holdfast ") + HOLDFAST_VERSION);
 }
 
@@ -233,6 +242,7 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
     bo.delete_checkpoint = !f.keep_checkpoint;
     bo.start_fresh_if_damaged = f.start_fresh_if_damaged;
     bo.chief_writes_all = f.chief_writes_all;
+    bo.async = f.async_checkpoint;
     bo.save_before_preemption = f.save_before_preemption;
     bo.preemption = PreemptionOptions(f);
     backup = std::make_unique<holdfast::BackupAndRestore>(bo, &auto_strategy.communicator());
@@ -259,12 +269,19 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   InterruptingCallback interrupting(f.interrupt_at_epoch, f.interrupt_at_step);
   holdfast::ProgressBar progress(f.quiet);
   std::unique_ptr<holdfast::CsvLogger> csv;
+  std::unique_ptr<holdfast::examples::BatchLogger> batch_log;
   holdfast::FitOptions options;
   options.epochs = f.epochs;
   options.batch_size = f.batch;
   options.seed = f.seed;
   options.drop_remainder = f.drop_remainder;
   options.replica = &strategy;
+  // Before the restore: it reads the resumed step later, at the first epoch
+  // begin, and must log a step before a save of that step commits.
+  if (!f.batch_log.empty()) {
+    batch_log = std::make_unique<holdfast::examples::BatchLogger>(f.batch_log);
+    options.callbacks.push_back(batch_log.get());
+  }
   // Restore first, so that the others see the resumed position.
   if (backup) options.callbacks.push_back(backup.get());
   options.callbacks.push_back(&interrupting);
@@ -340,6 +357,11 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
     j["epochs_run"] = static_cast<int>(history.epochs.size());
     j["checkpoints_committed"] = backup ? backup->saves_committed() : 0;
     j["checkpoints_failed"] = backup ? backup->saves_failed() : 0;
+    if (backup) {
+      const holdfast::SaveStats st = backup->save_stats();
+      j["checkpoint_waits"] = st.waits;
+      j["checkpoint_stall_seconds"] = st.snapshot_seconds + st.wait_seconds;
+    }
     j["holdfast_version"] = HOLDFAST_VERSION;
     nlohmann::json epochs = nlohmann::json::array();
     for (const auto& e : history.epochs) {

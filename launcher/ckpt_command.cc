@@ -377,7 +377,25 @@ struct Row {
   Status damage;  // OK: no damage found
 };
 
-int RunLs(const std::string& dir_arg, bool verify) {
+const char* KindName(Entry::Kind kind) {
+  switch (kind) {
+    case Entry::kCommitted:
+      return "committed";
+    case Entry::kUncommitted:
+      return "uncommitted";
+    default:
+      return "incomplete";
+  }
+}
+
+// A counter of a manifest as JSON, null when it has none.
+json Counter(const CheckpointContents* m, const char* key) {
+  if (m == nullptr) return nullptr;
+  const auto it = m->counters.find(key);
+  return it == m->counters.end() ? json(nullptr) : json(it->second);
+}
+
+int RunLs(const std::string& dir_arg, bool verify, bool as_json) {
   const std::string dir = StripTrailingSlashes(dir_arg);
   std::string why;
   const PathKind kind = Classify(dir, &why);
@@ -393,7 +411,7 @@ int RunLs(const std::string& dir_arg, bool verify) {
     PrintError("cannot list " + dir + ": " + entries.status().message());
     return kExitFailure;
   }
-  if (entries->empty()) {
+  if (entries->empty() && !as_json) {
     std::printf("no checkpoints in %s\n", dir.c_str());
     return kExitOk;
   }
@@ -424,6 +442,7 @@ int RunLs(const std::string& dir_arg, bool verify) {
   const double now = UnixNow();
   Table table({"NAME", "STEP", "EPOCH/BATCH", "WORLD", "SIZE", "AGE", ""},
               {false, true, false, true, true, false, false});
+  json checkpoints = json::array();
   for (const Row& row : rows) {
     const Entry& e = row.entry;
     const CheckpointContents* m = row.manifest ? &*row.manifest : nullptr;
@@ -438,9 +457,37 @@ int RunLs(const std::string& dir_arg, bool verify) {
     if (e.kind == Entry::kUncommitted) marks.push_back(kUncommittedNote);
     std::string note;
     for (const std::string& mark : marks) note += (note.empty() ? "" : ", ") + mark;
+    const uint64_t bytes = DiskBytes(e.path);
+    const double created = m ? m->created_unix : ModifiedUnix(e.path);
     table.Add({e.name, std::to_string(m ? m->step : e.step), m ? EpochBatch(m->counters) : "-",
-               m ? std::to_string(m->world_size) : "-", HumanBytes(DiskBytes(e.path)),
-               HumanAge(now - (m ? m->created_unix : ModifiedUnix(e.path))), note});
+               m ? std::to_string(m->world_size) : "-", HumanBytes(bytes), HumanAge(now - created),
+               note});
+    checkpoints.push_back(
+        {{"name", e.name},
+         {"path", e.path},
+         {"state", KindName(e.kind)},
+         {"step", m ? m->step : e.step},
+         {"epoch", Counter(m, "holdfast/epoch")},
+         {"batch", Counter(m, "holdfast/batch")},
+         {"world_size", m ? json(m->world_size) : json(nullptr)},
+         {"bytes_on_disk", bytes},
+         {"created_unix", created},
+         {"age_seconds", now - created},
+         {"latest", e.kind == Entry::kCommitted && e.name == latest},
+         {"restore", &row == restore},
+         {"ok", e.kind == Entry::kCommitted && row.damage.ok()},
+         {"damage",
+          row.damage.ok() ? json(nullptr) : json(Shorten(row.damage.message(), e.path))}});
+  }
+  if (as_json) {
+    const json j = {{"directory", dir},
+                    {"latest", latest.empty() ? json(nullptr) : json(latest)},
+                    {"latest_is_committed", !latest.empty() && latest_found},
+                    {"restore", restore ? json(restore->entry.name) : json(nullptr)},
+                    {"shards_verified", verify},
+                    {"checkpoints", checkpoints}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return kExitOk;
   }
   std::fputs(table.Render().c_str(), stdout);
   if (!latest_found) {
@@ -644,17 +691,56 @@ int RunInspect(const std::string& arg, bool as_json) {
 // ---------------------------------------------------------------------------
 // verify
 
-// "ok  step 100, world 2, 2 shards, 2.8 KiB" (size on disk) or "DAMAGED: <reason>".
-std::string VerifyLine(Env* env, const std::string& path, bool* ok) {
+// One committed checkpoint, fully verified. Step, world size and shards come
+// from the manifest when only the shards are damaged.
+struct Verified {
+  bool ok = false;
+  std::string damage;  // the reason, when !ok
+  std::optional<CheckpointContents> manifest;
+  uint64_t disk_bytes = 0;
+};
+
+Verified Verify(Env* env, const std::string& path) {
+  Verified v;
+  v.disk_bytes = DiskBytes(path);
+  if (!env->Exists(JoinPath(path, kManifestFile))) {
+    v.damage = "not committed (no MANIFEST.json)";
+    return v;
+  }
   auto c = ReadCheckpoint(env, path);
-  *ok = c.ok();
-  if (!c.ok()) return "DAMAGED: " + Shorten(c.status().message(), path);
-  return "ok  step " + std::to_string(c->step) + ", world " + std::to_string(c->world_size) + ", " +
-         std::to_string(c->shards.size()) + (c->shards.size() == 1 ? " shard, " : " shards, ") +
-         HumanBytes(DiskBytes(path));
+  v.ok = c.ok();
+  if (c.ok()) {
+    c->blobs.clear();  // only the manifest's fields are reported
+    v.manifest = std::move(*c);
+    return v;
+  }
+  v.damage = Shorten(c.status().message(), path);
+  if (auto m = ReadManifest(env, path); m.ok()) v.manifest = std::move(*m);
+  return v;
 }
 
-int RunVerify(const std::string& arg) {
+// "ok  step 100, world 2, 2 shards, 2.8 KiB" (size on disk) or "DAMAGED: <reason>".
+std::string VerifyLine(const Verified& v) {
+  if (!v.ok) return "DAMAGED: " + v.damage;
+  const CheckpointContents& c = *v.manifest;
+  return "ok  step " + std::to_string(c.step) + ", world " + std::to_string(c.world_size) + ", " +
+         std::to_string(c.shards.size()) + (c.shards.size() == 1 ? " shard, " : " shards, ") +
+         HumanBytes(v.disk_bytes);
+}
+
+json VerifyJson(const std::string& name, const std::string& state, const Verified& v) {
+  const CheckpointContents* m = v.manifest ? &*v.manifest : nullptr;
+  return {{"name", name},
+          {"state", state},
+          {"ok", v.ok},
+          {"damage", v.ok ? json(nullptr) : json(v.damage)},
+          {"step", m ? json(m->step) : json(nullptr)},
+          {"world_size", m ? json(m->world_size) : json(nullptr)},
+          {"shards", m ? json(m->shards.size()) : json(nullptr)},
+          {"bytes_on_disk", v.disk_bytes}};
+}
+
+int RunVerify(const std::string& arg, bool as_json) {
   const std::string path = StripTrailingSlashes(arg);
   std::string why;
   const PathKind kind = Classify(path, &why);
@@ -663,13 +749,14 @@ int RunVerify(const std::string& arg) {
   }
   Env* env = Env::Default();
   if (kind == PathKind::kCheckpoint) {
-    bool ok = false;
-    const std::string line = env->Exists(JoinPath(path, kManifestFile))
-                                 ? VerifyLine(env, path, &ok)
-                                 : "DAMAGED: not committed (no MANIFEST.json)";
-    std::printf("%s  %s\n", BaseName(path).c_str(), line.c_str());
-    if (!ok) PrintError(path + " is damaged");
-    return ok ? kExitOk : kExitFailure;
+    const Verified v = Verify(env, path);
+    if (as_json) {
+      std::printf("%s\n", VerifyJson(BaseName(path), "committed", v).dump(2).c_str());
+    } else {
+      std::printf("%s  %s\n", BaseName(path).c_str(), VerifyLine(v).c_str());
+    }
+    if (!v.ok) PrintError(path + " is damaged");
+    return v.ok ? kExitOk : kExitFailure;
   }
 
   auto entries = Scan(env, path);
@@ -677,30 +764,70 @@ int RunVerify(const std::string& arg) {
     PrintError("cannot list " + path + ": " + entries.status().message());
     return kExitFailure;
   }
-  Table table({"", ""}, {false, false});
+  const std::string latest = ReadLatest(env, path);
+  struct Checked {
+    const Entry* entry;
+    Verified v;
+  };
+  std::vector<Checked> checked;
   int committed = 0, damaged = 0;
-  std::string restore;
+  const Checked* restore = nullptr;
   for (const Entry& e : *entries) {
-    if (e.kind != Entry::kCommitted) {
-      table.Add({e.name, e.kind == Entry::kPrepare ? kIncompleteNote : kUncommittedNote});
-      continue;
-    }
-    bool ok = false;
-    table.Add({e.name, VerifyLine(env, e.path, &ok)});
+    checked.push_back({&e, e.kind == Entry::kCommitted ? Verify(env, e.path) : Verified{}});
+    if (e.kind != Entry::kCommitted) continue;
     ++committed;
-    if (ok) restore = e.name;  // oldest first: the last ok one is the newest
-    damaged += ok ? 0 : 1;
+    damaged += checked.back().v.ok ? 0 : 1;
   }
-  if (committed == 0) {
+  for (const Checked& c : checked) {  // oldest first: the last ok one is the newest
+    if (c.entry->kind == Entry::kCommitted && c.v.ok) restore = &c;
+  }
+
+  Table table({"NAME", "STEP", "WORLD", "SHARDS", "SIZE", "STATUS"},
+              {false, true, true, true, true, false});
+  json rows = json::array();
+  for (const Checked& c : checked) {
+    const Entry& e = *c.entry;
+    const CheckpointContents* m = c.v.manifest ? &*c.v.manifest : nullptr;
+    std::string status;
+    if (e.kind == Entry::kCommitted) {
+      status = c.v.ok ? "ok" : "DAMAGED: " + c.v.damage;
+      std::vector<std::string> marks;
+      if (e.name == latest) marks.push_back("LATEST");
+      if (&c == restore) marks.push_back("restore");
+      for (size_t i = 0; i < marks.size(); ++i) status += (i == 0 ? " (" : ", ") + marks[i];
+      if (!marks.empty()) status += ")";
+    } else {
+      status = e.kind == Entry::kPrepare ? kIncompleteNote : kUncommittedNote;
+    }
+    table.Add({e.name, std::to_string(m ? m->step : e.step),
+               m ? std::to_string(m->world_size) : "-", m ? std::to_string(m->shards.size()) : "-",
+               HumanBytes(e.kind == Entry::kCommitted ? c.v.disk_bytes : DiskBytes(e.path)),
+               status});
+    if (e.kind != Entry::kCommitted) continue;
+    json row = VerifyJson(e.name, KindName(e.kind), c.v);
+    row["latest"] = e.name == latest;
+    row["restore"] = &c == restore;
+    rows.push_back(row);
+  }
+  if (as_json) {
+    const json j = {{"directory", path},
+                    {"ok", damaged == 0},
+                    {"checkpoints_verified", committed},
+                    {"damaged", damaged},
+                    {"latest", latest.empty() ? json(nullptr) : json(latest)},
+                    {"restore", restore ? json(restore->entry->name) : json(nullptr)},
+                    {"checkpoints", rows}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else if (committed == 0) {
     std::printf("no checkpoints in %s\n", path.c_str());
     return kExitOk;
+  } else {
+    std::fputs(table.Render().c_str(), stdout);
+    std::printf("%d checkpoint%s verified, %s; %s\n", committed, committed == 1 ? "" : "s",
+                damaged == 0 ? "all ok" : (std::to_string(damaged) + " damaged").c_str(),
+                restore == nullptr ? "restore would fail: none is usable"
+                                   : ("restore would pick " + restore->entry->name).c_str());
   }
-  const std::string rendered = table.Render();
-  std::fputs(rendered.c_str() + rendered.find('\n') + 1, stdout);
-  std::printf("%d checkpoint%s, %s; %s\n", committed, committed == 1 ? "" : "s",
-              damaged == 0 ? "all ok" : (std::to_string(damaged) + " damaged").c_str(),
-              restore.empty() ? "restore would fail: none is usable"
-                              : ("restore would pick " + restore).c_str());
   if (damaged > 0) {
     PrintError(std::to_string(damaged) + " of " + std::to_string(committed) + " checkpoint" +
                (committed == 1 ? "" : "s") + " in " + path + " damaged");
@@ -762,7 +889,8 @@ void AddCkptCommand(CLI::App& app, int* exit_code) {
   ls->add_flag("--no-verify", args->no_verify,
                "Read manifests only, no shard hashing (fast for big checkpoints);\n"
                "`restore` then marks the newest readable manifest");
-  ls->callback([args, exit_code] { *exit_code = RunLs(args->dir, !args->no_verify); });
+  ls->add_flag("--json", args->json, "Print JSON instead of the table");
+  ls->callback([args, exit_code] { *exit_code = RunLs(args->dir, !args->no_verify, args->json); });
 
   CLI::App* inspect = ckpt->add_subcommand(
       "inspect",
@@ -783,7 +911,8 @@ void AddCkptCommand(CLI::App& app, int* exit_code) {
   verify->add_option("DIR", args->dir, "Checkpoint directory (all of it), or DIR/ckpt-N")
       ->required()
       ->type_name("");
-  verify->callback([args, exit_code] { *exit_code = RunVerify(args->dir); });
+  verify->add_flag("--json", args->json, "Print JSON instead of the table");
+  verify->callback([args, exit_code] { *exit_code = RunVerify(args->dir, args->json); });
 }
 
 }  // namespace holdfast::launcher

@@ -1,6 +1,7 @@
 // `holdfast ckpt ls|inspect|verify`: looks at a checkpoint directory the way
-// CheckpointManager::RestoreLatest would, for people at a terminal and for
-// scripts (`inspect --json`, verify's exit code).
+// CheckpointManager::RestoreLatest would, for people at a terminal (aligned
+// tables, human sizes and ages) and for scripts (`--json` on each command,
+// verify's exit code).
 //
 // Every command reads only (it never removes prepare areas or rewrites
 // LATEST) and goes through Env::Default(). Exit codes, as in ARCHITECTURE.md:

@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -48,9 +50,10 @@ class FmnistMlpTest : public ::testing::Test {
 TEST_F(FmnistMlpTest, HelpDocumentsEveryFlag) {
   const auto r = RunProcess({FMNIST_MLP, "--help"});
   ASSERT_EQ(r.exit_code, 0);
-  for (const char* flag : {"--data", "--hidden", "--dropout", "--optimizer", "--lr", "--batch",
-                           "--epochs", "--seed", "--threads", "--train-samples", "--quiet",
-                           "--summary-json", "--csv-log", "--drop-remainder", "--momentum"}) {
+  for (const char* flag :
+       {"--data", "--hidden", "--dropout", "--optimizer", "--lr", "--batch", "--epochs", "--seed",
+        "--threads", "--train-samples", "--quiet", "--summary-json", "--csv-log",
+        "--drop-remainder", "--momentum", "--batch-log"}) {
     EXPECT_NE(r.out.find(flag), std::string::npos) << "--help does not mention " << flag;
   }
 }
@@ -121,6 +124,73 @@ TEST_F(FmnistMlpTest, SameSeedSameWeights) {
   EXPECT_EQ(a["world_size"], 1);
   EXPECT_TRUE(a["resumed_from"].is_null());
   EXPECT_GT(a["samples_per_second"].get<double>(), 0);
+}
+
+std::string ReadAll(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// A run that crashes after its last checkpoint, with a row torn by the kill,
+// resumes and leaves the batch log of a run that never stopped: steps 1..N
+// once each, in order, with the same losses.
+TEST_F(FmnistMlpTest, BatchLogOfAResumedRunContinuesWithConsecutiveSteps) {
+  // 1000 samples, batch 50: 20 steps per epoch, 40 in all; a save every 7.
+  auto run = [&](const fs::path& log, std::vector<std::string> extra,
+                 const std::string& epochs = "2") {
+    std::vector<std::string> argv = {FMNIST_MLP,  "--batch-log", log.string(),      "--quiet",
+                                     "--threads", "1",           "--train-samples", "1000",
+                                     "--epochs",  epochs};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return RunProcess(argv);
+  };
+  const fs::path straight = dir_ / "straight.csv", resumed = dir_ / "resumed.csv";
+  const std::string backup = (dir_ / "backup").string();
+  ASSERT_EQ(run(straight, {}).exit_code, 0);
+
+  // Crashes once 30 steps are done; the last checkpoint is step 28.
+  auto r = run(resumed, {"--backup-dir", backup, "--save-freq", "7", "--interrupt-at-step", "30"});
+  ASSERT_EQ(r.exit_code, 1) << r.err;
+  std::string crashed = ReadAll(resumed);
+  EXPECT_TRUE(crashed.ends_with("\n")) << crashed;
+  EXPECT_EQ(CountLines(crashed), 1 + 30) << crashed;
+  std::ofstream(resumed, std::ios::app) << "31,1,1,0.12";  // torn by a kill mid-write
+
+  r = run(resumed, {"--backup-dir", backup, "--save-freq", "7"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string log = ReadAll(resumed);
+  EXPECT_EQ(log, ReadAll(straight));
+  std::istringstream lines(log);
+  std::string line;
+  ASSERT_TRUE(std::getline(lines, line));
+  EXPECT_EQ(line, "step,epoch,batch,loss");
+  int64_t expected_step = 1;
+  for (; std::getline(lines, line); ++expected_step) {
+    long long step = 0, epoch = 0, batch = 0;
+    double loss = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "%lld,%lld,%lld,%lf", &step, &epoch, &batch, &loss), 4)
+        << line;
+    EXPECT_EQ(step, expected_step) << log;
+    EXPECT_EQ(epoch, (step - 1) / 20) << line;
+    EXPECT_EQ(batch, (step - 1) % 20) << line;
+    EXPECT_GT(loss, 0) << line;
+  }
+  EXPECT_EQ(expected_step, 41) << log;
+
+  // A fresh run (no backup) starts the file over.
+  ASSERT_EQ(run(resumed, {}, "1").exit_code, 0);
+  EXPECT_EQ(CountLines(ReadAll(resumed)), 1 + 20);
+}
+
+TEST_F(FmnistMlpTest, BatchLogRefusesAFileThatIsNotOne) {
+  const fs::path notes = dir_ / "notes.csv";
+  std::ofstream(notes) << "my,own\ndata\n";
+  const auto r = RunProcess({FMNIST_MLP, "--quiet", "--train-samples", "100", "--epochs", "1",
+                             "--batch-log", notes.string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(CountLines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("not a batch log"), std::string::npos) << r.err;
+  EXPECT_EQ(ReadAll(notes), "my,own\ndata\n");
 }
 
 // The quality bar: >= 0.85 test accuracy after 3 epochs (seed 42).

@@ -153,12 +153,14 @@ TEST(HoldfastHelpTest, EveryCommandHasHelp) {
   r = Holdfast({"ckpt", "ls", "--help"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("--no-verify"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--json"), std::string::npos) << r.out;
   r = Holdfast({"ckpt", "inspect", "--help"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("--json"), std::string::npos) << r.out;
   r = Holdfast({"ckpt", "verify", "--help"});
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("DIR"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--json"), std::string::npos) << r.out;
 }
 
 TEST(HoldfastHelpTest, UsageErrorsAreOneLineAndExit2) {
@@ -289,6 +291,45 @@ TEST_F(CkptTest, LsListsPrepareAreasAndUncommittedDirectories) {
   EXPECT_NE(lines[4].find("LATEST, restore"), std::string::npos) << r.out;
 }
 
+TEST_F(CkptTest, LsJsonParses) {
+  FlipByte(ckpt(300) + "/shard-1-of-2.bin", 40);
+  fs::create_directory(dir() + "/.ckpt-400.tmp-00c0ffee");
+  const ProcessResult r = Holdfast({"ckpt", "ls", "--json", dir()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["directory"], dir());
+  EXPECT_EQ(j["latest"], "ckpt-300");
+  EXPECT_EQ(j["latest_is_committed"], true);
+  EXPECT_EQ(j["restore"], "ckpt-200");
+  EXPECT_EQ(j["shards_verified"], true);
+  const json& list = j["checkpoints"];
+  ASSERT_EQ(list.size(), 4u) << r.out;
+  EXPECT_EQ(list[0]["name"], "ckpt-100");
+  EXPECT_TRUE(list[0]["epoch"].is_null());  // no counters
+  EXPECT_EQ(list[0]["ok"], true);
+  EXPECT_EQ(list[1]["epoch"], 2);
+  EXPECT_EQ(list[1]["batch"], 20);
+  EXPECT_EQ(list[1]["restore"], true);
+  EXPECT_EQ(list[1]["latest"], false);
+  EXPECT_EQ(list[2]["name"], "ckpt-300");
+  EXPECT_EQ(list[2]["world_size"], 2);
+  EXPECT_EQ(list[2]["latest"], true);
+  EXPECT_EQ(list[2]["ok"], false);
+  EXPECT_NE(list[2]["damage"].get<std::string>().find("hash mismatch"), std::string::npos);
+  EXPECT_GT(list[2]["bytes_on_disk"].get<uint64_t>(), 0u);
+  EXPECT_GE(list[2]["age_seconds"].get<double>(), 0);
+  EXPECT_LT(list[2]["age_seconds"].get<double>(), 60);
+  EXPECT_EQ(list[3]["name"], ".ckpt-400.tmp-00c0ffee");
+  EXPECT_EQ(list[3]["state"], "incomplete");
+  EXPECT_EQ(list[3]["ok"], false);
+
+  TempDir empty;
+  const ProcessResult none = Holdfast({"ckpt", "ls", "--json", empty.path()});
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_EQ(json::parse(none.out)["checkpoints"], json::array());
+}
+
 TEST_F(CkptTest, LsOfOneCheckpointPointsAtInspect) {
   const ProcessResult r = Holdfast({"ckpt", "ls", ckpt(200)});
   EXPECT_EQ(r.exit_code, 2);
@@ -407,13 +448,59 @@ TEST_F(CkptTest, VerifyAllOk) {
   const ProcessResult r = Holdfast({"ckpt", "verify", dir()});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_EQ(r.err, "");
+  const std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 5u) << r.out;
+  EXPECT_EQ(Words(lines[0]),
+            (std::vector<std::string>{"NAME", "STEP", "WORLD", "SHARDS", "SIZE", "STATUS"}));
   for (int64_t step : {100, 200, 300}) {
-    const std::vector<std::string> w =
-        Words(LineStartingWith(r.out, "ckpt-" + std::to_string(step)));
-    ASSERT_GE(w.size(), 2u) << r.out;
-    EXPECT_EQ(w[1], "ok") << r.out;
+    const std::string line = LineStartingWith(r.out, "ckpt-" + std::to_string(step));
+    const std::vector<std::string> w = Words(line);
+    // NAME STEP WORLD SHARDS SIZE(2 words) STATUS [(marks)]
+    ASSERT_GE(w.size(), 7u) << r.out;
+    EXPECT_EQ(w[1], std::to_string(step));
+    EXPECT_EQ(w[2], step == 300 ? "2" : "1");
+    EXPECT_EQ(w[3], step == 300 ? "2" : "1");
+    EXPECT_TRUE(w[5] == "B" || w[5] == "KiB") << line;
+    EXPECT_EQ(w[6], "ok") << r.out;
+    // Aligned: the sizes end under the end of SIZE, the statuses start under STATUS.
+    EXPECT_EQ(line.find(w[5]) + w[5].size(), lines[0].find("SIZE") + 4) << r.out;
+    EXPECT_EQ(line.find(" ok") + 1, lines[0].find("STATUS")) << r.out;
   }
-  EXPECT_NE(r.out.find("restore would pick ckpt-300"), std::string::npos) << r.out;
+  EXPECT_TRUE(LineStartingWith(r.out, "ckpt-300").ends_with("ok (LATEST, restore)")) << r.out;
+  EXPECT_TRUE(LineStartingWith(r.out, "ckpt-200").ends_with("ok")) << r.out;
+  EXPECT_EQ(lines[4], "3 checkpoints verified, all ok; restore would pick ckpt-300");
+}
+
+TEST_F(CkptTest, VerifyJsonParses) {
+  FlipByte(ckpt(300) + "/shard-1-of-2.bin", 40);
+  const ProcessResult r = Holdfast({"ckpt", "verify", "--json", dir()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  ExpectOneLineError(r);
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["ok"], false);
+  EXPECT_EQ(j["checkpoints_verified"], 3);
+  EXPECT_EQ(j["damaged"], 1);
+  EXPECT_EQ(j["latest"], "ckpt-300");
+  EXPECT_EQ(j["restore"], "ckpt-200");
+  ASSERT_EQ(j["checkpoints"].size(), 3u);
+  const json& newest = j["checkpoints"][2];
+  EXPECT_EQ(newest["name"], "ckpt-300");
+  EXPECT_EQ(newest["ok"], false);
+  EXPECT_NE(newest["damage"].get<std::string>().find("hash mismatch"), std::string::npos);
+  EXPECT_EQ(newest["step"], 300);  // from the manifest, which is intact
+  EXPECT_EQ(newest["shards"], 2);
+  EXPECT_EQ(newest["latest"], true);
+  EXPECT_EQ(newest["restore"], false);
+  EXPECT_EQ(j["checkpoints"][1]["restore"], true);
+  EXPECT_GT(j["checkpoints"][1]["bytes_on_disk"].get<uint64_t>(), 0u);
+
+  // One checkpoint: one object.
+  const ProcessResult one = Holdfast({"ckpt", "verify", "--json", ckpt(200)});
+  EXPECT_EQ(one.exit_code, 0) << one.err;
+  const json o = json::parse(one.out);
+  EXPECT_EQ(o["name"], "ckpt-200");
+  EXPECT_EQ(o["ok"], true);
+  EXPECT_EQ(o["world_size"], 1);
 }
 
 TEST_F(CkptTest, VerifyFindsEveryDamagedOne) {
@@ -422,8 +509,9 @@ TEST_F(CkptTest, VerifyFindsEveryDamagedOne) {
   const ProcessResult r = Holdfast({"ckpt", "verify", dir()});
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_NE(LineStartingWith(r.out, "ckpt-100").find("DAMAGED: "), std::string::npos) << r.out;
-  EXPECT_EQ(Words(LineStartingWith(r.out, "ckpt-200"))[1], "ok") << r.out;
+  EXPECT_TRUE(LineStartingWith(r.out, "ckpt-200").ends_with("ok (restore)")) << r.out;
   EXPECT_NE(LineStartingWith(r.out, "ckpt-300").find("DAMAGED: "), std::string::npos) << r.out;
+  EXPECT_TRUE(LineStartingWith(r.out, "ckpt-300").ends_with("(LATEST)")) << r.out;
   EXPECT_NE(r.out.find("restore would pick ckpt-200"), std::string::npos) << r.out;
   ExpectOneLineError(r);
 

@@ -2,7 +2,8 @@
 // one rank, to every rank at once, or SIGUSR1 to mpirun (which forwards it),
 // at random moments. The job must exit 75 with checkpoint s committed by
 // every rank (all their shards, LATEST naming it), and a rerun must finish
-// with the weights of a run that was never preempted.
+// with the weights (and the per-step loss log) of a run that was never
+// preempted.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -29,6 +31,11 @@ using testing::Subprocess;
 const std::vector<std::string> kTraining = {
     "--train-samples", "4000", "--threads", "1", "--quiet", "--epochs", "3", "--save-freq", "25"};
 constexpr int kSteps = 240;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
 
 enum class Target { kOneRank, kEveryRank, kMpirun };
 
@@ -88,7 +95,9 @@ class PreemptionMpiTest : public ::testing::TestWithParam<Case> {
 TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact) {
   const Case& c = GetParam();
   const auto start = std::chrono::steady_clock::now();
-  const ProcessResult straight = Subprocess(Command({}), testing::kMpirunEnv).Wait();
+  const std::string straight_log = (dir_ / "straight-loss.csv").string();
+  const ProcessResult straight =
+      Subprocess(Command({"--batch-log", straight_log}), testing::kMpirunEnv).Wait();
   ASSERT_EQ(straight.exit_code, 0) << straight.err;
   const double run_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -101,7 +110,8 @@ TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact)
   for (int round = 0; round < 2; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     const std::string backup = (dir_ / ("backup-" + std::to_string(round))).string();
-    Subprocess job(Command({"--backup-dir", backup}), testing::kMpirunEnv);
+    const std::string log = (dir_ / ("loss-" + std::to_string(round) + ".csv")).string();
+    Subprocess job(Command({"--backup-dir", backup, "--batch-log", log}), testing::kMpirunEnv);
     // Past start-up (MPI, data), before the end.
     std::optional<ProcessResult> done =
         job.WaitFor(std::uniform_real_distribution<double>(0.4, 0.8)(random) * run_seconds);
@@ -134,12 +144,16 @@ TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact)
 
     fs::remove(Summary());
     const ProcessResult rerun =
-        Subprocess(Command({"--backup-dir", backup}), testing::kMpirunEnv).Wait();
+        Subprocess(Command({"--backup-dir", backup, "--batch-log", log}), testing::kMpirunEnv)
+            .Wait();
     ASSERT_EQ(rerun.exit_code, 0) << rerun.err;
     const nlohmann::json summary = ReadSummary();
     EXPECT_EQ(summary["resumed_from"]["step"], step);
     EXPECT_EQ(summary["steps"], kSteps);
     EXPECT_EQ(summary["weights_xxh64"], expected);
+    // The batch log went on after the preempted step: the loss of every
+    // step, as the run never stopped.
+    EXPECT_EQ(ReadAll(log), ReadAll(straight_log));
   }
   EXPECT_GT(preemptions, 0) << "every signal missed the run (" << run_seconds << " s)";
 }
