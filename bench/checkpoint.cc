@@ -430,6 +430,7 @@ struct Flags {
   int64_t save_freq = 10;
   int stall_repeats = 3;
   int threads = 0;
+  bool async_checkpoint = false;
   bool quick = false;
   bool quiet = false;
 };
@@ -983,14 +984,16 @@ class Bench {
       if (started_) return;
       started_ = true;
       last_ = Clock::now();
-      last_saves_ = backup_ ? backup_->saves_committed() : 0;
+      last_saves_ = backup_ ? backup_->save_stats().started : 0;
       if (env_) env_->Reset();
     }
     void OnBatchEnd(holdfast::TrainingState&) override {
       const auto now = Clock::now();
       seconds.push_back(std::chrono::duration<double>(now - last_).count());
       last_ = now;
-      const int64_t saves = backup_ ? backup_->saves_committed() : 0;
+      // Begun, not committed: an asynchronous save commits steps later, and
+      // its stall is the step that began it.
+      const int64_t saves = backup_ ? backup_->save_stats().started : 0;
       const bool did_save = saves != last_saves_;
       last_saves_ = saves;
       saved.push_back(did_save);
@@ -1039,6 +1042,7 @@ class Bench {
     bo.delete_checkpoint = true;  // each run starts fresh
     bo.fail_on_save_error = true;
     bo.env = &env;
+    bo.async = f_.async_checkpoint;
 
     struct RunResult {
       std::vector<double> seconds;
@@ -1046,6 +1050,8 @@ class Bench {
       std::vector<json> save_env;
       std::vector<double> save_env_seconds;
       double foreign_cpu_share = -1;
+      int64_t waits = 0;       // async saves that waited for the previous one
+      double snapshot_ms = 0;  // async: mean time of the state copy per save
     };
     auto train_once = [&](bool with_saves, int64_t steps) {
       holdfast::BackupAndRestore backup(bo, &comm_);
@@ -1061,6 +1067,12 @@ class Bench {
       const CpuSample cpu0 = SampleCpu();
       holdfast::Fit(model, adam, loss, part, options);
       RunResult run{timer.seconds, timer.saved, timer.save_env, timer.save_env_seconds, -1};
+      if (with_saves) {
+        const holdfast::SaveStats st = backup.save_stats();
+        run.waits = st.waits;
+        run.snapshot_ms =
+            st.started > 0 ? st.snapshot_seconds * 1e3 / static_cast<double>(st.started) : 0;
+      }
       run.foreign_cpu_share = ForeignCpuShare(cpu0);
       if (with_saves && backup.saves_failed() > 0) Fail("a save failed during training");
       return run;
@@ -1129,6 +1141,8 @@ class Bench {
                        {{"step_seconds", with_run.seconds},
                         {"saved", with_run.saved},
                         {"save_file_system_calls", with_run.save_env},
+                        {"waits", with_run.waits},
+                        {"snapshot_ms", with_run.snapshot_ms},
                         {"foreign_cpu_share", with_run.foreign_cpu_share}}},
                       {"without_saves",
                        {{"step_seconds", without_run.seconds},
@@ -1140,6 +1154,24 @@ class Bench {
     }
     const double step_ms = Median(base_ms);
     const double stall = Median(stall_ms);
+    // The reference of an asynchronous save's stall: copying this rank's
+    // share of the state once in memory, into a buffer already touched.
+    const size_t share_floats = state_bytes / sizeof(float) / static_cast<size_t>(world_);
+    std::vector<float> from(share_floats, 1.0f), to(share_floats, 0.0f);
+    std::vector<double> memcpy_ms;
+    for (int i = 0; i < 7; ++i) {
+      const auto t0 = Clock::now();
+      std::memcpy(to.data(), from.data(), share_floats * sizeof(float));
+      memcpy_ms.push_back(std::chrono::duration<double>(Clock::now() - t0).count() * 1e3);
+      from[static_cast<size_t>(i)] = to[share_floats - 1 - static_cast<size_t>(i)];
+    }
+    const double copy_ms = Median(memcpy_ms);
+    int64_t waits = 0;
+    std::vector<double> snapshot_ms;
+    for (const json& run : runs) {
+      waits += run["with_saves"]["waits"].get<int64_t>();
+      snapshot_ms.push_back(run["with_saves"]["snapshot_ms"].get<double>());
+    }
     json fs_breakdown = json::object();
     for (const auto& [group, v] : fs_groups) fs_breakdown[group] = Median(v);
     fs_breakdown["total"] = Median(save_fs_ms);
@@ -1157,7 +1189,12 @@ class Bench {
         {"median_step_ms", step_ms},
         {"mean_step_ms", Median(mean_ms)},
         {"mean_save_step_ms", Median(save_step_ms)},
+        {"async", f_.async_checkpoint},
         {"stall_ms_per_save", stall},
+        {"memcpy_ms_per_rank", copy_ms},
+        {"stall_over_memcpy", stall / copy_ms},
+        {"async_waits", waits},
+        {"snapshot_ms_per_save", Median(snapshot_ms)},
         {"stall_share_of_step", Median(stall_share)},
         {"save_file_system_ms_chief", fs_breakdown},
         // What saving every save_freq steps costs, from the stall per save,
@@ -1191,6 +1228,13 @@ class Bench {
           "median other step of the same run; overhead = stall / (%lld x median step of "
           "the run without saves); measured = run time with saves / without - 1)\n",
           static_cast<long long>(f_.save_freq));
+      std::printf(
+          "%s saves; copying this rank's %.0f MB share in memory takes %.1f ms: stall / copy = "
+          "%.2f; the save's own snapshot took %.1f ms; saves that waited for the previous one: "
+          "%lld\n",
+          f_.async_checkpoint ? "asynchronous" : "synchronous",
+          static_cast<double>(share_floats * sizeof(float)) / 1e6, copy_ms, stall / copy_ms,
+          Median(snapshot_ms), static_cast<long long>(waits));
       std::printf("file-system calls of a save on the chief, median ms:");
       for (const auto& [group, v] : fs_breakdown.items())
         std::printf(" %s %.1f,", group.c_str(), v.get<double>());
@@ -1256,6 +1300,8 @@ void ParseFlags(CLI::App& app, Flags& f) {
   app.add_option("--json", f.json_path, "Also write the JSON to FILE");
   app.add_option("--data", f.data, "stall: Fashion-MNIST directory")->capture_default_str();
   app.add_flag("--synthetic", f.synthetic, "stall: random data instead of Fashion-MNIST");
+  app.add_flag("--async-checkpoint", f.async_checkpoint,
+               "stall: asynchronous saves (BackupAndRestoreOptions::async)");
   app.add_option("--hidden", f.hidden, "stall: hidden layer widths")
       ->delimiter(',')
       ->check(CLI::PositiveNumber)

@@ -47,15 +47,18 @@ def fmt(x, spec):
     return format(x, spec) if x is not None else "-"
 
 
-def holdfast_cmd(args, nproc, out_json, scratch):
+def holdfast_cmd(args, nproc, out_json, scratch, asynchronous=False):
     exe = os.path.join(args.build, "bench", "checkpoint")
-    common = ["--mode", args.mode, "--sizes-mb", args.sizes_mb, "--repeats", str(args.repeats),
+    # The asynchronous variant only changes saves during training: stall only.
+    common = ["--mode", "stall" if asynchronous else args.mode, "--sizes-mb", args.sizes_mb, "--repeats", str(args.repeats),
               "--settle-seconds", str(args.settle_seconds),
               "--steps", str(args.steps), "--save-freq", str(args.save_freq),
               "--stall-repeats", str(args.stall_repeats), "--dir", scratch,
               "--data", args.data, "--quiet", "--json", out_json]
     if args.synthetic:
         common.append("--synthetic")
+    if asynchronous:
+        common.append("--async-checkpoint")
     if nproc == 1:
         return [exe] + common, {}
     cmd = [args.mpirun, "-np", str(nproc), "--oversubscribe", "--bind-to", "none", exe] + common
@@ -81,6 +84,9 @@ def programs(args):
         for n in args.np:
             v.append((f"holdfast_np{n}", "holdfast",
                       lambda o, s, n=n: holdfast_cmd(args, n, o, s)))
+            if "stall" in args.mode:
+                v.append((f"holdfast_np{n}_async", "holdfast",
+                          lambda o, s, n=n: holdfast_cmd(args, n, o, s, asynchronous=True)))
     if "torch" in args.peers:
         v.append(("torch", "torch", lambda o, s: torch_cmd(args, o, s)))
     return v
@@ -114,7 +120,8 @@ def stall_rows(runs, name):
     if not stalls:
         return []
     keys = ("median_step_ms", "mean_step_ms", "mean_save_step_ms", "stall_ms_per_save",
-            "stall_share_of_step", "overhead_share_from_stall", "overhead_share_measured")
+            "stall_share_of_step", "overhead_share_from_stall", "overhead_share_measured",
+            "stall_over_memcpy", "async_waits")
     if "variants" in stalls[0]:  # torch: one row per save variant
         rows = []
         for v in stalls[0]["variants"]:
@@ -300,7 +307,8 @@ def main(argv=None):
         print(table(brows))
 
     srows = [("program", "step ms", "mean step ms", "save step ms", "stall ms/save",
-              "stall/step", f"overhead (1 save/{args.save_freq} steps)", "overhead measured")]
+              "stall/step", f"overhead (1 save/{args.save_freq} steps)", "overhead measured",
+              "stall/memcpy", "waits")]
     stall_info = None
     for n in names:
         for label, s, raw in stall_rows(kept, n):
@@ -311,14 +319,17 @@ def main(argv=None):
                           fmt(s["overhead_share_from_stall"] and
                               s["overhead_share_from_stall"] * 100, ".1f") + "%",
                           fmt(s["overhead_share_measured"] and
-                              s["overhead_share_measured"] * 100, ".1f") + "%"))
+                              s["overhead_share_measured"] * 100, ".1f") + "%",
+                          fmt(s.get("stall_over_memcpy"), ".2f"), fmt(s.get("async_waits"), ".0f")))
     if len(srows) > 1:
         print(f"\ntraining stall per save: 784-2048-2048-2048-10, batch 256, dropout 0.2, Adam, "
               f"{stall_info['state_bytes'] / 1e6:.0f} MB of state, save every {args.save_freq} "
               f"steps, {args.steps} steps per run (median of {args.stall_repeats})")
         print(table(srows))
         print("save step = mean time of the steps that saved; stall = that minus the median "
-              "other step of the same run; overhead = stall / "
+              "other step of the same run; stall/memcpy = that over copying the rank's share of the "
+              "state once in memory (async target <= 1.5); waits = async saves that waited for the "
+              "previous one; overhead = stall / "
               f"({args.save_freq} x median step); measured = run time with saves / without - 1. "
               "holdfast npN: N ranks x cores/N threads; torch: 1 process x --threads. torch save: "
               "no fsync; save_fsync: + fsync file and dir; save_atomic: tmp + fsync + rename + "

@@ -130,10 +130,24 @@ struct CheckpointManager::AsyncSave {
   Status commit_status = Status::Ok();
   std::atomic<bool> shard_done{false};
 
-  internal::BackgroundWorker worker;  // last: its thread goes first
+  internal::BackgroundWorker worker{/*nice=*/10};  // last: its thread goes first
 };
 
 namespace {
+
+// The snapshot copy, split over the training's OpenMP threads: memory
+// bandwidth one core cannot use alone, and cores that would otherwise wait.
+void ParallelCopy(std::span<const float> from, std::span<float> to) {
+  constexpr int64_t kChunk = 1 << 18;  // floats: 1 MiB
+  const int64_t n = static_cast<int64_t>(from.size());
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks > 2)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kChunk;
+    std::memcpy(to.data() + begin, from.data() + begin,
+                static_cast<size_t>(std::min(n, begin + kChunk) - begin) * sizeof(float));
+  }
+}
 
 // Where a writer leaves its vote for a chief that commits in the background.
 std::string VoteFile(const std::string& area, int rank) {
@@ -318,7 +332,8 @@ Status CheckpointManager::StartAsyncSave() {
       const Range r =
           ReplicaSlice(static_cast<int64_t>(blobs[i].values.size()), rank, ticket->writers);
       const std::span<const float> live = blobs[i].values.subspan(r.begin, r.size());
-      a.buffers[i].assign(live.begin(), live.end());
+      a.buffers[i].resize(live.size());  // the same size every time: no new memory
+      ParallelCopy(live, a.buffers[i]);
       slices.emplace_back(a.buffers[i]);
     }
   }

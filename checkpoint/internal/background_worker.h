@@ -3,6 +3,9 @@
 // the training thread; MPI_THREAD_SERIALIZED stays valid).
 #pragma once
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -13,7 +16,10 @@ namespace holdfast::internal {
 
 class BackgroundWorker {
  public:
-  BackgroundWorker() : thread_([this] { Run(); }) {}
+  // `nice` > 0 lowers this thread's priority (Linux: per thread), so that
+  // on a host whose cores all train it takes the time training leaves idle
+  // (all-reduce waits) before it takes time from training.
+  explicit BackgroundWorker(int nice = 0) : nice_(nice), thread_([this] { Run(); }) {}
   ~BackgroundWorker() {
     {
       std::lock_guard lock(mu_);
@@ -42,6 +48,7 @@ class BackgroundWorker {
 
  private:
   void Run() {
+    if (nice_ > 0) (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice_);
     std::unique_lock lock(mu_);
     for (;;) {
       changed_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
@@ -62,6 +69,7 @@ class BackgroundWorker {
   std::deque<std::function<void()>> jobs_;
   bool running_ = false;
   bool stopping_ = false;
+  const int nice_;
   std::thread thread_;  // last: starts after the members it uses exist
 };
 
