@@ -5,10 +5,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/testutil/subprocess.h"
@@ -70,6 +72,46 @@ TEST_P(CustomLoopTest, StoppedAndRerunEndsWithTheWeightsOfAnUnstoppedRun) {
     EXPECT_NE(rerun.process.out.find("restored step " + std::to_string(stop / 7 * 7)),
               std::string::npos)
         << rerun.process.out;
+  }
+}
+
+// --async-checkpoint: the saves begun at 7, 14, ... are written in the
+// background and commit a few steps later. Training is unchanged. Stopped
+// right after the save at 28 began (still in flight, never committed), the
+// rerun restores 21, exactly; stopped 3 steps after the save at 42 began,
+// 42 if it resolved by then, else 35 (at most one save is in flight). The
+// rerun, async too, ends with the weights of a run that never stopped.
+TEST_P(CustomLoopTest, AsyncSavesStoppedMidSaveAndRerunEndWithTheWeightsOfAnUnstoppedRun) {
+  const Run straight = Train(dir_.File("straight"));
+  ASSERT_EQ(straight.process.exit_code, 0) << straight.process.err;
+  const Run async = Train(dir_.File("straight-async"), {"--async-checkpoint"});
+  ASSERT_EQ(async.process.exit_code, 0) << async.process.err;
+  EXPECT_EQ(async.summary["weights_xxh64"], straight.summary["weights_xxh64"])
+      << "async saves changed training";
+  EXPECT_EQ(async.summary["checkpoints"], nlohmann::json({"ckpt-49", "ckpt-56"}));
+  EXPECT_EQ(async.summary["saves"]["started"], 8) << async.summary.dump();
+  EXPECT_EQ(async.summary["saves"]["committed"], 8) << async.summary.dump();
+  EXPECT_EQ(async.summary["saves"]["failed"], 0) << async.summary.dump();
+
+  for (const auto& [stop, restorable] :
+       std::vector<std::pair<int, std::vector<int>>>{{28, {21}}, {45, {42, 35}}}) {
+    SCOPED_TRACE("stopped at step " + std::to_string(stop));
+    const std::string checkpoints = dir_.File("async-stopped-" + std::to_string(stop));
+    const Run stopped =
+        Train(checkpoints, {"--async-checkpoint", "--stop-at-step", std::to_string(stop)});
+    ASSERT_EQ(stopped.process.exit_code, 1) << stopped.process.err;
+    const Run rerun = Train(checkpoints, {"--async-checkpoint"});
+    ASSERT_EQ(rerun.process.exit_code, 0) << rerun.process.err;
+    ASSERT_TRUE(rerun.summary["resumed_from_step"].is_number()) << rerun.summary.dump();
+    const int from = rerun.summary["resumed_from_step"];
+    EXPECT_NE(std::find(restorable.begin(), restorable.end(), from), restorable.end())
+        << "restored step " << from;
+    EXPECT_EQ(rerun.summary["steps_run"], 60 - from);
+    EXPECT_EQ(rerun.summary["weights_xxh64"], straight.summary["weights_xxh64"]);
+    // Every save after the restored step began and committed.
+    EXPECT_EQ(rerun.summary["saves"]["started"], (56 - from) / 7) << rerun.summary.dump();
+    EXPECT_EQ(rerun.summary["saves"]["committed"], (56 - from) / 7) << rerun.summary.dump();
+    EXPECT_EQ(rerun.summary["checkpoints"], nlohmann::json({"ckpt-49", "ckpt-56"}));
   }
 }
 

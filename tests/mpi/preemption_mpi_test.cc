@@ -1,18 +1,24 @@
 // Preemption end to end with real signals under a real mpirun: SIGTERM to
 // one rank, to every rank at once, or SIGUSR1 to mpirun (which forwards it),
-// at random moments. The job must exit 75 with checkpoint s committed by
+// at a random step of training. The job must exit 75 with checkpoint s committed by
 // every rank (all their shards, LATEST naming it), and a rerun must finish
 // with the weights (and the per-step loss log) of a run that was never
-// preempted.
+// preempted; the manifest and `holdfast ckpt ls` must show that step,
+// verified, and nothing half done. The async case (--async-checkpoint, a
+// save every 2 steps: one is in flight at every step where the ranks can
+// agree to stop) also checks each rank's own exit code and that the save in
+// flight was committed too.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -27,9 +33,10 @@ using testing::DescendantPids;
 using testing::ProcessResult;
 using testing::Subprocess;
 
-// 4000 samples, batch 50: 80 steps per epoch, 240 in all; a save every 25.
-const std::vector<std::string> kTraining = {
-    "--train-samples", "4000", "--threads", "1", "--quiet", "--epochs", "3", "--save-freq", "25"};
+// 4000 samples, batch 50: 80 steps per epoch, 240 in all; a save every 25
+// (async: every 2).
+const std::vector<std::string> kTraining = {"--train-samples", "4000",     "--threads", "1",
+                                            "--quiet",         "--epochs", "3"};
 constexpr int kSteps = 240;
 
 std::string ReadAll(const std::string& path) {
@@ -43,6 +50,7 @@ struct Case {
   int np;
   Target target;
   int signal;
+  bool async = false;
 };
 
 std::string Name(const Case& c) {
@@ -50,8 +58,10 @@ std::string Name(const Case& c) {
                        : c.target == Target::kEveryRank ? "EveryRank"
                                                         : "Mpirun";
   return std::string(c.signal == SIGTERM ? "Term" : "Usr1") + "To" + target + "Np" +
-         std::to_string(c.np);
+         std::to_string(c.np) + (c.async ? "Async" : "");
 }
+// For test names (CTest lists the parameter): the name, not the raw bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << Name(c); }
 
 class PreemptionMpiTest : public ::testing::TestWithParam<Case> {
  protected:
@@ -63,13 +73,37 @@ class PreemptionMpiTest : public ::testing::TestWithParam<Case> {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  std::vector<std::string> Command(const std::vector<std::string>& extra) const {
-    std::vector<std::string> argv = {
-        MPIRUN,     "--oversubscribe", "-np",    std::to_string(GetParam().np),
-        FMNIST_MLP, "--summary-json",  Summary()};
+  // With `exits`: every rank runs under a shell that leaves the rank's own
+  // exit code in exits/rank-<r> (see RankExitCodes), and mpirun lets every
+  // rank end by itself rather than killing the rest when one exits non-zero.
+  std::vector<std::string> Command(const std::vector<std::string>& extra,
+                                   const std::string& exits = "") const {
+    const Case& c = GetParam();
+    std::vector<std::string> argv = {MPIRUN, "--oversubscribe", "-np", std::to_string(c.np)};
+    if (!exits.empty()) {
+      argv.insert(argv.end(), {"--mca", "orte_abort_on_non_zero_status", "0", "/bin/sh", "-c",
+                               "\"$0\" \"$@\"; code=$?; echo $code > \"" + exits +
+                                   "/rank-$OMPI_COMM_WORLD_RANK\"; exit $code"});
+    }
+    argv.insert(argv.end(), {FMNIST_MLP, "--summary-json", Summary()});
     argv.insert(argv.end(), kTraining.begin(), kTraining.end());
+    argv.insert(argv.end(), {"--save-freq", c.async ? "2" : "25"});
+    // Async keeps two checkpoints, to see which save was in flight.
+    if (c.async) argv.insert(argv.end(), {"--async-checkpoint", "--double-checkpoint"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
+  }
+  // Each rank's exit code, from a job run with Command(..., exits); -1 for
+  // a rank that left none.
+  std::vector<int> RankExitCodes(const std::string& exits) const {
+    std::vector<int> codes;
+    for (int r = 0; r < GetParam().np; ++r) {
+      std::ifstream in(fs::path(exits) / ("rank-" + std::to_string(r)));
+      int code = -1;
+      in >> code;
+      codes.push_back(code);
+    }
+    return codes;
   }
   std::string Summary() const { return (dir_ / "summary.json").string(); }
   nlohmann::json ReadSummary() const {
@@ -111,16 +145,35 @@ TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact)
     SCOPED_TRACE("round " + std::to_string(round));
     const std::string backup = (dir_ / ("backup-" + std::to_string(round))).string();
     const std::string log = (dir_ / ("loss-" + std::to_string(round) + ".csv")).string();
-    Subprocess job(Command({"--backup-dir", backup, "--batch-log", log}), testing::kMpirunEnv);
-    // Past start-up (MPI, data), before the end.
-    std::optional<ProcessResult> done =
-        job.WaitFor(std::uniform_real_distribution<double>(0.4, 0.8)(random) * run_seconds);
+    std::string exits;
+    if (c.async) {
+      exits = (dir_ / ("exits-" + std::to_string(round))).string();
+      fs::create_directories(exits);
+    }
+    Subprocess job(Command({"--backup-dir", backup, "--batch-log", log}, exits),
+                   testing::kMpirunEnv);
+    // Mid-training, at a random step: once the batch log (rank 0 writes and
+    // flushes a row per step) shows it. A time drawn from the start would
+    // often land in start-up (MPI, data: step 1, before any save) or, on a
+    // busy machine, after the end.
+    const int target = std::uniform_int_distribution<int>(10, 200)(random);
+    std::optional<ProcessResult> done;
+    for (int i = 0; i < 6000 && !(done = job.WaitFor(0.01)); ++i) {
+      if (testing::CountLines(ReadAll(log)) > target) break;  // a header, then a row per step
+    }
     if (done) continue;  // finished first: nothing to test this round
     Send(job, random);
     done = job.WaitFor(60);
     ASSERT_TRUE(done.has_value()) << "the job did not end within 60 s of the signal";
-    if (done->exit_code == 0) continue;  // the signal came after the last step
-    ASSERT_EQ(done->exit_code, 75) << done->out << done->err;
+    int exit_code = done->exit_code;
+    if (c.async) {
+      // Each rank's own exit code: every one stopped (or finished) by itself.
+      const std::vector<int> codes = RankExitCodes(exits);
+      ASSERT_EQ(codes, std::vector<int>(c.np, codes[0])) << done->out << done->err;
+      exit_code = codes[0];
+    }
+    if (exit_code == 0) continue;  // the signal came after the last step
+    ASSERT_EQ(exit_code, 75) << done->out << done->err;
     ++preemptions;
 
     // One step, committed by every rank.
@@ -130,6 +183,8 @@ TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact)
     const int64_t step = std::stoll(done->out.substr(at + said.size()));
     ASSERT_GT(step, 0);
     ASSERT_LT(step, kSteps);
+    std::printf("round %d: preempted, every rank stopped at step %lld\n", round,
+                static_cast<long long>(step));
     const fs::path checkpoint = fs::path(backup) / ("ckpt-" + std::to_string(step));
     EXPECT_TRUE(fs::exists(checkpoint / "MANIFEST.json"));
     for (int r = 0; r < c.np; ++r) {
@@ -141,6 +196,35 @@ TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact)
     std::string name;
     latest >> name;
     EXPECT_EQ(name, checkpoint.filename().string());
+    std::ifstream manifest(checkpoint / "MANIFEST.json");
+    const nlohmann::json committed =
+        nlohmann::json::parse(manifest, nullptr, /*allow_exceptions=*/false);
+    EXPECT_EQ(committed["step"], step) << committed.dump();
+    EXPECT_EQ(committed["world_size"], c.np) << committed.dump();
+    // As `holdfast ckpt ls` sees it: every shard verified, LATEST and the
+    // restore pick naming it, no damaged checkpoint and no save left half
+    // done (an async save in flight at the signal was finished first).
+    const ProcessResult ls = testing::RunProcess({HOLDFAST_BINARY, "ckpt", "ls", "--json", backup});
+    ASSERT_EQ(ls.exit_code, 0) << ls.out << ls.err;
+    const nlohmann::json listing = nlohmann::json::parse(ls.out, nullptr, false);
+    EXPECT_EQ(listing["latest"], name) << ls.out;
+    EXPECT_EQ(listing["restore"], name) << ls.out;
+    EXPECT_EQ(listing["shards_verified"], true) << ls.out;
+    ASSERT_TRUE(listing["checkpoints"].is_array()) << ls.out;
+    std::vector<std::string> kept;
+    for (const nlohmann::json& entry : listing["checkpoints"]) {
+      EXPECT_EQ(entry["state"], "committed") << ls.out;
+      EXPECT_EQ(entry["ok"], true) << ls.out;
+      kept.push_back(entry.value("name", ""));
+    }
+    if (c.async) {
+      // A save was in flight at the agreed step: begun at it (even step),
+      // or at the step before (odd; none resolves within one step). It was
+      // finished and committed, not dropped: kept beside step s is the save
+      // before s, at s - 1 (odd) or s - 2 (even, at most one in flight).
+      const int64_t before = step % 2 == 1 ? step - 1 : step - 2;
+      EXPECT_EQ(kept, std::vector<std::string>({"ckpt-" + std::to_string(before), name})) << ls.out;
+    }
 
     fs::remove(Summary());
     const ProcessResult rerun =
@@ -158,13 +242,12 @@ TEST_P(PreemptionMpiTest, EveryRankSavesTheSameStepExits75AndTheRerunIsBitExact)
   EXPECT_GT(preemptions, 0) << "every signal missed the run (" << run_seconds << " s)";
 }
 
-INSTANTIATE_TEST_SUITE_P(Signals, PreemptionMpiTest,
-                         ::testing::Values(Case{2, Target::kOneRank, SIGTERM},
-                                           Case{3, Target::kOneRank, SIGTERM},
-                                           Case{3, Target::kEveryRank, SIGTERM},
-                                           Case{2, Target::kOneRank, SIGUSR1},
-                                           Case{3, Target::kMpirun, SIGUSR1}),
-                         [](const auto& info) { return Name(info.param); });
+INSTANTIATE_TEST_SUITE_P(
+    Signals, PreemptionMpiTest,
+    ::testing::Values(Case{2, Target::kOneRank, SIGTERM}, Case{3, Target::kOneRank, SIGTERM},
+                      Case{3, Target::kEveryRank, SIGTERM}, Case{2, Target::kOneRank, SIGUSR1},
+                      Case{3, Target::kMpirun, SIGUSR1}, Case{2, Target::kOneRank, SIGTERM, true}),
+    [](const auto& info) { return Name(info.param); });
 
 }  // namespace
 }  // namespace holdfast

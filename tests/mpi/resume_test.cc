@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/testutil/subprocess.h"
@@ -101,6 +103,61 @@ TEST_P(BitExactResumeTest, InterruptedRunsEndWithTheUninterruptedWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, BitExactResumeTest, ::testing::Values(1, 2, 3),
+                         [](const auto& info) { return "np" + std::to_string(info.param); });
+
+class AsyncResumeTest : public ResumeTest, public ::testing::WithParamInterface<int> {};
+
+// --async-checkpoint, a save begun every 7 steps: training is unchanged, and
+// an interrupted run resumes from the newest save that resolved before the
+// interruption. Stopped right after the save at 35 began (still being
+// written, never committed): from 28, exactly, the previous one. Stopped at
+// an epoch boundary, 6 steps after the save at 14 began: from 14 if it
+// resolved by then, else 7 (at most one save in flight). Either way the
+// rerun, async too, ends with the uninterrupted weights.
+TEST_P(AsyncResumeTest, InterruptedAsyncRunsEndWithTheUninterruptedWeights) {
+  const int np = GetParam();
+  const std::vector<std::string> async = {"--backup-dir", Backup(), "--async-checkpoint"};
+  const Run straight = Train(np, {});
+  ASSERT_EQ(straight.process.exit_code, 0) << straight.process.err;
+  const std::string expected = straight.summary["weights_xxh64"];
+  const Run uninterrupted = Train(np, async);
+  ASSERT_EQ(uninterrupted.process.exit_code, 0) << uninterrupted.process.err;
+  EXPECT_EQ(uninterrupted.summary["weights_xxh64"], expected) << "async saves changed training";
+  EXPECT_EQ(uninterrupted.summary["history"].back()["loss"],
+            straight.summary["history"].back()["loss"]);
+  EXPECT_EQ(uninterrupted.summary["checkpoints_committed"], 8);  // 7, 14, ..., 56
+  EXPECT_EQ(uninterrupted.summary["checkpoints_failed"], 0);
+  EXPECT_FALSE(fs::exists(fs::path(Backup()) / "LATEST")) << "backup not deleted after success";
+
+  for (const auto& [stop, resumable] :
+       std::vector<std::pair<int, std::vector<int>>>{{35, {28}}, {20, {14, 7}}}) {
+    SCOPED_TRACE("interrupted after step " + std::to_string(stop));
+    fs::remove_all(Backup());
+    std::vector<std::string> interrupted = async;
+    interrupted.insert(interrupted.end(), {"--interrupt-at-step", std::to_string(stop)});
+    const Run broken = Train(np, interrupted);
+    ASSERT_EQ(broken.process.exit_code, 1) << broken.process.err;
+    EXPECT_NE(broken.process.err.find("interrupted after step"), std::string::npos);
+    const Run resumed = Train(np, async);
+    ASSERT_EQ(resumed.process.exit_code, 0) << resumed.process.err;
+    ASSERT_TRUE(resumed.summary["resumed_from"].is_object()) << resumed.summary.dump();
+    const int from = resumed.summary["resumed_from"]["step"];
+    EXPECT_NE(std::find(resumable.begin(), resumable.end(), from), resumable.end())
+        << "resumed from step " << from;
+    EXPECT_EQ(resumed.summary["resumed_from"]["epoch"], from / kStepsPerEpoch);
+    EXPECT_EQ(resumed.summary["resumed_from"]["batch"], from % kStepsPerEpoch);
+    EXPECT_EQ(resumed.summary["steps"], 3 * kStepsPerEpoch);
+    EXPECT_EQ(resumed.summary["weights_xxh64"], expected);
+    EXPECT_EQ(resumed.summary["history"].back()["loss"],
+              straight.summary["history"].back()["loss"]);
+    // Every save after the resumed step: begun at 7k > from, all committed.
+    EXPECT_EQ(resumed.summary["checkpoints_committed"], 8 - from / 7);
+    EXPECT_EQ(resumed.summary["checkpoints_failed"], 0);
+    EXPECT_FALSE(fs::exists(fs::path(Backup()) / "LATEST")) << "backup not deleted after success";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldSizes, AsyncResumeTest, ::testing::Values(1, 2),
                          [](const auto& info) { return "np" + std::to_string(info.param); });
 
 // The seeds' example: interrupted when epoch 4 (0-based) of 10 begins, with a
