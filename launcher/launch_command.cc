@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -16,8 +17,10 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "checkpoint/manager.h"
@@ -30,7 +33,7 @@ namespace holdfast::launcher {
 namespace {
 
 struct LaunchArgs {
-  int np = 0;  // 0: SLURM_NTASKS inside an allocation, else 1
+  int np = 0;  // 0: the hostfile's slots; SLURM_NTASKS inside an allocation; else 1
   int max_restarts = 3;
   double restart_delay = 1;
   double grace = 60;
@@ -38,7 +41,34 @@ struct LaunchArgs {
   std::string mpirun = "mpirun";
   std::vector<std::string> mpi_args;
   bool no_mpi = false;
+  std::string hostfile;  // several hosts: Open MPI hostfile
+  int min_np = 0;        // > 0: probe the hosts before each attempt, run on those that answer
+  double probe_timeout = 10;
   std::vector<std::string> command;
+};
+
+// Open MPI settings for jobs on several hosts (--hostfile); each yields to a
+// value given in --mpi-args or OMPI_MCA_*.
+constexpr std::pair<const char*, const char*> kMultiHostMca[] = {
+    // TCP keepalive on the out-of-band channel (mpirun <-> its daemons):
+    // without it a host whose link is cut hangs the job silently (100+ s
+    // seen); with it mpirun reports the lost daemon and ends the job ~12 s
+    // after the cut (5 s idle + 3 probes 2 s apart, measured on namespaces).
+    {"oob_tcp_keepalive_time", "5"},
+    {"oob_tcp_keepalive_intvl", "2"},
+    {"oob_tcp_keepalive_probes", "3"},
+    // Daemons stay attached to their launch agent (ssh) instead of
+    // daemonizing: a daemon that dies at start-up (e.g. it cannot connect
+    // back: seen right after a host's link came back, EHOSTUNREACH from a
+    // stale ARP entry) then fails the attempt, which is restarted; a
+    // daemonized one dies unseen and mpirun waits for it forever.
+    {"orte_leave_session_attached", "1"},
+};
+
+// One line of a hostfile: `name [slots=N] [...]`.
+struct HostEntry {
+  std::string name;
+  int slots = 1;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -62,25 +92,118 @@ int DefaultNp() {
   return 1;
 }
 
-std::vector<std::string> JobArgv(const LaunchArgs& a, int np) {
+// The value of MCA parameter `name` as the job will see it: from --mpi-args
+// (`--mca name value`, also -mca and --gmca), else OMPI_MCA_<name>.
+std::optional<std::string> MpiParameter(const LaunchArgs& a, const std::string& name) {
+  for (size_t i = 0; i + 2 < a.mpi_args.size(); ++i) {
+    const std::string& flag = a.mpi_args[i];
+    if ((flag == "--mca" || flag == "-mca" || flag == "--gmca" || flag == "-gmca") &&
+        a.mpi_args[i + 1] == name) {
+      return a.mpi_args[i + 2];
+    }
+  }
+  if (const char* v = std::getenv(("OMPI_MCA_" + name).c_str())) return std::string(v);
+  return std::nullopt;
+}
+
+std::vector<std::string> SplitWords(const std::string& s) {
+  std::vector<std::string> words;
+  std::istringstream in(s);
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
+}
+
+// Parses an Open MPI hostfile: one host a line, `slots=N` (default 1), `#`
+// comments; a host named twice has the sum of its slots.
+bool ReadHostfile(const std::string& path, std::vector<HostEntry>* hosts, std::string* error) {
+  std::ifstream in(path);
+  if (!in) {
+    *error = "cannot read hostfile " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  int line_number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_number;
+    line = line.substr(0, line.find('#'));
+    const std::vector<std::string> words = SplitWords(line);
+    if (words.empty()) continue;
+    HostEntry entry{.name = words[0]};
+    for (size_t i = 1; i < words.size(); ++i) {
+      if (words[i].rfind("slots=", 0) == 0) {
+        char* end = nullptr;
+        const long slots = std::strtol(words[i].c_str() + 6, &end, 10);
+        if (*end != '\0' || slots < 1 || slots > 1 << 20) {
+          *error = path + ":" + std::to_string(line_number) + ": bad '" + words[i] + "'";
+          return false;
+        }
+        entry.slots = static_cast<int>(slots);
+      }
+    }
+    auto same = std::find_if(hosts->begin(), hosts->end(),
+                             [&](const HostEntry& h) { return h.name == entry.name; });
+    if (same != hosts->end()) {
+      same->slots += entry.slots;
+    } else {
+      hosts->push_back(entry);
+    }
+  }
+  if (hosts->empty()) {
+    *error = "hostfile " + path + " names no host";
+    return false;
+  }
+  return true;
+}
+
+int TotalSlots(const std::vector<HostEntry>& hosts) {
+  int total = 0;
+  for (const HostEntry& h : hosts) total += h.slots;
+  return total;
+}
+
+std::string HostNames(const std::vector<HostEntry>& hosts) {
+  std::string names;
+  for (const HostEntry& h : hosts) names += (names.empty() ? "" : " ") + h.name;
+  return names;
+}
+
+// `hostfile` is the file this attempt runs on (the hosts that answered), or
+// empty without --hostfile.
+std::vector<std::string> JobArgv(const LaunchArgs& a, int np, const std::string& hostfile) {
   if (a.no_mpi) return a.command;
   std::vector<std::string> argv = {a.mpirun, "-np", std::to_string(np)};
   const bool in_slurm = std::getenv("SLURM_JOB_ID") != nullptr;
   // On one machine outside a scheduler, more ranks than cores is the user's
   // choice (and how tests run); mpirun refuses it by default.
-  if (!in_slurm && np > static_cast<int>(std::thread::hardware_concurrency())) {
+  if (!in_slurm && hostfile.empty() && np > static_cast<int>(std::thread::hardware_concurrency())) {
     argv.push_back("--oversubscribe");
   }
   if (geteuid() == 0) argv.push_back("--allow-run-as-root");
+  if (!hostfile.empty()) {
+    argv.insert(argv.end(), {"--hostfile", hostfile});
+    for (const auto& [name, value] : kMultiHostMca) {
+      if (!MpiParameter(a, name)) argv.insert(argv.end(), {"--mca", name, value});
+    }
+    // Remote ranks get only the environment they are given; rank 0 writes the
+    // restore report wherever it runs.
+    argv.insert(argv.end(), {"-x", kRestoreReportEnv, "-x", "HOLDFAST_ATTEMPT"});
+  }
   argv.insert(argv.end(), a.mpi_args.begin(), a.mpi_args.end());
   argv.insert(argv.end(), a.command.begin(), a.command.end());
   return argv;
 }
 
 // Starts argv in its own process group with default signal handling and an
-// empty mask (the launcher's blocked set is not inherited), and `extra_env`.
+// empty mask (the launcher's blocked set is not inherited), and `extra_env`;
+// `quiet`: stdin, stdout and stderr on /dev/null.
 pid_t Spawn(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env,
-            std::string* error) {
+            std::string* error, bool quiet = false) {
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  if (quiet) {
+    posix_spawn_file_actions_addopen(&files, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&files, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&files, 2, "/dev/null", O_WRONLY, 0);
+  }
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t empty, defaults = HandledSignals();
@@ -100,8 +223,9 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::vector<std::string>
   for (auto& e : env_storage) env.push_back(e.data());
   env.push_back(nullptr);
   pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, args[0], nullptr, &attr, args.data(), env.data());
+  const int rc = posix_spawnp(&pid, args[0], &files, &attr, args.data(), env.data());
   posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&files);
   if (rc != 0) {
     *error = "cannot run " + argv[0] + ": " + std::strerror(rc);
     return -1;
@@ -169,6 +293,73 @@ AttemptResult RunAttempt(const LaunchArgs& a, pid_t pid) {
   }
 }
 
+// The launch agent mpirun uses to start its daemons (plm_rsh_agent, default
+// ssh), as a probe: `agent host true`.
+std::vector<std::string> ProbeArgv(const LaunchArgs& a, const std::string& host) {
+  std::vector<std::string> argv = SplitWords(MpiParameter(a, "plm_rsh_agent").value_or("ssh"));
+  if (argv.empty()) argv = {"ssh"};
+  if (argv[0] == "ssh" || argv[0].ends_with("/ssh")) {
+    const int seconds = std::max(1, static_cast<int>(a.probe_timeout));
+    argv.insert(argv.end(),
+                {"-o", "BatchMode=yes", "-o", "ConnectTimeout=" + std::to_string(seconds)});
+  }
+  argv.insert(argv.end(), {host, "true"});
+  return argv;
+}
+
+// Asks every host at once to run `true` through the launch agent; returns the
+// hosts that did within --probe-timeout, in hostfile order, and reports the
+// others on stderr.
+std::vector<HostEntry> ProbeHosts(const LaunchArgs& a, const std::vector<HostEntry>& hosts) {
+  std::vector<pid_t> pids(hosts.size(), -1);
+  std::vector<std::string> why(hosts.size());
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    pids[i] = Spawn(ProbeArgv(a, hosts[i].name), {}, &why[i], /*quiet=*/true);
+  }
+  const auto deadline = Clock::now() + std::chrono::duration<double>(a.probe_timeout);
+  size_t running = 0;
+  do {
+    running = 0;
+    for (size_t i = 0; i < hosts.size(); ++i) {
+      if (pids[i] < 0) continue;
+      int status = 0;
+      if (waitpid(pids[i], &status, WNOHANG) == pids[i]) {
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+          why[i] = WIFEXITED(status) ? "probe exit " + std::to_string(WEXITSTATUS(status))
+                                     : "probe killed by signal " + std::to_string(WTERMSIG(status));
+        }
+        pids[i] = -1;
+      } else {
+        ++running;
+      }
+    }
+    if (running > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  } while (running > 0 && Clock::now() < deadline);
+  std::vector<HostEntry> answered;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    if (pids[i] >= 0) {
+      kill(-pids[i], SIGKILL);
+      waitpid(pids[i], nullptr, 0);
+      why[i] = "no answer within " + std::to_string(static_cast<int>(a.probe_timeout)) + " s";
+    }
+    if (why[i].empty()) {
+      answered.push_back(hosts[i]);
+    } else {
+      std::fprintf(stderr, "holdfast launch: host %s does not answer (%s)\n", hosts[i].name.c_str(),
+                   why[i].c_str());
+    }
+  }
+  return answered;
+}
+
+// Writes `hosts` as a hostfile at `path`.
+bool WriteHostfile(const std::string& path, const std::vector<HostEntry>& hosts) {
+  std::ofstream out(path, std::ios::trunc);
+  for (const HostEntry& h : hosts) out << h.name << " slots=" << h.slots << "\n";
+  out.close();
+  return static_cast<bool>(out);
+}
+
 std::string ReadReport(const std::string& path) {
   std::ifstream in(path);
   std::string word, value;
@@ -185,8 +376,24 @@ int Launch(const LaunchArgs& a) {
                  "program args)\n");
     return kExitUsage;
   }
-  const int np = a.np > 0 ? a.np : DefaultNp();
-  const std::vector<std::string> argv = JobArgv(a, np);
+  if (a.min_np > 0 && a.hostfile.empty()) {
+    std::fprintf(stderr, "holdfast launch: --min-np needs --hostfile (the hosts to probe)\n");
+    return kExitUsage;
+  }
+  std::vector<HostEntry> hosts;
+  if (!a.hostfile.empty()) {
+    std::string error;
+    if (!ReadHostfile(a.hostfile, &hosts, &error)) {
+      std::fprintf(stderr, "holdfast launch: %s\n", error.c_str());
+      return kExitUsage;
+    }
+  }
+  const int np = a.np > 0 ? a.np : !hosts.empty() ? TotalSlots(hosts) : DefaultNp();
+  if (a.min_np > np) {
+    std::fprintf(stderr, "holdfast launch: --min-np %d is more than the %d ranks asked for\n",
+                 a.min_np, np);
+    return kExitUsage;
+  }
 
   // Block the handled signals for the launcher's life; they are read
   // synchronously, so none is lost between two attempts.
@@ -198,11 +405,45 @@ int Launch(const LaunchArgs& a) {
   const int report_fd = mkstemp(report_template);
   if (report_fd >= 0) close(report_fd);
   const std::string report = report_template;
+  // With --min-np, each attempt runs on the hosts that answered, written here.
+  std::string answered_hostfile;
+  if (a.min_np > 0) {
+    char hosts_template[] = "/tmp/holdfast-launch-hosts-XXXXXX";
+    const int fd = mkstemp(hosts_template);
+    if (fd >= 0) close(fd);
+    answered_hostfile = hosts_template;
+  }
 
   int code = 0;
   for (int attempt = 1;; ++attempt) {
     std::remove(report.c_str());
     std::string error;
+    int attempt_np = np;
+    std::string attempt_hostfile = a.hostfile;
+    if (a.min_np > 0) {
+      const std::vector<HostEntry> answered = ProbeHosts(a, hosts);
+      attempt_np = std::min(np, TotalSlots(answered));
+      if (attempt_np < a.min_np) {
+        std::fprintf(stderr,
+                     "holdfast launch: the hosts that answer (%s) have %d slot(s), fewer than "
+                     "--min-np %d; giving up\n",
+                     answered.empty() ? "none" : HostNames(answered).c_str(), TotalSlots(answered),
+                     a.min_np);
+        if (attempt == 1) code = kExitFailure;
+        break;
+      }
+      if (!WriteHostfile(answered_hostfile, answered)) {
+        std::fprintf(stderr, "holdfast launch: cannot write %s\n", answered_hostfile.c_str());
+        code = kExitFailure;
+        break;
+      }
+      attempt_hostfile = answered_hostfile;
+      if (answered.size() < hosts.size() || attempt_np < np) {
+        std::fprintf(stderr, "holdfast launch: running %d rank(s) on %s (asked for %d)\n",
+                     attempt_np, HostNames(answered).c_str(), np);
+      }
+    }
+    const std::vector<std::string> argv = JobArgv(a, attempt_np, attempt_hostfile);
     const auto start = Clock::now();
     const pid_t pid = Spawn(argv,
                             {std::string(kRestoreReportEnv) + "=" + report,
@@ -217,8 +458,9 @@ int Launch(const LaunchArgs& a) {
     code = r.exit_code;
     const std::string resumed = ReadReport(report);
     const bool retry = !r.signalled && code != 0 && code != kExitUsage && attempt <= a.max_restarts;
-    std::fprintf(stderr, "holdfast launch: attempt %d of at most %d: %s after %.1f s%s%s%s\n",
-                 attempt, a.max_restarts + 1, r.cause.c_str(), SecondsSince(start),
+    const std::string on = a.min_np > 0 ? " on " + std::to_string(attempt_np) + " rank(s)" : "";
+    std::fprintf(stderr, "holdfast launch: attempt %d of at most %d: %s after %.1f s%s%s%s%s\n",
+                 attempt, a.max_restarts + 1, r.cause.c_str(), SecondsSince(start), on.c_str(),
                  resumed.empty() ? "" : "; ", resumed.c_str(),
                  retry                             ? "; restarting"
                  : r.signalled                     ? "; stopped by a signal, not restarting"
@@ -237,6 +479,7 @@ int Launch(const LaunchArgs& a) {
     if (stop) break;
   }
   std::remove(report.c_str());
+  if (!answered_hostfile.empty()) std::remove(answered_hostfile.c_str());
   sigprocmask(SIG_SETMASK, &previous, nullptr);
   return code;
 }
@@ -253,8 +496,30 @@ void AddLaunchCommand(CLI::App& app, int* exit_code) {
       "TERM then KILL follow only after --grace seconds.");
   launch
       ->add_option("-n,--np", args->np,
-                   "Ranks (default: SLURM_NTASKS inside a SLURM allocation, else 1)")
+                   "Ranks (default: the slots of --hostfile; SLURM_NTASKS inside a SLURM "
+                   "allocation; else 1)")
       ->check(CLI::PositiveNumber);
+  launch->add_option(
+      "--hostfile", args->hostfile,
+      "Run on several hosts: an Open MPI hostfile (`host slots=N` lines), passed to mpirun\n"
+      "with TCP keepalive on its daemon links (oob_tcp_keepalive_time 5, _intvl 2, _probes 3)\n"
+      "and daemons attached to their launch agent (orte_leave_session_attached 1), so that a\n"
+      "host that dies or drops off the network, or a daemon that dies at start-up, ends the\n"
+      "attempt within ~15 s instead of hanging it (--mpi-args or OMPI_MCA_* override these).\n"
+      "The launch agent and the interfaces come from the site's Open MPI settings\n"
+      "(OMPI_MCA_plm_rsh_agent, ...)");
+  launch
+      ->add_option("--min-np", args->min_np,
+                   "With --hostfile: before each attempt, probe every host (the launch agent\n"
+                   "runs `true` there) and run min(-np, slots of the hosts that answered) ranks\n"
+                   "on those that answered; give up when fewer than this many would run. A\n"
+                   "checkpoint resumes on the new world size (same global batch)")
+      ->check(CLI::PositiveNumber);
+  launch
+      ->add_option("--probe-timeout", args->probe_timeout,
+                   "With --min-np: seconds a host gets to answer the probe")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   launch
       ->add_option("--max-restarts", args->max_restarts,
                    "Restarts after exit 75 or a failure before giving up")

@@ -20,6 +20,14 @@
 // * Reporting. One line per attempt on stderr: attempt, duration, exit
 //   cause, and the step the attempt resumed from (HOLDFAST_RESTORE_REPORT,
 //   written by CheckpointManager::RestoreLatest on the chief).
+// * Several hosts. --hostfile F passes F to mpirun with TCP keepalive on
+//   Open MPI's daemon links, so that a host that dies or is cut off ends the
+//   attempt within ~15 s (not a silent hang); the site's own settings (launch
+//   agent, interfaces) come from OMPI_MCA_* as usual. --min-np M probes every
+//   host before each attempt (the launch agent runs `true` there) and runs
+//   min(-np, slots of the hosts that answered) ranks on them, or gives up
+//   when that is below M: a lost host costs one restart on a smaller world,
+//   and a host that comes back is used again at the next attempt.
 #pragma once
 
 namespace CLI {

@@ -1,0 +1,107 @@
+# shellcheck shell=bash
+# Shared by the multi-host test scripts (sourced): messages, skips, and test
+# hosts (cluster/hosts) that are removed on every exit path.
+#   Set NAME (message prefix) and PREFIX (the hosts' name prefix) first.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HOSTS=$ROOT/cluster/hosts
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+
+say() { echo "$NAME: $*"; }
+fail() {
+  echo "$NAME: FAIL: $*" >&2
+  exit 1
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# seconds_since MS: "12.3" seconds from the time MS (from now_ms) to now.
+seconds_since() {
+  local d=$(($(now_ms) - $1))
+  echo "$((d / 1000)).$(((d % 1000) / 100))"
+}
+
+# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds; false after SECONDS.
+wait_for() {
+  local deadline=$(($(date +%s) + $1))
+  shift
+  until "$@"; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+}
+has_line() { [ -f "$1" ] && grep -q -- "$2" "$1"; }
+
+# json FILE KEY: a top-level field of a JSON summary.
+json() {
+  python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(json.dumps(v) if isinstance(v,dict) else v)' "$1" "$2"
+}
+
+require_root_and_ip() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "$NAME: SKIP: needs root (creates network namespaces)"
+    exit 77
+  fi
+  local t
+  for t in ip unshare python3; do
+    if ! command -v "$t" >/dev/null; then
+      echo "$NAME: SKIP: needs '$t' (Debian: iproute2, util-linux, python3)"
+      exit 77
+    fi
+  done
+}
+
+# host_diagnostics: what runs on each test host, its connections and neighbours.
+host_diagnostics() {
+  local ns pids
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^${PREFIX}([0-9]+|-sw)$"); do
+    echo "== host $ns"
+    pids=$(ip netns pids "$ns" | tr '\n' ',')
+    [ -z "$pids" ] || ps -o pid,stat,etime,args -p "${pids%,}" | cut -c1-200
+    ip -n "$ns" -br link
+    ip -n "$ns" neigh
+    ip netns exec "$ns" ss -tanp 2>/dev/null | head -20
+  done
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ "$rc" -ne 0 ] && [ -n "${WORK:-}" ]; then
+    echo "$NAME: --- diagnostics (rc=$rc) ---" >&2
+    for f in "$WORK"/*.out; do
+      [ -f "$f" ] && { echo "== $f (last 40 lines)" >&2; tail -n 40 "$f" >&2; }
+    done
+    host_diagnostics >&2
+  fi
+  "$HOSTS/down.sh" --prefix "$PREFIX" >/dev/null 2>&1 ||
+    echo "$NAME: down.sh --prefix $PREFIX failed" >&2
+  # A rank that was still saving when it was stopped may add files meanwhile.
+  [ -z "${WORK:-}" ] || rm -rf "$WORK" 2>/dev/null || { sleep 1 && rm -rf "$WORK"; } ||
+    echo "$NAME: could not remove $WORK" >&2
+  exit "$rc"
+}
+
+# start_hosts N: N test hosts $PREFIX1..N; HOST_ENV holds the variables up.sh
+# exports (for `env "${HOST_ENV[@]}" ...`); WORK is a fresh scratch directory
+# that every host sees (a shared filesystem). Both go away on exit.
+start_hosts() {
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  WORK=$(mktemp -d "/tmp/holdfast-$NAME.XXXXXX")
+  "$HOSTS/down.sh" --prefix "$PREFIX" >/dev/null 2>&1 || true # a crashed earlier run
+  local t out
+  t=$(now_ms)
+  out=$("$HOSTS/up.sh" "$1" --prefix "$PREFIX" 2>"$WORK/up.out") ||
+    fail "up.sh $1 --prefix $PREFIX failed: $(cat "$WORK/up.out")"
+  HOST_ENV=()
+  local line
+  while read -r line; do
+    line=${line#export }
+    line=${line//\"/}
+    HOST_ENV+=("$line")
+  done <<<"$out"
+  say "$1 hosts up in $(($(now_ms) - t)) ms"
+}
+
+# tx_bytes HOST: bytes HOST has sent on its eth0.
+tx_bytes() { ip netns exec "$1" cat /sys/class/net/eth0/statistics/tx_bytes; }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Data-parallel training across test hosts gives the single-host result: on
+# HOSTS network-namespace hosts (cluster/hosts) with SLOTS ranks each, started
+# by `holdfast launch --hostfile` on the first host, fmnist_mlp ends with the
+# same weights (weights_xxh64) as the same world size under plain mpirun on
+# one host. Also reports the bytes each host sent per step against the
+# all-reduce lower bound 2(N-1)/N x gradient bytes. Must run as root.
+#
+#   tests/multihost/train_test.sh BUILD_DIR HOSTS SLOTS
+#
+# Exit 0 on success; 1 with a "FAIL: ..." line otherwise; 77 (skip) when not
+# root or iproute2 is missing.
+set -euo pipefail
+
+BUILD=$(cd "${1:?usage: $0 BUILD_DIR HOSTS SLOTS}" && pwd)
+N=${2:?usage: $0 BUILD_DIR HOSTS SLOTS}
+SLOTS=${3:?usage: $0 BUILD_DIR HOSTS SLOTS}
+NAME=multihost-train-${N}x$SLOTS
+PREFIX=m${N}s${SLOTS}h
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_root_and_ip
+
+FMNIST=$BUILD/examples/fmnist_mlp
+HOLDFAST=$BUILD/launcher/holdfast
+W=$((N * SLOTS))
+# 6000 samples, batch 50: 120 steps.
+TRAINING=(--epochs 1 --train-samples 6000 --threads 1)
+STEPS=120
+# 784-256-32-10: 209514 float parameters, gradients all-reduced every step.
+GRADIENT_BYTES=$((209514 * 4))
+
+start_hosts "$N"
+"$HOSTS/hostfile.sh" --prefix "$PREFIX" --slots "$SLOTS" >"$WORK/hostfile"
+
+t=$(now_ms)
+timeout 300 mpirun --oversubscribe -np "$W" "$FMNIST" "${TRAINING[@]}" \
+  --summary-json "$WORK/one-host.json" >"$WORK/one-host.out" 2>&1 ||
+  fail "the single-host reference run (mpirun -np $W) failed"
+expected=$(json "$WORK/one-host.json" weights_xxh64)
+say "one host, $W ranks: weights $expected in $(seconds_since "$t") s"
+
+declare -A sent_before
+for i in $(seq 1 "$N"); do sent_before[$i]=$(tx_bytes "$PREFIX$i"); done
+t=$(now_ms)
+env "${HOST_ENV[@]}" timeout 300 "$HOSTS/run.sh" "${PREFIX}1" "$HOLDFAST" launch \
+  --hostfile "$WORK/hostfile" --max-restarts 0 -- "$FMNIST" "${TRAINING[@]}" \
+  --summary-json "$WORK/hosts.json" >"$WORK/hosts.out" 2>&1 ||
+  fail "the run on $N hosts x $SLOTS ranks failed"
+elapsed=$(seconds_since "$t")
+has_line "$WORK/hosts.out" "rank 0 of $W .* on ${PREFIX}1" ||
+  fail "rank 0 did not report running on ${PREFIX}1 in a world of $W"
+got=$(json "$WORK/hosts.json" weights_xxh64)
+[ "$(json "$WORK/hosts.json" world_size)" = "$W" ] || fail "world size is not $W"
+
+# Every host took part, and the bytes on the wire. An all-reduce of G bytes
+# over N hosts must send at least 2(N-1) x G in all (each host 2(N-1)/N x G
+# with reduce-scatter + all-gather; ranks on one host share memory). Counted:
+# whole frames on each host's eth0 during the run (start-up broadcast and
+# evaluation included).
+bound=$((2 * (N - 1) * GRADIENT_BYTES))
+total=0
+for i in $(seq 1 "$N"); do
+  sent=$(($(tx_bytes "$PREFIX$i") - sent_before[$i]))
+  total=$((total + sent))
+  say "$PREFIX$i sent $((sent / STEPS)) bytes per step"
+  [ "$sent" -gt $((GRADIENT_BYTES * STEPS / 4)) ] ||
+    fail "$PREFIX$i sent only $sent bytes in $STEPS steps: did its ranks take part?"
+done
+say "all hosts: $((total / STEPS)) bytes per step = $(python3 -c \
+  "print(f'{$total / $STEPS / $bound:.2f}')") x the all-reduce lower bound 2(N-1)G = $bound"
+[ "$got" = "$expected" ] ||
+  fail "$N hosts x $SLOTS ranks ended with weights $got, one host with $expected"
+say "$N hosts x $SLOTS ranks: weights $got, as on one host, in $elapsed s"
