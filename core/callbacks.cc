@@ -70,19 +70,22 @@ void ProgressBar::OnBatchEnd(TrainingState& s) {
   const double elapsed = Seconds(now - epoch_start_);
   const double per_batch = elapsed / static_cast<double>(s.batch - first_batch_);
   const double eta = per_batch * static_cast<double>(s.batches_per_epoch - s.batch);
+  // Samples of the batches run so far (all but an epoch's last are full).
+  const double rate = static_cast<double>(s.options->batch_size) / per_batch;
   if (tty_) {
     constexpr int kWidth = 30;
     const int filled = static_cast<int>(kWidth * s.batch / s.batches_per_epoch);
     std::string bar(kWidth, '.');
     for (int i = 0; i < filled; ++i) bar[i] = '=';
     if (filled < kWidth) bar[filled] = '>';
-    std::fprintf(out_, "\r%lld/%lld [%s] - ETA: %s - %s\033[K", static_cast<long long>(s.batch),
-                 static_cast<long long>(s.batches_per_epoch), bar.c_str(),
-                 FormatDuration(eta).c_str(), MetricsText(s).c_str());
-  } else {
-    std::fprintf(out_, "Epoch %d/%d - %lld/%lld - ETA: %s - %s\n", s.epoch + 1, s.options->epochs,
+    std::fprintf(out_, "\r%lld/%lld [%s] - ETA: %s - %.0f samples/s - %s\033[K",
                  static_cast<long long>(s.batch), static_cast<long long>(s.batches_per_epoch),
-                 FormatDuration(eta).c_str(), MetricsText(s).c_str());
+                 bar.c_str(), FormatDuration(eta).c_str(), rate, MetricsText(s).c_str());
+  } else {
+    std::fprintf(out_, "Epoch %d/%d - %lld/%lld - ETA: %s - %.0f samples/s - %s\n", s.epoch + 1,
+                 s.options->epochs, static_cast<long long>(s.batch),
+                 static_cast<long long>(s.batches_per_epoch), FormatDuration(eta).c_str(), rate,
+                 MetricsText(s).c_str());
   }
   std::fflush(out_);
 }
