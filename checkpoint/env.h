@@ -57,6 +57,38 @@ class Env {
   static Env* Default();
 };
 
+// An Env that passes every call to another (LevelDB's EnvWrapper): an Env
+// that changes a few calls (timing, faults, slow disks) overrides only those.
+class EnvWrapper : public Env {
+ public:
+  explicit EnvWrapper(Env* base) : base_(base) {}
+  StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
+    return base_->NewWritableFile(path);
+  }
+  StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) override {
+    return base_->ReadFile(path, max_bytes);
+  }
+  StatusOr<uint64_t> FileSize(const std::string& path) override { return base_->FileSize(path); }
+  bool Exists(const std::string& path) override { return base_->Exists(path); }
+  StatusOr<bool> IsDirectory(const std::string& path) override { return base_->IsDirectory(path); }
+  StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
+    return base_->ListDir(path);
+  }
+  Status CreateDir(const std::string& path) override { return base_->CreateDir(path); }
+  Status Rename(const std::string& from, const std::string& to) override {
+    return base_->Rename(from, to);
+  }
+  Status SyncDir(const std::string& path) override { return base_->SyncDir(path); }
+  Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
+  Status RemoveDir(const std::string& path) override { return base_->RemoveDir(path); }
+
+ protected:
+  Env* base() const { return base_; }
+
+ private:
+  Env* const base_;
+};
+
 enum class Durability {
   kDurable,  // survives a power cut once the call returned
   // Atomic for readers, but a power cut may undo it or (on file systems

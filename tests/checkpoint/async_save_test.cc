@@ -30,29 +30,14 @@ using testing::FaultInjectionEnv;
 
 // The real Env, with every fsync of a file taking `delay` longer: a save
 // that stays in flight for a while, as on a slow disk.
-class SlowSyncEnv final : public Env {
+class SlowSyncEnv final : public EnvWrapper {
  public:
-  explicit SlowSyncEnv(std::chrono::milliseconds delay) : delay_(delay) {}
+  explicit SlowSyncEnv(std::chrono::milliseconds delay)
+      : EnvWrapper(Env::Default()), delay_(delay) {}
   StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
-    HOLDFAST_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, base_->NewWritableFile(path));
+    HOLDFAST_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, base()->NewWritableFile(path));
     return std::unique_ptr<WritableFile>(new SlowFile(std::move(file), delay_));
   }
-  StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) override {
-    return base_->ReadFile(path, max_bytes);
-  }
-  StatusOr<uint64_t> FileSize(const std::string& path) override { return base_->FileSize(path); }
-  bool Exists(const std::string& path) override { return base_->Exists(path); }
-  StatusOr<bool> IsDirectory(const std::string& path) override { return base_->IsDirectory(path); }
-  StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
-    return base_->ListDir(path);
-  }
-  Status CreateDir(const std::string& path) override { return base_->CreateDir(path); }
-  Status Rename(const std::string& from, const std::string& to) override {
-    return base_->Rename(from, to);
-  }
-  Status SyncDir(const std::string& path) override { return base_->SyncDir(path); }
-  Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
-  Status RemoveDir(const std::string& path) override { return base_->RemoveDir(path); }
 
  private:
   class SlowFile final : public WritableFile {
@@ -71,7 +56,6 @@ class SlowSyncEnv final : public Env {
     std::chrono::milliseconds delay_;
   };
 
-  Env* base_ = Env::Default();
   std::chrono::milliseconds delay_;
 };
 

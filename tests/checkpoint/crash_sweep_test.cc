@@ -33,28 +33,14 @@ using testing::FaultInjectionEnv;
 // Env::Default() without fsync. What survives a power cut is decided by
 // FaultInjectionEnv's model, so real fsyncs would only cost time (hundreds of
 // saves on ext4).
-class NoSyncEnv final : public Env {
+class NoSyncEnv final : public EnvWrapper {
  public:
+  NoSyncEnv() : EnvWrapper(Env::Default()) {}
   StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
-    HOLDFAST_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, base_->NewWritableFile(path));
+    HOLDFAST_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, base()->NewWritableFile(path));
     return std::unique_ptr<WritableFile>(new File(std::move(f)));
   }
-  StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) override {
-    return base_->ReadFile(path, max_bytes);
-  }
-  StatusOr<uint64_t> FileSize(const std::string& path) override { return base_->FileSize(path); }
-  bool Exists(const std::string& path) override { return base_->Exists(path); }
-  StatusOr<bool> IsDirectory(const std::string& path) override { return base_->IsDirectory(path); }
-  StatusOr<std::vector<std::string>> ListDir(const std::string& path) override {
-    return base_->ListDir(path);
-  }
-  Status CreateDir(const std::string& path) override { return base_->CreateDir(path); }
-  Status Rename(const std::string& from, const std::string& to) override {
-    return base_->Rename(from, to);
-  }
   Status SyncDir(const std::string&) override { return Status::Ok(); }
-  Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
-  Status RemoveDir(const std::string& path) override { return base_->RemoveDir(path); }
 
  private:
   class File final : public WritableFile {
@@ -67,7 +53,6 @@ class NoSyncEnv final : public Env {
    private:
     std::unique_ptr<WritableFile> base_;
   };
-  Env* const base_ = Env::Default();
 };
 
 NoSyncEnv* FastDisk() {

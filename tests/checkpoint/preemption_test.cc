@@ -85,30 +85,14 @@ class AtStep final : public Callback {
 
 // An Env over the real one that runs a hook when a shard file is created:
 // a signal delivered in the middle of a checkpoint save.
-class HookedEnv final : public Env {
+class HookedEnv final : public EnvWrapper {
  public:
+  HookedEnv() : EnvWrapper(Env::Default()) {}
   std::function<void()> on_shard;
   StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
     if (on_shard && path.find("shard-") != std::string::npos) on_shard();
-    return base_->NewWritableFile(path);
+    return base()->NewWritableFile(path);
   }
-  StatusOr<std::string> ReadFile(const std::string& p, uint64_t max) override {
-    return base_->ReadFile(p, max);
-  }
-  StatusOr<uint64_t> FileSize(const std::string& p) override { return base_->FileSize(p); }
-  bool Exists(const std::string& p) override { return base_->Exists(p); }
-  StatusOr<bool> IsDirectory(const std::string& p) override { return base_->IsDirectory(p); }
-  StatusOr<std::vector<std::string>> ListDir(const std::string& p) override {
-    return base_->ListDir(p);
-  }
-  Status CreateDir(const std::string& p) override { return base_->CreateDir(p); }
-  Status Rename(const std::string& a, const std::string& b) override { return base_->Rename(a, b); }
-  Status SyncDir(const std::string& p) override { return base_->SyncDir(p); }
-  Status RemoveFile(const std::string& p) override { return base_->RemoveFile(p); }
-  Status RemoveDir(const std::string& p) override { return base_->RemoveDir(p); }
-
- private:
-  Env* base_ = Env::Default();
 };
 
 // 64 samples in batches of 8: 8 steps per epoch, 24 in all.
