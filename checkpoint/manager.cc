@@ -369,9 +369,9 @@ Status CheckpointManager::StartAsyncSave() {
           std::fprintf(stderr, "holdfast: rank %d: checkpoint %s not saved: %s\n", rank,
                        ticket->name.c_str(), why.c_str());
         }
-        options_.replica->SetCheckpointBusy(false);
       }
       a.shard_done = true;
+      if (rank != 0) options_.replica->SetCheckpointBusy(false);  // last: nothing after it
     });
   }
   ++stats_.started;
@@ -413,10 +413,11 @@ Status CheckpointManager::Poll() {
     return Status::Ok();
   }
   if (control.checkpoint_busy > 0) return Status::Ok();
-  // Resolved, at this same step on every rank.
+  // Resolved, at this same step on every rank. The writer has lowered its
+  // word as its last act; waiting for it to return costs nothing.
+  a.worker.WaitIdle();
   Status outcome = Status::Ok();
   if (chief) {
-    a.worker.WaitIdle();
     outcome = a.commit_status;
   } else if (control.checkpoint_failed > 0) {
     outcome = AbortedError("checkpoint " + a.ticket->name +
