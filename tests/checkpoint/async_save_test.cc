@@ -223,17 +223,8 @@ TEST_P(AsyncSaveTest, AFailedShardAbortsEverywhereAtOneStep) {
                         {.directory = dir.path(), .env = &env, .async = true, .replica = &replica});
     if (comm.rank() == 0) env.FailFrom(0, ENOSPC, FaultInjectionEnv::kDiskFullOps);
     comm.Barrier();
-    Status status = m.Save();
-    for (int i = 0; i < 20000 && m.save_in_flight(); ++i) {
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-      replica.Step();
-      const Status polled = m.Poll();
-      if (!m.save_in_flight()) {
-        resolved_at[static_cast<size_t>(comm.rank())] = replica.control().sequence;
-        status = polled;
-      }
-    }
-    first[static_cast<size_t>(comm.rank())] = status;
+    first[static_cast<size_t>(comm.rank())] =
+        StepUntilResolved(m, replica, m.Save(), &resolved_at[static_cast<size_t>(comm.rank())]);
     comm.Barrier();
     if (comm.rank() == 0) env.ClearFaults();
     comm.Barrier();
@@ -242,6 +233,7 @@ TEST_P(AsyncSaveTest, AFailedShardAbortsEverywhereAtOneStep) {
   });
   for (size_t r = 0; r < first.size(); ++r) {
     EXPECT_EQ(first[r].code(), StatusCode::kAborted) << "rank " << r << ": " << first[r].ToString();
+    EXPECT_GT(resolved_at[r], 0) << "rank " << r << ": never resolved by a step";
     EXPECT_EQ(resolved_at[r], resolved_at[0]) << "rank " << r;
     EXPECT_OK(second[r]);
   }

@@ -14,6 +14,7 @@
 
 #include "core/dataset.h"
 #include "tests/testutil/subprocess.h"
+#include "tests/testutil/testutil.h"
 
 namespace holdfast {
 namespace {
@@ -126,11 +127,6 @@ TEST_F(FmnistMlpTest, SameSeedSameWeights) {
   EXPECT_GT(a["samples_per_second"].get<double>(), 0);
 }
 
-std::string ReadAll(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 // A run that crashes after its last checkpoint, with a row torn by the kill,
 // resumes and leaves the batch log of a run that never stopped: steps 1..N
 // once each, in order, with the same losses.
@@ -151,15 +147,15 @@ TEST_F(FmnistMlpTest, BatchLogOfAResumedRunContinuesWithConsecutiveSteps) {
   // Crashes once 30 steps are done; the last checkpoint is step 28.
   auto r = run(resumed, {"--backup-dir", backup, "--save-freq", "7", "--interrupt-at-step", "30"});
   ASSERT_EQ(r.exit_code, 1) << r.err;
-  std::string crashed = ReadAll(resumed);
+  std::string crashed = ReadFileToString(resumed);
   EXPECT_TRUE(crashed.ends_with("\n")) << crashed;
   EXPECT_EQ(CountLines(crashed), 1 + 30) << crashed;
   std::ofstream(resumed, std::ios::app) << "31,1,1,0.12";  // torn by a kill mid-write
 
   r = run(resumed, {"--backup-dir", backup, "--save-freq", "7"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const std::string log = ReadAll(resumed);
-  EXPECT_EQ(log, ReadAll(straight));
+  const std::string log = ReadFileToString(resumed);
+  EXPECT_EQ(log, ReadFileToString(straight));
   std::istringstream lines(log);
   std::string line;
   ASSERT_TRUE(std::getline(lines, line));
@@ -179,7 +175,7 @@ TEST_F(FmnistMlpTest, BatchLogOfAResumedRunContinuesWithConsecutiveSteps) {
 
   // A fresh run (no backup) starts the file over.
   ASSERT_EQ(run(resumed, {}, "1").exit_code, 0);
-  EXPECT_EQ(CountLines(ReadAll(resumed)), 1 + 20);
+  EXPECT_EQ(CountLines(ReadFileToString(resumed)), 1 + 20);
 }
 
 TEST_F(FmnistMlpTest, BatchLogRefusesAFileThatIsNotOne) {
@@ -190,7 +186,7 @@ TEST_F(FmnistMlpTest, BatchLogRefusesAFileThatIsNotOne) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(CountLines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("not a batch log"), std::string::npos) << r.err;
-  EXPECT_EQ(ReadAll(notes), "my,own\ndata\n");
+  EXPECT_EQ(ReadFileToString(notes), "my,own\ndata\n");
 }
 
 // The quality bar: >= 0.85 test accuracy after 3 epochs (seed 42).

@@ -156,13 +156,16 @@ class StepReplica final : public Replica {
 
 // Async: steps `replica` (every rank together) until the save in flight
 // resolves, polling after each step as a training loop does; a bounded
-// number of steps, then WaitForSave. Returns the first error seen.
-inline Status StepUntilResolved(CheckpointManager& m, StepReplica& replica, Status status) {
+// number of steps, then WaitForSave. Returns the first error seen;
+// `resolved_at` (if given) gets the step sequence at which Poll resolved it.
+inline Status StepUntilResolved(CheckpointManager& m, StepReplica& replica, Status status,
+                                int64_t* resolved_at = nullptr) {
   for (int i = 0; i < 20000 && m.save_in_flight(); ++i) {
     std::this_thread::sleep_for(std::chrono::microseconds(200));
     replica.Step();
     const Status polled = m.Poll();
     if (status.ok()) status = polled;
+    if (!m.save_in_flight() && resolved_at != nullptr) *resolved_at = replica.control().sequence;
   }
   const Status waited = m.WaitForSave();
   return status.ok() ? waited : status;
