@@ -149,6 +149,14 @@ void ParallelCopy(std::span<const float> from, std::span<float> to) {
   }
 }
 
+// 16 hex digits for prepare-area names that no other run or save used.
+std::string RandomNonce() {
+  std::random_device random;
+  char nonce[17];
+  std::snprintf(nonce, sizeof nonce, "%08x%08x", random(), random());
+  return nonce;
+}
+
 // Where a writer leaves its vote for a chief that commits in the background.
 std::string VoteFile(const std::string& area, int rank) {
   return JoinPath(area, ".vote-" + std::to_string(rank));
@@ -255,10 +263,7 @@ Status CheckpointManager::SaveSync() {
   // Phase 0: the chief opens a prepare area with a fresh name.
   std::string area;
   if (chief) {
-    std::random_device random;
-    char nonce[17];
-    std::snprintf(nonce, sizeof nonce, "%08x%08x", random(), random());
-    const std::string tmp = JoinPath(dir, "." + name + ".tmp-" + nonce);
+    const std::string tmp = JoinPath(dir, "." + name + ".tmp-" + RandomNonce());
     Status s = env_->CreateDir(dir);
     if (s.ok()) s = env_->CreateDir(tmp);
     // (append, not "+" + ...: GCC 12 warns falsely on the latter, bug 105651)
@@ -312,10 +317,7 @@ Status CheckpointManager::StartAsyncSave() {
   }
   if (a.session.empty()) {
     // Once per manager, collective: a name no earlier run used.
-    std::random_device random;
-    char nonce[17];
-    std::snprintf(nonce, sizeof nonce, "%08x%08x", random(), random());
-    a.session = comm_->BroadcastString(nonce, 0);
+    a.session = comm_->BroadcastString(RandomNonce(), 0);
   }
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t step = checkpoint_->step();
