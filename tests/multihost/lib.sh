@@ -7,28 +7,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HOSTS=$ROOT/cluster/hosts
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 
-say() { echo "$NAME: $*"; }
-fail() {
-  echo "$NAME: FAIL: $*" >&2
-  exit 1
-}
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-# seconds_since MS: "12.3" seconds from the time MS (from now_ms) to now.
-seconds_since() {
-  local d=$(($(now_ms) - $1))
-  echo "$((d / 1000)).$(((d % 1000) / 100))"
-}
-
-# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds; false after SECONDS.
-wait_for() {
-  local deadline=$(($(date +%s) + $1))
-  shift
-  until "$@"; do
-    [ "$(date +%s)" -lt "$deadline" ] || return 1
-    sleep 0.1
-  done
-}
-has_line() { [ -f "$1" ] && grep -q -- "$2" "$1"; }
+# shellcheck source=SCRIPTDIR/../testutil/lib.sh
+. "$ROOT/tests/testutil/lib.sh"
 
 # json FILE KEY: a top-level field of a JSON summary.
 json() {

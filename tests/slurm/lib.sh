@@ -6,25 +6,11 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LS=$ROOT/cluster/local-slurm
 
-say() { echo "$NAME: $*"; }
-fail() {
-  echo "$NAME: FAIL: $*" >&2
-  exit 1
-}
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# shellcheck source=SCRIPTDIR/../testutil/lib.sh
+. "$ROOT/tests/testutil/lib.sh"
 T0=$(now_ms)
-elapsed() { echo "$((($(now_ms) - T0) / 1000)).$(((($(now_ms) - T0) % 1000) / 100))s"; }
+elapsed() { echo "$(seconds_since "$T0")s"; }
 
-# wait_for SECONDS CMD...: poll CMD every 0.2 s until it succeeds; false after SECONDS.
-wait_for() {
-  local deadline=$(($(date +%s) + $1))
-  shift
-  until "$@"; do
-    [ "$(date +%s)" -lt "$deadline" ] || return 1
-    sleep 0.2
-  done
-}
-has_line() { [ -f "$1" ] && grep -q -- "$2" "$1"; }
 job_field() { timeout 5 scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n1; }
 job_state_is() { [ "$(job_field "$1" JobState)" = "$2" ]; }
 
