@@ -44,6 +44,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -110,7 +111,9 @@ class TimingEnv final : public holdfast::Env {
     for (const auto& [kind, s] : stats_) t += s.seconds;
     return t;
   }
+  // Thread-safe: a save fsyncs several files at once.
   void Add(const std::string& kind, Clock::time_point t0, uint64_t bytes = 0) {
+    std::lock_guard<std::mutex> lock(mu_);
     CallStat& s = stats_[kind];
     s.seconds += SecondsSince(t0);
     ++s.calls;
@@ -189,6 +192,7 @@ class TimingEnv final : public holdfast::Env {
 
  private:
   holdfast::Env* base_ = holdfast::Env::Default();
+  std::mutex mu_;
   std::map<std::string, CallStat> stats_;
 };
 

@@ -10,9 +10,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "checkpoint/internal/background_worker.h"
 #include "checkpoint/internal/manifest.h"
@@ -50,20 +52,39 @@ double UnixNow() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-Status WriteDurably(Env* env, const std::string& path, std::span<const char> data) {
-  HOLDFAST_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->NewWritableFile(path));
-  HOLDFAST_RETURN_IF_ERROR(file->Append(data));
-  HOLDFAST_RETURN_IF_ERROR(file->Sync());
-  return file->Close();
+Status SyncAndClose(WritableFile& file) {
+  const Status synced = file.Sync();
+  const Status closed = file.Close();
+  return synced.ok() ? closed : synced;
 }
 
-StatusOr<internal::WrittenShard> WriteShardDurably(Env* env, const std::string& path,
-                                                   const ShardToWrite& shard) {
-  HOLDFAST_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->NewWritableFile(path));
-  HOLDFAST_ASSIGN_OR_RETURN(internal::WrittenShard written, internal::WriteShard(shard, *file));
-  HOLDFAST_RETURN_IF_ERROR(file->Sync());
-  HOLDFAST_RETURN_IF_ERROR(file->Close());
-  return written;
+// Runs every call at once, each but the first on a thread of its own, and
+// returns the first error. For the fsyncs of one save: fsyncs that overlap
+// share one journal commit and one flush of the disk's cache, where in a row
+// each pays its own (~4 ms here, as long as writing 10 MB).
+Status SyncTogether(const std::vector<std::function<Status()>>& calls) {
+  std::vector<Status> results(calls.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < calls.size(); ++i) {
+    threads.emplace_back([&calls, &results, i] { results[i] = calls[i](); });
+  }
+  if (!calls.empty()) results[0] = calls[0]();
+  for (std::thread& t : threads) t.join();
+  for (const Status& s : results) {
+    if (!s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+// Why a rank cannot find what another wrote into the checkpoint directory.
+constexpr const char* kNoSharedDirectory =
+    "the ranks do not share the checkpoint directory (no shared filesystem?): "
+    "give every rank the same directory, or let the chief write everything (chief_writes_all, "
+    "--chief-writes-all)";
+
+// A writer's vote when it has no shard to offer.
+std::string FailedVote(const Status& why) {
+  return json({{"ok", false}, {"error", why.ToString()}}).dump();
 }
 
 // A Status carried across ranks as text: "<code number>|<message>".
@@ -210,7 +231,8 @@ CheckpointManager::Ticket CheckpointManager::MakeTicket(int64_t step, std::strin
 }
 
 std::string CheckpointManager::WriteOwnShard(const Ticket& ticket,
-                                             const std::vector<std::span<const float>>& blobs) {
+                                             const std::vector<std::span<const float>>& blobs,
+                                             std::unique_ptr<WritableFile>* file) {
   const int rank = comm_->rank();
   ShardToWrite shard;
   shard.rank = static_cast<uint32_t>(rank);
@@ -226,15 +248,25 @@ std::string CheckpointManager::WriteOwnShard(const Ticket& ticket,
     shard.counters = &ticket.counters;
     shard.values = &ticket.values;
   }
-  const std::string file = ShardName(rank, ticket.writers);
-  const StatusOr<internal::WrittenShard> written =
-      WriteShardDurably(env_, JoinPath(ticket.area, file), shard);
-  json vote = {{"ok", written.ok()}, {"file", file}, {"error", written.status().ToString()}};
-  if (written.ok()) {
-    vote["bytes"] = written->bytes;
-    vote["xxh3"] = HexU64(written->xxh3);
+  const std::string name = ShardName(rank, ticket.writers);
+  StatusOr<std::unique_ptr<WritableFile>> created =
+      env_->NewWritableFile(JoinPath(ticket.area, name));
+  if (!created.ok()) {
+    if (created.status().code() == StatusCode::kNotFound && rank != 0 &&
+        !env_->Exists(ticket.area)) {
+      return FailedVote(FailedPreconditionError("cannot see the prepare area " + ticket.area +
+                                                " the chief made: " + kNoSharedDirectory));
+    }
+    return FailedVote(created.status());
   }
-  return vote.dump();
+  *file = std::move(*created);
+  const StatusOr<internal::WrittenShard> written = internal::WriteShard(shard, **file);
+  if (!written.ok()) return FailedVote(written.status());
+  return json({{"ok", true},
+               {"file", name},
+               {"bytes", written->bytes},
+               {"xxh3", HexU64(written->xxh3)}})
+      .dump();
 }
 
 Status CheckpointManager::Save(bool force) {
@@ -276,7 +308,12 @@ Status CheckpointManager::SaveSync() {
   }
   const Ticket ticket = MakeTicket(step, area.substr(1));
 
-  // Phase 1 (prepare): each writer writes and fsyncs its shard, then votes.
+  // Phase 1 (prepare): each writer writes its shard and votes with its size
+  // and hash (known as soon as it is written); then, while every writer
+  // fsyncs its shard, the chief writes the manifest and fsyncs it and the
+  // prepare area along with its own shard. All the fsyncs of a save overlap:
+  // the prepare phase costs one flush, not three in a row.
+  std::unique_ptr<WritableFile> shard;
   std::string vote = "{}";
   if (comm_->rank() < ticket.writers) {
     std::vector<std::span<const float>> slices;
@@ -285,13 +322,32 @@ Status CheckpointManager::SaveSync() {
           ReplicaSlice(static_cast<int64_t>(blob.values.size()), comm_->rank(), ticket.writers);
       slices.push_back(blob.values.subspan(r.begin, r.size()));
     }
-    vote = WriteOwnShard(ticket, slices);
+    vote = WriteOwnShard(ticket, slices, &shard);
   }
   const std::vector<std::string> votes = comm_->Gather(vote, 0);
+  std::vector<std::function<Status()>> syncs;
+  if (shard) syncs.emplace_back([&shard] { return SyncAndClose(*shard); });
+  StatusOr<std::unique_ptr<WritableFile>> manifest = std::unique_ptr<WritableFile>();
+  if (chief) {
+    manifest = WriteManifest(ticket, votes);
+    if (manifest.ok()) {
+      syncs.emplace_back([&manifest] { return SyncAndClose(**manifest); });
+      syncs.emplace_back([this, &ticket] { return env_->SyncDir(ticket.area); });
+    }
+  }
+  const std::vector<std::string> synced = comm_->Gather(EncodeStatus(SyncTogether(syncs)), 0);
 
   // Phase 2 (decide): the chief commits or aborts; everyone learns which.
   std::string outcome;
-  if (chief) outcome = EncodeStatus(CommitOnChief(ticket, votes));
+  if (chief) {
+    std::string failures;
+    if (!manifest.ok()) failures = manifest.status().message();
+    for (size_t r = 0; r < synced.size() && failures.empty(); ++r) {
+      const Status s = DecodeStatus(synced[r]);
+      if (!s.ok()) failures = "rank " + std::to_string(r) + ": " + s.ToString();
+    }
+    outcome = EncodeStatus(failures.empty() ? Publish(ticket) : AbortCommit(ticket, failures));
+  }
   Status committed = DecodeStatus(comm_->BroadcastString(outcome, 0));
   if (committed.ok()) {
     last_committed_step_ = interval_start_step_ = step;
@@ -355,8 +411,12 @@ Status CheckpointManager::StartAsyncSave() {
       AsyncSave& a = *async_;
       Status s = env_->CreateDir(options_.directory);
       if (s.ok()) s = env_->CreateDir(ticket->area);  // whichever rank comes first
-      a.vote = s.ok() ? WriteOwnShard(*ticket, slices)
-                      : json({{"ok", false}, {"error", s.ToString()}}).dump();
+      std::unique_ptr<WritableFile> shard;
+      a.vote = s.ok() ? WriteOwnShard(*ticket, slices, &shard) : FailedVote(s);
+      if (shard) {
+        s = SyncAndClose(*shard);
+        if (!s.ok()) a.vote = FailedVote(s);
+      }
       if (rank != 0) {
         // The chief reads it once every rank's busy word is down. Losing it
         // (a full disk) aborts the save, as a failed shard would; only this
@@ -402,10 +462,11 @@ Status CheckpointManager::Poll() {
           continue;
         }
         auto vote = env_->ReadFile(VoteFile(ticket->area, r), kMaxVoteBytes);
-        votes.push_back(
-            vote.ok()
-                ? *vote
-                : json({{"ok", false}, {"error", "did not report (its stderr says why)"}}).dump());
+        votes.push_back(vote.ok() ? *vote
+                                  : FailedVote(NotFoundError("left no vote in " + ticket->area +
+                                                             ": its stderr says why, if it "
+                                                             "can write there; otherwise " +
+                                                             kNoSharedDirectory)));
       }
       a.commit_status = CommitOnChief(*ticket, votes);
       // Failed first, then busy down: every rank sees both at one step.
@@ -464,9 +525,16 @@ Status CheckpointManager::SaveAndWait() {
 
 Status CheckpointManager::CommitOnChief(const Ticket& ticket,
                                         const std::vector<std::string>& votes) {
-  const std::string& tmp = ticket.area;
-  const std::string final_dir = JoinPath(options_.directory, ticket.name);
-  const std::string& name = ticket.name;
+  StatusOr<std::unique_ptr<WritableFile>> manifest = WriteManifest(ticket, votes);
+  if (!manifest.ok()) return AbortCommit(ticket, manifest.status().message());
+  const Status synced = SyncTogether({[&manifest] { return SyncAndClose(**manifest); },
+                                      [this, &ticket] { return env_->SyncDir(ticket.area); }});
+  if (!synced.ok()) return AbortCommit(ticket, synced.ToString());
+  return Publish(ticket);
+}
+
+StatusOr<std::unique_ptr<WritableFile>> CheckpointManager::WriteManifest(
+    const Ticket& ticket, const std::vector<std::string>& votes) {
   json shards = json::array();
   std::string failures;
   for (size_t r = 0; r < votes.size(); ++r) {
@@ -483,38 +551,18 @@ Status CheckpointManager::CommitOnChief(const Ticket& ticket,
     shards.push_back(
         {{"file", vote["file"]}, {"bytes", vote["bytes"]}, {"xxh3", vote["xxh3"]}, {"rank", r}});
   }
-  auto abort = [&](const std::string& why) {
-    (void)RemoveTree(env_, tmp);  // best effort: recovery removes leftovers too
-    return AbortedError("checkpoint " + name + " not committed, the previous one stays: " + why);
-  };
-  if (!failures.empty()) return abort(failures);
+  if (!failures.empty()) return AbortedError(failures);
   // Votes left by writers of an asynchronous save are not part of it.
   for (int r = 1; r < ticket.world; ++r) {
-    const std::string vote_file = VoteFile(tmp, r);
+    const std::string vote_file = VoteFile(ticket.area, r);
     if (env_->Exists(vote_file)) (void)env_->RemoveFile(vote_file);
   }
-  if (env_->Exists(final_dir)) {
-    if (ReadCheckpoint(env_, final_dir).ok()) {
-      // This step was committed before (a resumed run saving the same step,
-      // or a retry after a failed directory fsync): resume is exact, so it
-      // holds this state already. Its rename may not be durable yet.
-      (void)RemoveTree(env_, tmp);
-      return env_->SyncDir(options_.directory);
-    }
-    // A damaged or half-deleted checkpoint of this step: replace it. Its
-    // manifest goes first, so a crash from here on leaves the previous
-    // checkpoint as the one restore picks.
-    const Status removed = RemoveCheckpoint(env_, final_dir);
-    if (!removed.ok())
-      return abort("cannot replace the damaged " + name + ": " + removed.ToString());
-  }
   const double now = UnixNow();
-  const int64_t step = ticket.step;
   json manifest = {
       {"format", "holdfast-checkpoint"},
       {"format_version", internal::kShardFormatVersion},
       {"holdfast_version", HOLDFAST_VERSION},
-      {"step", step},
+      {"step", ticket.step},
       {"world_size", ticket.world},
       {"created_unix", now},
       {"created_utc", UtcNow(now)},
@@ -530,14 +578,37 @@ Status CheckpointManager::CommitOnChief(const Ticket& ticket,
   manifest["blobs"] = blobs;
   manifest["checksum"] = internal::ManifestChecksum(manifest);
   const std::string text = manifest.dump(2) + "\n";
+  StatusOr<std::unique_ptr<WritableFile>> file =
+      env_->NewWritableFile(JoinPath(ticket.area, kManifestFile));
+  if (!file.ok()) return AbortedError(file.status().ToString());
+  const Status written = (*file)->Append(text);
+  if (!written.ok()) return AbortedError(written.ToString());
+  return file;
+}
 
-  Status s = WriteDurably(env_, JoinPath(tmp, kManifestFile), text);
-  if (s.ok()) s = env_->SyncDir(tmp);
-  if (!s.ok()) return abort(s.ToString());
+Status CheckpointManager::Publish(const Ticket& ticket) {
+  const std::string final_dir = JoinPath(options_.directory, ticket.name);
+  const std::string& name = ticket.name;
+  if (env_->Exists(final_dir)) {
+    if (ReadCheckpoint(env_, final_dir).ok()) {
+      // This step was committed before (a resumed run saving the same step,
+      // or a retry after a failed directory fsync): resume is exact, so it
+      // holds this state already. Its rename may not be durable yet.
+      (void)RemoveTree(env_, ticket.area);
+      return env_->SyncDir(options_.directory);
+    }
+    // A damaged or half-deleted checkpoint of this step: replace it. Its
+    // manifest goes first, so a crash from here on leaves the previous
+    // checkpoint as the one restore picks.
+    const Status removed = RemoveCheckpoint(env_, final_dir);
+    if (!removed.ok()) {
+      return AbortCommit(ticket, "cannot replace the damaged " + name + ": " + removed.ToString());
+    }
+  }
   // The commit point: after this rename (made durable by the fsync of the
   // directory) the checkpoint exists.
-  s = env_->Rename(tmp, final_dir);
-  if (!s.ok()) return abort(s.ToString());
+  Status s = env_->Rename(ticket.area, final_dir);
+  if (!s.ok()) return AbortCommit(ticket, s.ToString());
   s = env_->SyncDir(options_.directory);
   if (!s.ok()) {
     return AbortedError("checkpoint " + name + " may not be durable: " + s.ToString());
@@ -551,6 +622,12 @@ Status CheckpointManager::CommitOnChief(const Ticket& ticket,
   s = ApplyKeepPolicy();
   if (!s.ok()) std::fprintf(stderr, "holdfast: warning: keep policy: %s\n", s.ToString().c_str());
   return Status::Ok();
+}
+
+Status CheckpointManager::AbortCommit(const Ticket& ticket, const std::string& why) {
+  (void)RemoveTree(env_, ticket.area);  // best effort: recovery removes leftovers too
+  return AbortedError("checkpoint " + ticket.name +
+                      " not committed, the previous one stays: " + why);
 }
 
 StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {

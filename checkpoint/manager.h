@@ -171,13 +171,28 @@ class CheckpointManager {
   struct AsyncSave;
 
   Ticket MakeTicket(int64_t step, std::string area) const;
-  // This rank's shard of `ticket` from `blobs` (this rank's slices of every
-  // blob, in ticket order), written and fsynced; the vote for the chief.
-  std::string WriteOwnShard(const Ticket& ticket, const std::vector<std::span<const float>>& blobs);
+  // Writes this rank's shard of `ticket` from `blobs` (this rank's slices of
+  // every blob, in ticket order) into the prepare area, leaving it open and
+  // not yet synced in `*file`; returns the vote for the chief.
+  std::string WriteOwnShard(const Ticket& ticket, const std::vector<std::span<const float>>& blobs,
+                            std::unique_ptr<WritableFile>* file);
   Status SaveSync();
   Status StartAsyncSave();
   Status FinishAsyncSave(Status outcome);
+  // The chief's side of the decision. CommitOnChief = WriteManifest, fsync
+  // it and the prepare area, Publish; SaveSync interleaves the same steps
+  // with the other ranks' fsyncs. Each returns the Aborted error that every
+  // rank reports when the save fails.
   Status CommitOnChief(const Ticket& ticket, const std::vector<std::string>& votes);
+  // Checks the votes and writes the manifest into the prepare area, left
+  // open and not yet synced. An error's message says why (no cleanup done).
+  StatusOr<std::unique_ptr<WritableFile>> WriteManifest(const Ticket& ticket,
+                                                        const std::vector<std::string>& votes);
+  // The commit point and after: renames the durable prepare area into
+  // place, fsyncs the directory, updates LATEST, applies the keep policy.
+  Status Publish(const Ticket& ticket);
+  // Removes the prepare area; returns the error naming `why`.
+  Status AbortCommit(const Ticket& ticket, const std::string& why);
   Status ApplyKeepPolicy();
 
   Checkpoint* checkpoint_;
