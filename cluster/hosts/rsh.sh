@@ -23,8 +23,14 @@ when HOST's cable is cut (cluster/hosts/link.sh HOST down), or the caller's
 own when it runs on a test host. So `rsh.sh HOST true` is a reachability
 probe. It refuses hosts that up.sh did not make: nothing else is ever run.
 
-Environment: HOLDFAST_HOSTS_TRACE=FILE appends a line for each call and
-its exit status to FILE (debugging).
+Environment:
+  HOLDFAST_HOSTS_TRACE=FILE appends a line for each call and its exit
+    status to FILE (debugging).
+  HOLDFAST_HOSTS_PRIVATE_DIR=PATH (off by default) gives HOST a disk of its
+    own at PATH, as on a cluster without a shared filesystem: the command
+    runs in a private mount namespace where PATH (an existing directory) is
+    /run/holdfast-hosts/P/private/HOST, made empty on first use; the machine's
+    PATH, which the host that runs mpirun (run.sh) keeps seeing, is hidden.
 USAGE
 }
 
@@ -58,12 +64,24 @@ if self=$(ip netns identify "$$" 2>/dev/null) && [ -n "$self" ] && [ "$self" != 
   link_up "$self" || unreachable
 fi
 # A remote command line, as sshd would hand it to the login shell.
+remote=(unshare --uts sh -c "hostname $host && $*")
+if [ -n "${HOLDFAST_HOSTS_PRIVATE_DIR:-}" ]; then
+  # The host's own disk at PATH: bound over it in a mount namespace that only
+  # this command and its children (Open MPI's daemon, its ranks) live in.
+  shared=$HOLDFAST_HOSTS_PRIVATE_DIR
+  [ -d "$shared" ] || die "HOLDFAST_HOSTS_PRIVATE_DIR=$shared is not a directory"
+  own="$STATE_ROOT/$(cluster_of "$host")/private/$host"
+  mkdir -p "$own"
+  # shellcheck disable=SC2016 # expanded by the inner sh
+  remote=(unshare --uts --mount --propagation private sh -c \
+    'hostname "$1" && mount --bind "$2" "$3" && exec sh -c "$4"' sh "$host" "$own" "$shared" "$*")
+fi
 if [ -z "${HOLDFAST_HOSTS_TRACE:-}" ]; then
-  exec ip netns exec "$host" unshare --uts sh -c "hostname $host && $*"
+  exec ip netns exec "$host" "${remote[@]}"
 fi
 # Debugging: one line per call and one per exit in the file it names.
 echo "$(date +%T.%N) $$ -> $host: $*" >>"$HOLDFAST_HOSTS_TRACE"
 rc=0
-ip netns exec "$host" unshare --uts sh -c "hostname $host && $*" || rc=$?
+ip netns exec "$host" "${remote[@]}" || rc=$?
 echo "$(date +%T.%N) $$ <- $host: exit $rc" >>"$HOLDFAST_HOSTS_TRACE"
 exit "$rc"

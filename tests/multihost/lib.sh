@@ -42,6 +42,8 @@ host_diagnostics() {
   done
 }
 
+# cleanup (the EXIT trap): diagnostics when the test failed, then the test's
+# own test_cleanup function if it defines one, then the hosts and WORK go.
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -51,6 +53,9 @@ cleanup() {
       [ -f "$f" ] && { echo "== $f (last 40 lines)" >&2; tail -n 40 "$f" >&2; }
     done
     host_diagnostics >&2
+  fi
+  if declare -F test_cleanup >/dev/null; then
+    test_cleanup || echo "$NAME: test_cleanup failed" >&2
   fi
   "$HOSTS/down.sh" --prefix "$PREFIX" >/dev/null 2>&1 ||
     echo "$NAME: down.sh --prefix $PREFIX failed" >&2
@@ -83,5 +88,40 @@ start_hosts() {
   say "$1 hosts up in $(($(now_ms) - t)) ms"
 }
 
+# run_uninterrupted NP KEY ARGS...: the run a test compares with: $FMNIST
+# ARGS on NP ranks under plain mpirun on this machine (no test hosts). Sets
+# EXPECTED to KEY of its JSON summary and says so.
+run_uninterrupted() {
+  local np=$1 key=$2 t
+  shift 2
+  t=$(now_ms)
+  timeout 300 mpirun --oversubscribe -np "$np" "$FMNIST" "$@" \
+    --summary-json "$WORK/uninterrupted.json" >"$WORK/uninterrupted.out" 2>&1 ||
+    fail "the uninterrupted reference run (mpirun -np $np, one host) failed"
+  EXPECTED=$(json "$WORK/uninterrupted.json" "$key")
+  say "uninterrupted, $np ranks on one host: $key $EXPECTED in $(seconds_since "$t") s"
+}
+
 # tx_bytes HOST: bytes HOST has sent on its eth0.
 tx_bytes() { ip netns exec "$1" cat /sys/class/net/eth0/statistics/tx_bytes; }
+
+# host_pid HOST NAME: the pid of the one process named NAME on test host HOST;
+# fails when there is none or more than one.
+host_pid() {
+  local pid found=()
+  for pid in $(ip netns pids "$1"); do
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] && found+=("$pid")
+  done
+  [ "${#found[@]}" -eq 1 ] && echo "${found[0]}"
+}
+
+# latest_step DIR: the step of the newest committed checkpoint in backup
+# directory DIR, from its LATEST (0 when none).
+latest_step() {
+  local latest
+  latest=$(cat "$1/LATEST" 2>/dev/null) || latest=
+  latest=${latest#ckpt-}
+  echo "${latest:-0}"
+}
+# has_checkpoint_after DIR STEP: DIR has a checkpoint newer than STEP.
+has_checkpoint_after() { [ "$(latest_step "$1")" -gt "$2" ]; }

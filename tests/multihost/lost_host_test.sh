@@ -41,21 +41,9 @@ ACCURACY_BAND=0.02
 start_hosts 3
 "$HOSTS/hostfile.sh" --prefix "$PREFIX" >"$WORK/hostfile"
 
-t=$(now_ms)
-timeout 300 mpirun --oversubscribe -np 3 "$FMNIST" --epochs 3 "${SETTINGS[@]}" \
-  --summary-json "$WORK/straight.json" >"$WORK/straight.out" 2>&1 ||
-  fail "the uninterrupted reference run (mpirun -np 3, one host) failed"
-expected=$(json "$WORK/straight.json" test_accuracy)
-say "uninterrupted, 3 ranks on one host: test accuracy $expected in $(seconds_since "$t") s"
+run_uninterrupted 3 test_accuracy --epochs 3 "${SETTINGS[@]}"
+expected=$EXPECTED
 
-# latest_step: the step of the newest committed checkpoint (0 when none).
-latest_step() {
-  local latest
-  latest=$(cat "$WORK/backup/LATEST" 2>/dev/null) || latest=
-  latest=${latest#ckpt-}
-  echo "${latest:-0}"
-}
-has_checkpoint_after() { [ "$(latest_step)" -gt "$1" ]; }
 OUT=$WORK/launch.out
 launch() {
   env "${HOST_ENV[@]}" timeout 240 "$HOSTS/run.sh" "${PREFIX}1" "$HOLDFAST" launch \
@@ -67,8 +55,8 @@ launch() {
 # ------------------------------------------------------------ cut a host
 launch --epochs 3 "${SETTINGS[@]}" >"$OUT" 2>&1 &
 job=$!
-wait_for 120 has_checkpoint_after 39 || fail "no checkpoint past step 39 within 120 s"
-before=$(latest_step)
+wait_for 120 has_checkpoint_after "$WORK/backup" 39 || fail "no checkpoint past step 39 within 120 s"
+before=$(latest_step "$WORK/backup")
 "$HOSTS/link.sh" "$LOST" down
 cut=$(now_ms)
 say "cut $LOST's link at step ~$before (newest checkpoint ckpt-$before)"
@@ -76,7 +64,7 @@ say "cut $LOST's link at step ~$before (newest checkpoint ckpt-$before)"
 wait_for $((KEEPALIVE + MARGIN + 5)) has_line "$OUT" "attempt 1 of at most 3: failed" ||
   fail "the job did not end within $((KEEPALIVE + MARGIN + 5)) s of the cut"
 detected=$(seconds_since "$cut")
-saved=$(latest_step)
+saved=$(latest_step "$WORK/backup")
 stale=$(ip netns pids "$LOST" | wc -l)
 wait_for 20 has_line "$OUT" "running 2 rank(s) on ${PREFIX}1 ${PREFIX}2" ||
   fail "the launcher did not restart on ${PREFIX}1 ${PREFIX}2"
@@ -84,7 +72,7 @@ restarted=$(seconds_since "$cut")
 wait_for 60 has_line "$OUT" "resuming from step $saved " ||
   fail "the restarted job did not resume from step $saved"
 resumed=$(seconds_since "$cut")
-wait_for 60 has_checkpoint_after "$saved" || fail "no checkpoint after the resume"
+wait_for 60 has_checkpoint_after "$WORK/backup" "$saved" || fail "no checkpoint after the resume"
 first_save=$(seconds_since "$cut")
 wait "$job" || fail "holdfast launch ended with exit $? after the cut"
 
@@ -104,7 +92,7 @@ say "3 -> 2 hosts: test accuracy $got (uninterrupted: $expected, band $ACCURACY_
 
 # ------------------------------------------------------------ it comes back
 "$HOSTS/link.sh" "$LOST" up
-step=$(latest_step)
+step=$(latest_step "$WORK/backup")
 : >"$OUT"
 launch --epochs 4 "${SETTINGS[@]}" >"$OUT" 2>&1 || fail "the run with $LOST back failed"
 grep -q "attempt [12] of at most 3: done (exit 0) after .* on 3 rank(s); resumed from step $step" \
