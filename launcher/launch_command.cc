@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -42,13 +44,16 @@ struct LaunchArgs {
   std::vector<std::string> mpi_args;
   bool no_mpi = false;
   std::string hostfile;  // several hosts: Open MPI hostfile
-  int min_np = 0;        // > 0: probe the hosts before each attempt, run on those that answer
+  // > 0: before each attempt, probe the hosts (of --hostfile or of the SLURM
+  // allocation) and run on those that answer.
+  int min_np = 0;
   double probe_timeout = 10;
   std::vector<std::string> command;
 };
 
-// Open MPI settings for jobs on several hosts (--hostfile); each yields to a
-// value given in --mpi-args or OMPI_MCA_*.
+// Open MPI settings for jobs on several hosts (--hostfile, or a SLURM
+// allocation of several nodes); each yields to a value given in --mpi-args or
+// OMPI_MCA_*.
 constexpr std::pair<const char*, const char*> kMultiHostMca[] = {
     // TCP keepalive on the out-of-band channel (mpirun <-> its daemons):
     // without it a host whose link is cut hangs the job silently (100+ s
@@ -83,6 +88,17 @@ sigset_t HandledSignals() {
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGCHLD}) sigaddset(&set, s);
   return set;
+}
+
+bool InSlurm() { return std::getenv("SLURM_JOB_ID") != nullptr; }
+
+// The number of nodes of the SLURM allocation this runs in; 0 outside one.
+int SlurmNodeCount() {
+  if (!InSlurm()) return 0;
+  for (const char* name : {"SLURM_JOB_NUM_NODES", "SLURM_NNODES"}) {
+    if (const char* v = std::getenv(name); v != nullptr && std::atoi(v) > 0) return std::atoi(v);
+  }
+  return 1;
 }
 
 int DefaultNp() {
@@ -167,21 +183,30 @@ std::string HostNames(const std::vector<HostEntry>& hosts) {
 }
 
 // `hostfile` is the file this attempt runs on (the hosts that answered), or
-// empty without --hostfile.
+// empty without --hostfile or --min-np. Inside a SLURM allocation mpirun
+// places the ranks on its nodes itself (and starts its daemons there with
+// srun); a hostfile then narrows the allocation down to the hosts it names.
 std::vector<std::string> JobArgv(const LaunchArgs& a, int np, const std::string& hostfile) {
   if (a.no_mpi) return a.command;
   std::vector<std::string> argv = {a.mpirun, "-np", std::to_string(np)};
-  const bool in_slurm = std::getenv("SLURM_JOB_ID") != nullptr;
   // On one machine outside a scheduler, more ranks than cores is the user's
   // choice (and how tests run); mpirun refuses it by default.
-  if (!in_slurm && hostfile.empty() && np > static_cast<int>(std::thread::hardware_concurrency())) {
+  if (!InSlurm() && hostfile.empty() &&
+      np > static_cast<int>(std::thread::hardware_concurrency())) {
     argv.push_back("--oversubscribe");
   }
   if (geteuid() == 0) argv.push_back("--allow-run-as-root");
-  if (!hostfile.empty()) {
-    argv.insert(argv.end(), {"--hostfile", hostfile});
+  if (!hostfile.empty()) argv.insert(argv.end(), {"--hostfile", hostfile});
+  if (!hostfile.empty() || SlurmNodeCount() > 1) {
     for (const auto& [name, value] : kMultiHostMca) {
       if (!MpiParameter(a, name)) argv.insert(argv.end(), {"--mca", name, value});
+    }
+    // The job step of the daemons may share its nodes' CPUs with other steps:
+    // the step of an attempt that lost a node cannot end (that node does not
+    // answer) and would otherwise hold the CPUs of the nodes the next
+    // attempt runs on, so that its step never starts.
+    if (SlurmNodeCount() > 1 && !MpiParameter(a, "plm_slurm_args")) {
+      argv.insert(argv.end(), {"--mca", "plm_slurm_args", "--overlap"});
     }
     // Remote ranks get only the environment they are given; rank 0 writes the
     // restore report wherever it runs.
@@ -233,14 +258,54 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::vector<std::string>
   return pid;
 }
 
+// This process's children, from /proc (a subreaper's adopted orphans too).
+std::vector<pid_t> Children() {
+  std::vector<pid_t> children;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "stat");
+    std::string stat;
+    std::getline(in, stat);
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    std::string state;
+    pid_t ppid = 0;
+    if (rest >> state >> ppid && ppid == getpid()) children.push_back(std::stoi(name));
+  }
+  return children;
+}
+
+// Ends and reaps what the last attempt left behind outside its process group:
+// processes that outlived their parent and were re-parented to this launcher
+// (a child subreaper, see Launch); not the children it had when it started
+// (`inherited`, e.g. a shell's process substitution). The srun through which
+// mpirun starts its daemons on the other nodes of a SLURM allocation runs in
+// a group of its own, and one that cannot reach a lost node outlives mpirun.
+void EndLeftovers(const std::vector<pid_t>& inherited) {
+  for (int round = 0; round < 100; ++round) {
+    std::vector<pid_t> left = Children();
+    std::erase_if(left, [&](pid_t p) {
+      return std::find(inherited.begin(), inherited.end(), p) != inherited.end();
+    });
+    if (left.empty()) return;
+    for (pid_t child : left) kill(child, SIGKILL);
+    for (pid_t child : left) waitpid(child, nullptr, 0);
+  }
+}
+
 struct AttemptResult {
   int exit_code = 0;
   std::string cause;       // "done", "preempted (exit 75)", "failed (exit 1)", "killed by signal 9"
   bool signalled = false;  // the launcher got a stop signal during this attempt
 };
 
-// Runs one attempt to its end, forwarding stop signals with the grace rule.
-AttemptResult RunAttempt(const LaunchArgs& a, pid_t pid) {
+// Runs one attempt to its end, forwarding stop signals with the grace rule;
+// then ends what it left behind but the `inherited` children.
+AttemptResult RunAttempt(const LaunchArgs& a, pid_t pid, const std::vector<pid_t>& inherited) {
   const sigset_t handled = HandledSignals();
   AttemptResult result;
   std::optional<Clock::time_point> signalled_at;
@@ -260,8 +325,10 @@ AttemptResult RunAttempt(const LaunchArgs& a, pid_t pid) {
         result.exit_code = 128 + WTERMSIG(status);
         result.cause = std::string("killed by signal ") + std::to_string(WTERMSIG(status));
       }
-      // Whatever the job left in its group (ranks mpirun did not reap).
+      // Whatever the job left in its group (ranks mpirun did not reap), and
+      // outside it.
       kill(-pid, SIGKILL);
+      EndLeftovers(inherited);
       result.signalled = signalled_at.has_value();
       return result;
     }
@@ -293,9 +360,79 @@ AttemptResult RunAttempt(const LaunchArgs& a, pid_t pid) {
   }
 }
 
-// The launch agent mpirun uses to start its daemons (plm_rsh_agent, default
-// ssh), as a probe: `agent host true`.
-std::vector<std::string> ProbeArgv(const LaunchArgs& a, const std::string& host) {
+// Runs argv (no shell) and returns what it printed on stdout, or nullopt
+// when it could not run or did not exit 0.
+std::optional<std::string> OutputOf(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (pipe(fds) != 0) return std::nullopt;
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_adddup2(&files, fds[1], 1);
+  posix_spawn_file_actions_addclose(&files, fds[0]);
+  std::vector<char*> args;
+  for (const auto& s : argv) args.push_back(const_cast<char*>(s.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  const int rc = posix_spawnp(&pid, args[0], &files, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&files);
+  close(fds[1]);
+  std::string out;
+  char buffer[4096];
+  for (ssize_t n; rc == 0 && (n = read(fds[0], buffer, sizeof buffer)) != 0;) {
+    if (n > 0) out.append(buffer, n);
+    if (n < 0 && errno != EINTR) break;
+  }
+  close(fds[0]);
+  int status = 0;
+  if (rc != 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+      WEXITSTATUS(status) != 0) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+// The nodes of this SLURM allocation (`scontrol show hostnames`), each with
+// its tasks (SLURM_TASKS_PER_NODE: "2(x3),1"; 1 each when absent).
+bool ReadSlurmHosts(std::vector<HostEntry>* hosts, std::string* error) {
+  const char* list = std::getenv("SLURM_JOB_NODELIST");
+  if (list == nullptr) list = std::getenv("SLURM_NODELIST");
+  if (list == nullptr) {
+    *error = "SLURM_JOB_NODELIST is not set";
+    return false;
+  }
+  const std::optional<std::string> names = OutputOf({"scontrol", "show", "hostnames", list});
+  if (!names) {
+    *error = std::string("`scontrol show hostnames ") + list + "` failed";
+    return false;
+  }
+  std::vector<int> tasks;
+  const char* tasks_per_node = std::getenv("SLURM_TASKS_PER_NODE");
+  std::string per_node = tasks_per_node != nullptr ? tasks_per_node : "";
+  std::replace(per_node.begin(), per_node.end(), ',', ' ');
+  for (const std::string& item : SplitWords(per_node)) {
+    int count = 0, repeat = 1;
+    if (std::sscanf(item.c_str(), "%d(x%d)", &count, &repeat) < 1) break;
+    tasks.insert(tasks.end(), std::max(repeat, 1), std::max(count, 1));
+  }
+  for (const std::string& name : SplitWords(*names)) {
+    const size_t i = hosts->size();
+    hosts->push_back({.name = name, .slots = i < tasks.size() ? tasks[i] : 1});
+  }
+  if (hosts->empty()) {
+    *error = std::string("no nodes in SLURM_JOB_NODELIST=") + list;
+    return false;
+  }
+  return true;
+}
+
+// How to ask `host` to run `true`: inside a SLURM allocation (`slurm`), a
+// one-task job step there, as mpirun starts its daemons; else the launch agent
+// mpirun uses (plm_rsh_agent, default ssh): `agent host true`.
+std::vector<std::string> ProbeArgv(const LaunchArgs& a, const std::string& host, bool slurm) {
+  if (slurm) {
+    return {"srun",    "--nodes=1",          "--ntasks=1", "--overlap",
+            "--quiet", "--nodelist=" + host, "true"};
+  }
   std::vector<std::string> argv = SplitWords(MpiParameter(a, "plm_rsh_agent").value_or("ssh"));
   if (argv.empty()) argv = {"ssh"};
   if (argv[0] == "ssh" || argv[0].ends_with("/ssh")) {
@@ -307,14 +444,14 @@ std::vector<std::string> ProbeArgv(const LaunchArgs& a, const std::string& host)
   return argv;
 }
 
-// Asks every host at once to run `true` through the launch agent; returns the
-// hosts that did within --probe-timeout, in hostfile order, and reports the
-// others on stderr.
-std::vector<HostEntry> ProbeHosts(const LaunchArgs& a, const std::vector<HostEntry>& hosts) {
+// Asks every host at once to run `true` (ProbeArgv); returns the hosts that
+// did within --probe-timeout, in their order, and reports the others on stderr.
+std::vector<HostEntry> ProbeHosts(const LaunchArgs& a, const std::vector<HostEntry>& hosts,
+                                  bool slurm) {
   std::vector<pid_t> pids(hosts.size(), -1);
   std::vector<std::string> why(hosts.size());
   for (size_t i = 0; i < hosts.size(); ++i) {
-    pids[i] = Spawn(ProbeArgv(a, hosts[i].name), {}, &why[i], /*quiet=*/true);
+    pids[i] = Spawn(ProbeArgv(a, hosts[i].name, slurm), {}, &why[i], /*quiet=*/true);
   }
   const auto deadline = Clock::now() + std::chrono::duration<double>(a.probe_timeout);
   size_t running = 0;
@@ -376,14 +513,18 @@ int Launch(const LaunchArgs& a) {
                  "program args)\n");
     return kExitUsage;
   }
-  if (a.min_np > 0 && a.hostfile.empty()) {
-    std::fprintf(stderr, "holdfast launch: --min-np needs --hostfile (the hosts to probe)\n");
+  // --min-np without --hostfile probes the nodes of the SLURM allocation.
+  const bool slurm_hosts = a.min_np > 0 && a.hostfile.empty() && InSlurm();
+  if (a.min_np > 0 && a.hostfile.empty() && !slurm_hosts) {
+    std::fprintf(stderr,
+                 "holdfast launch: --min-np needs --hostfile or a SLURM allocation (the hosts "
+                 "to probe)\n");
     return kExitUsage;
   }
   std::vector<HostEntry> hosts;
-  if (!a.hostfile.empty()) {
+  if (!a.hostfile.empty() || slurm_hosts) {
     std::string error;
-    if (!ReadHostfile(a.hostfile, &hosts, &error)) {
+    if (slurm_hosts ? !ReadSlurmHosts(&hosts, &error) : !ReadHostfile(a.hostfile, &hosts, &error)) {
       std::fprintf(stderr, "holdfast launch: %s\n", error.c_str());
       return kExitUsage;
     }
@@ -400,6 +541,10 @@ int Launch(const LaunchArgs& a) {
   const sigset_t handled = HandledSignals();
   sigset_t previous;
   sigprocmask(SIG_BLOCK, &handled, &previous);
+  // Descendants whose parent dies come to this launcher, which ends them
+  // after each attempt (EndLeftovers), instead of to init.
+  const std::vector<pid_t> inherited = Children();
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
 
   char report_template[] = "/tmp/holdfast-launch-XXXXXX";
   const int report_fd = mkstemp(report_template);
@@ -421,7 +566,7 @@ int Launch(const LaunchArgs& a) {
     int attempt_np = np;
     std::string attempt_hostfile = a.hostfile;
     if (a.min_np > 0) {
-      const std::vector<HostEntry> answered = ProbeHosts(a, hosts);
+      const std::vector<HostEntry> answered = ProbeHosts(a, hosts, slurm_hosts);
       attempt_np = std::min(np, TotalSlots(answered));
       if (attempt_np < a.min_np) {
         std::fprintf(stderr,
@@ -454,7 +599,7 @@ int Launch(const LaunchArgs& a) {
       code = kExitUsage;
       break;
     }
-    const AttemptResult r = RunAttempt(a, pid);
+    const AttemptResult r = RunAttempt(a, pid, inherited);
     code = r.exit_code;
     const std::string resumed = ReadReport(report);
     const bool retry = !r.signalled && code != 0 && code != kExitUsage && attempt <= a.max_restarts;
@@ -507,13 +652,16 @@ void AddLaunchCommand(CLI::App& app, int* exit_code) {
       "host that dies or drops off the network, or a daemon that dies at start-up, ends the\n"
       "attempt within ~15 s instead of hanging it (--mpi-args or OMPI_MCA_* override these).\n"
       "The launch agent and the interfaces come from the site's Open MPI settings\n"
-      "(OMPI_MCA_plm_rsh_agent, ...)");
+      "(OMPI_MCA_plm_rsh_agent, ...). Inside a SLURM allocation of several nodes, mpirun\n"
+      "runs on its nodes without a hostfile, and gets the same settings");
   launch
       ->add_option("--min-np", args->min_np,
-                   "With --hostfile: before each attempt, probe every host (the launch agent\n"
-                   "runs `true` there) and run min(-np, slots of the hosts that answered) ranks\n"
-                   "on those that answered; give up when fewer than this many would run. A\n"
-                   "checkpoint resumes on the new world size (same global batch)")
+                   "Before each attempt, probe every host (of --hostfile: the launch agent runs\n"
+                   "`true` there; else of the SLURM allocation: its nodes and tasks per node, a\n"
+                   "job step `srun -N1 -n1 --overlap -w NODE true`) and run min(-np, slots of\n"
+                   "the hosts that answered) ranks on those that answered; give up when fewer\n"
+                   "than this many would run. A checkpoint resumes on the new world size (same\n"
+                   "global batch)")
       ->check(CLI::PositiveNumber);
   launch
       ->add_option("--probe-timeout", args->probe_timeout,

@@ -28,6 +28,10 @@
 //   min(-np, slots of the hosts that answered) ranks on them, or gives up
 //   when that is below M: a lost host costs one restart on a smaller world,
 //   and a host that comes back is used again at the next attempt.
+// * SLURM. Inside an allocation mpirun places the ranks on its nodes (and
+//   starts its daemons there through srun); on several nodes the launcher
+//   adds the same keepalive settings as for --hostfile, and --min-np without
+//   --hostfile probes the allocation's nodes with a one-task job step each.
 #pragma once
 
 namespace CLI {

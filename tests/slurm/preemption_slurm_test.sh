@@ -33,8 +33,7 @@ t=$(now_ms)
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 \
   mpirun --oversubscribe -np 2 "$FMNIST" "${TRAINING[@]}" --summary-json "$WORK/straight.json" \
   >"$JOBS/straight.out" 2>&1 || fail "the uninterrupted reference run failed"
-expected=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["weights_xxh64"])' \
-  "$WORK/straight.json")
+expected=$(summary "$WORK/straight.json" weights_xxh64)
 say "reference run: weights $expected in $(($(now_ms) - t)) ms"
 
 # ------------------------------------------------------------------ the job
@@ -71,11 +70,9 @@ grep -q "restart 1 on" "$JOBS/train.out" || fail "the second run did not see SLU
 grep -q "resumed from step $saved" "$JOBS/train.out" ||
   fail "the second run did not resume from step $saved"
 
-got=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["weights_xxh64"], d["resumed_from"]["step"])' \
-  "$WORK/summary.json")
+got=$(summary "$WORK/summary.json" weights_xxh64 resumed_from.step)
 [ "$got" = "$expected $saved" ] ||
   fail "resumed run ended with '$got', expected weights $expected resumed from $saved"
 say "preempted at step $saved, requeued, resumed, weights $expected as the uninterrupted run"
-say "job log:"
-sed 's/^/  | /' "$JOBS/train.out" | grep -v '^  | -\{10\}' | head -n 60
+show_log "$JOBS/train.out"
 say "all checks passed in $(elapsed)"
