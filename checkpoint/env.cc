@@ -5,11 +5,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 namespace holdfast {
 namespace {
+
+// write(2) until all of `data` is written or an error (errno) is returned.
+int WriteAll(int fd, const char* p, size_t left) {
+  while (left > 0) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  return 0;
+}
 
 class PosixWritableFile final : public WritableFile {
  public:
@@ -17,18 +33,8 @@ class PosixWritableFile final : public WritableFile {
   ~PosixWritableFile() override { (void)Close(); }
 
   Status Append(std::span<const char> data) override {
-    const char* p = data.data();
-    size_t left = data.size();
-    while (left > 0) {
-      const ssize_t n = ::write(fd_, p, left);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoToStatus(errno, "write " + path_);
-      }
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
-    return Status::Ok();
+    const int err = WriteAll(fd_, data.data(), data.size());
+    return err == 0 ? Status::Ok() : ErrnoToStatus(err, "write " + path_);
   }
 
   Status Sync() override {
@@ -49,12 +55,112 @@ class PosixWritableFile final : public WritableFile {
   int fd_;
 };
 
+// A file opened with O_DIRECT: appends gather in an aligned buffer, and
+// each full buffer goes from there to the device by DMA, so the CPU neither
+// copies the data into the page cache nor writes it back later (the cost
+// that matters for a background writer sharing the cores with training).
+// The tail, less than one block, is written through the page cache when the
+// file is synced or closed, after O_DIRECT is turned off (O_DIRECT needs
+// block-aligned offsets and lengths). A file system that refuses O_DIRECT
+// writes (EINVAL) gets buffered ones instead.
+class PosixDirectWritableFile final : public WritableFile {
+ public:
+  static constexpr size_t kAlign = 4096;  // a multiple of every logical block size
+  static constexpr size_t kBufferBytes = size_t{4} << 20;
+
+  PosixDirectWritableFile(std::string path, int fd)
+      : path_(std::move(path)),
+        fd_(fd),
+        buffer_(static_cast<char*>(std::aligned_alloc(kAlign, kBufferBytes))) {}
+  ~PosixDirectWritableFile() override {
+    (void)Close();
+    std::free(buffer_);
+  }
+
+  Status Append(std::span<const char> data) override {
+    if (buffer_ == nullptr) return ErrnoToStatus(ENOMEM, "write " + path_);
+    if (!direct_) return Write(data.data(), data.size());
+    while (!data.empty()) {
+      const size_t n = std::min(data.size(), kBufferBytes - used_);
+      std::memcpy(buffer_ + used_, data.data(), n);
+      used_ += n;
+      data = data.subspan(n);
+      if (used_ == kBufferBytes) {
+        HOLDFAST_RETURN_IF_ERROR(Write(buffer_, used_));
+        used_ = 0;
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status Sync() override {
+    HOLDFAST_RETURN_IF_ERROR(WriteTail());
+    if (::fsync(fd_) != 0) return ErrnoToStatus(errno, "fsync " + path_);
+    return Status::Ok();
+  }
+
+  Status Close() override {
+    if (fd_ < 0) return Status::Ok();
+    const Status tail = WriteTail();
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0 && tail.ok()) return ErrnoToStatus(errno, "close " + path_);
+    return tail;
+  }
+
+ private:
+  // Writes the buffered bytes: the whole blocks directly, the rest buffered.
+  // From here on the file is an ordinary one.
+  Status WriteTail() {
+    if (!direct_) return Status::Ok();
+    const size_t whole = used_ / kAlign * kAlign;
+    HOLDFAST_RETURN_IF_ERROR(Write(buffer_, whole));
+    if (direct_) HOLDFAST_RETURN_IF_ERROR(StopDirect());
+    HOLDFAST_RETURN_IF_ERROR(Write(buffer_ + whole, used_ - whole));
+    used_ = 0;
+    return Status::Ok();
+  }
+
+  Status StopDirect() {
+    const int flags = ::fcntl(fd_, F_GETFL);
+    if (flags < 0 || ::fcntl(fd_, F_SETFL, flags & ~O_DIRECT) != 0) {
+      return ErrnoToStatus(errno, "write " + path_ + " (turning O_DIRECT off)");
+    }
+    direct_ = false;
+    return Status::Ok();
+  }
+
+  Status Write(const char* p, size_t n) {
+    int err = WriteAll(fd_, p, n);
+    if (err == EINVAL && direct_) {
+      // No O_DIRECT here after all: nothing was written, go on buffered.
+      HOLDFAST_RETURN_IF_ERROR(StopDirect());
+      err = WriteAll(fd_, p, n);
+    }
+    return err == 0 ? Status::Ok() : ErrnoToStatus(err, "write " + path_);
+  }
+
+  std::string path_;
+  int fd_;
+  char* buffer_;
+  size_t used_ = 0;
+  bool direct_ = true;
+};
+
 class PosixEnv final : public Env {
  public:
   StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return ErrnoToStatus(errno, "create " + path);
     return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd));
+  }
+
+  StatusOr<std::unique_ptr<WritableFile>> NewDirectWritableFile(const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0644);
+    // File systems without O_DIRECT (tmpfs) refuse the open with EINVAL.
+    if (fd < 0 && errno == EINVAL) return NewWritableFile(path);
+    if (fd < 0) return ErrnoToStatus(errno, "create " + path);
+    return std::unique_ptr<WritableFile>(new PosixDirectWritableFile(path, fd));
   }
 
   StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) override {

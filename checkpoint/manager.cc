@@ -232,7 +232,7 @@ CheckpointManager::Ticket CheckpointManager::MakeTicket(int64_t step, std::strin
 
 std::string CheckpointManager::WriteOwnShard(const Ticket& ticket,
                                              const std::vector<std::span<const float>>& blobs,
-                                             std::unique_ptr<WritableFile>* file) {
+                                             std::unique_ptr<WritableFile>* file, bool direct) {
   const int rank = comm_->rank();
   ShardToWrite shard;
   shard.rank = static_cast<uint32_t>(rank);
@@ -249,8 +249,9 @@ std::string CheckpointManager::WriteOwnShard(const Ticket& ticket,
     shard.values = &ticket.values;
   }
   const std::string name = ShardName(rank, ticket.writers);
+  const std::string path = JoinPath(ticket.area, name);
   StatusOr<std::unique_ptr<WritableFile>> created =
-      env_->NewWritableFile(JoinPath(ticket.area, name));
+      direct ? env_->NewDirectWritableFile(path) : env_->NewWritableFile(path);
   if (!created.ok()) {
     if (created.status().code() == StatusCode::kNotFound && rank != 0 &&
         !env_->Exists(ticket.area)) {
@@ -322,7 +323,7 @@ Status CheckpointManager::SaveSync() {
           ReplicaSlice(static_cast<int64_t>(blob.values.size()), comm_->rank(), ticket.writers);
       slices.push_back(blob.values.subspan(r.begin, r.size()));
     }
-    vote = WriteOwnShard(ticket, slices, &shard);
+    vote = WriteOwnShard(ticket, slices, &shard, /*direct=*/false);
   }
   const std::vector<std::string> votes = comm_->Gather(vote, 0);
   std::vector<std::function<Status()>> syncs;
@@ -412,7 +413,7 @@ Status CheckpointManager::StartAsyncSave() {
       Status s = env_->CreateDir(options_.directory);
       if (s.ok()) s = env_->CreateDir(ticket->area);  // whichever rank comes first
       std::unique_ptr<WritableFile> shard;
-      a.vote = s.ok() ? WriteOwnShard(*ticket, slices, &shard) : FailedVote(s);
+      a.vote = s.ok() ? WriteOwnShard(*ticket, slices, &shard, /*direct=*/true) : FailedVote(s);
       if (shard) {
         s = SyncAndClose(*shard);
         if (!s.ok()) a.vote = FailedVote(s);

@@ -331,7 +331,7 @@ TEST_P(CrashSweepTest, DiskFullAbortsEverywhereThenTrainingGoesOn) {
       // The chief names the full disk, or (async) the rank that could not
       // even report, which says why on its stderr.
       EXPECT_TRUE(first[0].message().find("No space left") != std::string::npos ||
-                  (setup.async && first[0].message().find("did not report") != std::string::npos))
+                  (setup.async && first[0].message().find("left no vote") != std::string::npos))
           << first[0].ToString();
       EXPECT_EQ(which, "old");
       EXPECT_EQ(PrepareAreas(dir), std::vector<std::string>{});

@@ -65,10 +65,13 @@ inline Matrix RandomMatrix(int64_t rows, int64_t cols, double lo, double hi, uin
 // contents when the object goes out of scope. Not copyable.
 class TempDir {
  public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl =
-        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/holdfast_test_XXXXXX";
+  // A new directory in `parent` (default: $TMPDIR or /tmp).
+  explicit TempDir(std::string parent = "") {
+    if (parent.empty()) {
+      const char* tmpdir = std::getenv("TMPDIR");
+      parent = tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
+    }
+    std::string tmpl = parent + "/holdfast_test_XXXXXX";
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
     if (mkdtemp(buf.data()) == nullptr) {
