@@ -343,9 +343,11 @@ Status CheckpointManager::SaveSync() {
   if (chief) {
     std::string failures;
     if (!manifest.ok()) failures = manifest.status().message();
-    for (size_t r = 0; r < synced.size() && failures.empty(); ++r) {
+    for (size_t r = 0; r < synced.size(); ++r) {
       const Status s = DecodeStatus(synced[r]);
-      if (!s.ok()) failures = "rank " + std::to_string(r) + ": " + s.ToString();
+      if (s.ok()) continue;
+      if (!failures.empty()) failures += "; ";
+      failures += "rank " + std::to_string(r) + ": " + s.ToString();
     }
     outcome = EncodeStatus(failures.empty() ? Publish(ticket) : AbortCommit(ticket, failures));
   }
