@@ -13,18 +13,22 @@
 namespace holdfast {
 namespace {
 
-// write(2) until all of `data` is written or an error (errno) is returned.
-int WriteAll(int fd, const char* p, size_t left) {
-  while (left > 0) {
-    const ssize_t n = ::write(fd, p, left);
+// write(2) until all `size` bytes at `p` are written or an error (errno) is
+// returned; `*written` (optional) counts the bytes written either way.
+int WriteAll(int fd, const char* p, size_t size, size_t* written = nullptr) {
+  size_t done = 0;
+  int err = 0;
+  while (done < size) {
+    const ssize_t n = ::write(fd, p + done, size - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return errno;
+      err = errno;
+      break;
     }
-    p += n;
-    left -= static_cast<size_t>(n);
+    done += static_cast<size_t>(n);
   }
-  return 0;
+  if (written != nullptr) *written = done;
+  return err;
 }
 
 class PosixWritableFile final : public WritableFile {
@@ -131,11 +135,13 @@ class PosixDirectWritableFile final : public WritableFile {
   }
 
   Status Write(const char* p, size_t n) {
-    int err = WriteAll(fd_, p, n);
+    size_t written = 0;
+    int err = WriteAll(fd_, p, n, &written);
     if (err == EINVAL && direct_) {
-      // No O_DIRECT here after all: nothing was written, go on buffered.
+      // No O_DIRECT here after all (or not for what is left after a short
+      // write): go on buffered from where it stopped.
       HOLDFAST_RETURN_IF_ERROR(StopDirect());
-      err = WriteAll(fd_, p, n);
+      err = WriteAll(fd_, p + written, n - written);
     }
     return err == 0 ? Status::Ok() : ErrnoToStatus(err, "write " + path_);
   }
