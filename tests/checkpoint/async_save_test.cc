@@ -73,10 +73,9 @@ TEST_P(AsyncSaveTest, CommitsTheSnapshotWhileTrainingGoesOn) {
   std::vector<int64_t> resolved_at(static_cast<size_t>(World()), -1);
   std::vector<SaveStats> stats(static_cast<size_t>(World()));
   RunInProcessRanks(World(), [&](Communicator& comm) {
-    Trainee t = MakeClassifier(1);
-    Load(StateB(), t);
-    Checkpoint c(t.model.get(), t.optimizer.get());
-    c.counters = StateB().counters;
+    LoadedState loaded(StateB());
+    Trainee& t = loaded.trainee;
+    Checkpoint& c = loaded.checkpoint;
     StepReplica replica(comm);
     CheckpointManager m(
         &c, &comm, {.directory = dir.path(), .env = &slow, .async = true, .replica = &replica});
@@ -214,10 +213,8 @@ TEST_P(AsyncSaveTest, AFailedShardAbortsEverywhereAtOneStep) {
   std::vector<Status> first(static_cast<size_t>(World())), second = first;
   std::vector<int64_t> resolved_at(static_cast<size_t>(World()), -1);
   RunInProcessRanks(World(), [&](Communicator& comm) {
-    Trainee t = MakeClassifier(1);
-    Load(StateB(), t);
-    Checkpoint c(t.model.get(), t.optimizer.get());
-    c.counters = StateB().counters;
+    LoadedState loaded(StateB());
+    Checkpoint& c = loaded.checkpoint;
     StepReplica replica(comm);
     CheckpointManager m(&c, &comm,
                         {.directory = dir.path(), .env = &env, .async = true, .replica = &replica});

@@ -295,10 +295,8 @@ TEST_P(CrashSweepTest, DiskFullAbortsEverywhereThenTrainingGoesOn) {
     std::optional<Restored> between;
     Watchdog watchdog("disk full from " + std::to_string(k), 30);
     RunInProcessRanks(setup.world, [&](Communicator& comm) {
-      Trainee t = MakeClassifier(1);
-      Load(StateB(), t);
-      Checkpoint c(t.model.get(), t.optimizer.get());
-      c.counters = StateB().counters;
+      LoadedState loaded(StateB());
+      Checkpoint& c = loaded.checkpoint;
       StepReplica replica(comm);
       CheckpointManager m(&c, &comm,
                           {.directory = dir,

@@ -124,6 +124,18 @@ inline void Load(const State& s, Trainee& t) {
   t.optimizer->set_iterations(s.step);
 }
 
+// What one in-process rank saves: a freshly built classifier loaded with a
+// State, and the Checkpoint of it carrying the State's counters.
+struct LoadedState {
+  explicit LoadedState(const State& s)
+      : trainee(MakeClassifier(1)), checkpoint(trainee.model.get(), trainee.optimizer.get()) {
+    Load(s, trainee);
+    checkpoint.counters = s.counters;
+  }
+  Trainee trainee;
+  Checkpoint checkpoint;
+};
+
 struct SaveSetup {
   int world = 1;
   bool chief_writes_all = false;
@@ -178,12 +190,9 @@ inline std::vector<Status> SaveOnRanks(const SaveSetup& setup, const std::string
                                        const State& s) {
   std::vector<Status> statuses(static_cast<size_t>(setup.world), InternalError("not run"));
   RunInProcessRanks(setup.world, [&](Communicator& comm) {
-    Trainee t = MakeClassifier(1);
-    Load(s, t);
-    Checkpoint c(t.model.get(), t.optimizer.get());
-    c.counters = s.counters;
+    LoadedState loaded(s);
     StepReplica replica(comm);
-    CheckpointManager m(&c, &comm,
+    CheckpointManager m(&loaded.checkpoint, &comm,
                         {.directory = dir,
                          .max_to_keep = setup.max_to_keep,
                          .chief_writes_all = setup.chief_writes_all,
