@@ -10,11 +10,6 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS
 # shellcheck source=SCRIPTDIR/../testutil/lib.sh
 . "$ROOT/tests/testutil/lib.sh"
 
-# json FILE KEY: a top-level field of a JSON summary.
-json() {
-  python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(json.dumps(v) if isinstance(v,dict) else v)' "$1" "$2"
-}
-
 require_root_and_ip() {
   if [ "$(id -u)" -ne 0 ]; then
     echo "$NAME: SKIP: needs root (creates network namespaces)"

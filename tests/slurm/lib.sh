@@ -29,14 +29,6 @@ require_root() {
   fi
 }
 
-# summary FILE FIELD...: fields of a JSON run summary (--summary-json) on one
-# line; FIELD a.b is field b of object a.
-summary() {
-  python3 -c 'import functools, json, sys
-d = json.load(open(sys.argv[1]))
-print(*(functools.reduce(lambda v, k: v[k], f.split("."), d) for f in sys.argv[2:]))' "$@"
-}
-
 # show_log FILE: FILE indented, without progress-bar rules, at most 60 lines.
 show_log() {
   say "job log:"

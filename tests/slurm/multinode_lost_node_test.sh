@@ -86,7 +86,7 @@ wait_for 120 has_line "$OUT" "attempt 2 of at most 3: done (exit 0) .* on 2 rank
 finished=$(seconds_since "$cut")
 [ "${detected%.*}" -lt $((KEEPALIVE + MARGIN)) ] ||
   fail "the attempt took $detected s to end, more than $KEEPALIVE + $MARGIN"
-got=$(summary "$WORK/summary.json" world_size resumed_from.step steps)
+got=$(json "$WORK/summary.json" world_size resumed_from.step steps)
 [ "$got" = "2 $saved $STEPS" ] ||
   fail "the job ended with '$got' (world size, resumed from, steps), expected '2 $saved $STEPS'"
 say "cut -> attempt ended: $detected s; -> restart on 2 nodes: $restarted s;" \

@@ -106,12 +106,12 @@ wait_for 120 job_state_is "$job" COMPLETED ||
   fail "job $job did not complete after its requeue (state $(job_field "$job" JobState))"
 done_ms=$(($(now_ms) - t))
 wait "$reference" || fail "the uninterrupted reference run (mpirun -np $NODES, one host) failed"
-expected=$(summary "$WORK/straight.json" weights_xxh64)
+expected=$(json "$WORK/straight.json" weights_xxh64)
 
 [ "$(job_field "$job" Restarts)" = 1 ] || fail "job $job has Restarts=$(job_field "$job" Restarts)"
 grep -q "resumed from step $saved" "$JOBS/train.out" ||
   fail "the second run did not resume from step $saved"
-got=$(summary "$WORK/summary.json" weights_xxh64 resumed_from.step world_size)
+got=$(json "$WORK/summary.json" weights_xxh64 resumed_from.step world_size)
 [ "$got" = "$expected $saved $NODES" ] ||
   fail "resumed run ended with '$got' (weights, resumed from, world size), expected '$expected $saved $NODES'"
 say "preempted at step $saved; ran again $restarted ms and ended $done_ms ms after the high job" \

@@ -33,7 +33,7 @@ t=$(now_ms)
 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 \
   mpirun --oversubscribe -np 2 "$FMNIST" "${TRAINING[@]}" --summary-json "$WORK/straight.json" \
   >"$JOBS/straight.out" 2>&1 || fail "the uninterrupted reference run failed"
-expected=$(summary "$WORK/straight.json" weights_xxh64)
+expected=$(json "$WORK/straight.json" weights_xxh64)
 say "reference run: weights $expected in $(($(now_ms) - t)) ms"
 
 # ------------------------------------------------------------------ the job
@@ -70,7 +70,7 @@ grep -q "restart 1 on" "$JOBS/train.out" || fail "the second run did not see SLU
 grep -q "resumed from step $saved" "$JOBS/train.out" ||
   fail "the second run did not resume from step $saved"
 
-got=$(summary "$WORK/summary.json" weights_xxh64 resumed_from.step)
+got=$(json "$WORK/summary.json" weights_xxh64 resumed_from.step)
 [ "$got" = "$expected $saved" ] ||
   fail "resumed run ended with '$got', expected weights $expected resumed from $saved"
 say "preempted at step $saved, requeued, resumed, weights $expected as the uninterrupted run"

@@ -15,6 +15,16 @@ seconds_since() {
   echo "$((d / 1000)).$(((d % 1000) / 100))"
 }
 
+# json FILE FIELD...: fields of a JSON file (a run's --summary-json) on one
+# line; FIELD a.b is field b of object a. Strings and numbers print as they
+# are, anything else as JSON (null, true, {...}); a missing field fails.
+json() {
+  python3 -c 'import functools, json, sys
+d = json.load(open(sys.argv[1]))
+fields = (functools.reduce(lambda v, k: v[k], f.split("."), d) for f in sys.argv[2:])
+print(*(v if isinstance(v, str) else json.dumps(v) for v in fields))' "$@"
+}
+
 # wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds; false after SECONDS.
 wait_for() {
   local deadline=$(($(date +%s) + $1))
