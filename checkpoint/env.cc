@@ -69,7 +69,7 @@ class PosixWritableFile final : public WritableFile {
 // writes (EINVAL) gets buffered ones instead.
 class PosixDirectWritableFile final : public WritableFile {
  public:
-  static constexpr size_t kAlign = 4096;  // a multiple of every logical block size
+  static constexpr size_t kAlign = kDirectIoAlignment;
   static constexpr size_t kBufferBytes = size_t{4} << 20;
 
   PosixDirectWritableFile(std::string path, int fd)
@@ -84,6 +84,20 @@ class PosixDirectWritableFile final : public WritableFile {
   Status Append(std::span<const char> data) override {
     if (buffer_ == nullptr) return ErrnoToStatus(ENOMEM, "write " + path_);
     if (!direct_) return Write(data.data(), data.size());
+    // The staging buffer always starts at a block of the file. Memory that
+    // sits where the next block would start in it needs no copy: complete
+    // the staged block from it, send the staged bytes, then send its whole
+    // blocks straight from where they are.
+    const size_t fill = (kAlign - used_ % kAlign) % kAlign;
+    if (data.size() >= fill + kAlign &&
+        reinterpret_cast<uintptr_t>(data.data() + fill) % kAlign == 0) {
+      std::memcpy(buffer_ + used_, data.data(), fill);
+      HOLDFAST_RETURN_IF_ERROR(Write(buffer_, used_ + fill));
+      used_ = 0;
+      const size_t whole = (data.size() - fill) / kAlign * kAlign;
+      HOLDFAST_RETURN_IF_ERROR(Write(data.data() + fill, whole));
+      data = data.subspan(fill + whole);
+    }
     while (!data.empty()) {
       const size_t n = std::min(data.size(), kBufferBytes - used_);
       std::memcpy(buffer_ + used_, data.data(), n);

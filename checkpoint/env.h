@@ -7,6 +7,7 @@
 // ENOENT -> NotFound, ...). Implementations are thread-safe.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -26,6 +27,10 @@ class WritableFile {
   virtual Status Close() = 0;  // also run by the destructor, errors ignored there
 };
 
+// A multiple of every logical block size: memory and file offsets aligned
+// to it can be written past the page cache (Env::NewDirectWritableFile).
+inline constexpr size_t kDirectIoAlignment = 4096;
+
 class Env {
  public:
   virtual ~Env() = default;
@@ -34,8 +39,10 @@ class Env {
   virtual StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) = 0;
   // The same for a large file written once, front to back, by a thread that
   // shares the cores with other work: its data may bypass the page cache
-  // (O_DIRECT), which costs more wall time but far less CPU. By default an
-  // ordinary NewWritableFile.
+  // (O_DIRECT), which costs more wall time but far less CPU. Appended memory
+  // that starts at the same offset within a kDirectIoAlignment block as the
+  // file's end goes to the device as it is; the rest is staged. By default
+  // an ordinary NewWritableFile.
   virtual StatusOr<std::unique_ptr<WritableFile>> NewDirectWritableFile(const std::string& path) {
     return NewWritableFile(path);
   }

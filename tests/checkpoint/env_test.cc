@@ -98,6 +98,37 @@ TEST_F(PosixEnvTest, DirectWritableFileRoundTripsEverySizeAroundItsBlocks) {
   }
 }
 
+// Memory placed at the offset within a block where the file's end is goes
+// to the device unstaged; memory placed anywhere else is staged. Either way
+// the file holds exactly what was appended, whatever came before it.
+TEST_F(PosixEnvTest, DirectWritableFileWritesPlacedMemoryAsItIs) {
+  constexpr size_t kBlock = kDirectIoAlignment;
+  constexpr size_t kLarge = 2 * kMiB + 3 * kBlock + 17;
+  std::unique_ptr<char, decltype(&std::free)> memory(
+      static_cast<char*>(std::aligned_alloc(kBlock, kLarge + 2 * kBlock)), &std::free);
+  ASSERT_NE(memory, nullptr);
+  for (size_t i = 0; i < kLarge + 2 * kBlock; ++i) memory.get()[i] = static_cast<char>(i * 7 + 3);
+  for (size_t head : {size_t{0}, size_t{40}, kBlock - 1, kBlock, 3 * kBlock + 100, 5 * kMiB + 9}) {
+    for (const bool placed : {true, false}) {
+      SCOPED_TRACE(std::to_string(head) + " bytes before, " + (placed ? "placed" : "not placed"));
+      const std::string before(head, 'h');
+      const char* large = memory.get() + head % kBlock + (placed ? 0 : 1);
+      const std::string f = dir_.File("placed.bin");
+      StatusOr<std::unique_ptr<WritableFile>> file = env_->NewDirectWritableFile(f);
+      ASSERT_OK(file);
+      ASSERT_OK((*file)->Append(Bytes(before)));
+      ASSERT_OK((*file)->Append({large, kLarge}));
+      ASSERT_OK(
+          (*file)->Append({large, kBlock + 1}));  // placed again only if head was whole blocks
+      ASSERT_OK((*file)->Sync());
+      ASSERT_OK((*file)->Close());
+      StatusOr<std::string> back = env_->ReadFile(f, head + kLarge + kBlock + 1);
+      ASSERT_OK(back);
+      EXPECT_TRUE(*back == before + std::string(large, kLarge) + std::string(large, kBlock + 1));
+    }
+  }
+}
+
 TEST_F(PosixEnvTest, NewWritableFileTruncates) {
   const std::string f = dir_.File("f");
   WriteBytes(f, "a long old content");
