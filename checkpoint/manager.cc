@@ -2,10 +2,15 @@
 
 #include <unistd.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -134,10 +139,41 @@ struct CheckpointManager::Ticket {
   std::vector<std::pair<std::string, uint64_t>> blobs;  // names and sizes in floats
 };
 
+namespace {
+
+// Memory for one slice's snapshot, kept from save to save (after the first
+// save the copy touches no fresh memory). Its bytes start `phase` bytes into
+// a block, where the shard file will hold them.
+class SnapshotBuffer {
+ public:
+  // The digests of the shard's checksum chunks inside this slice.
+  std::vector<uint64_t> digests;
+
+  std::span<std::byte> Place(size_t bytes, size_t phase) {
+    if (memory_ == nullptr || bytes != bytes_ || phase != phase_) {
+      const size_t blocks = (phase + bytes) / kDirectIoAlignment + 1;
+      memory_.reset(static_cast<std::byte*>(
+          std::aligned_alloc(kDirectIoAlignment, blocks * kDirectIoAlignment)));
+      HOLDFAST_CHECK(memory_ != nullptr, "out of memory for a checkpoint snapshot");
+      bytes_ = bytes;
+      phase_ = phase;
+    }
+    return {memory_.get() + phase_, bytes_};
+  }
+
+ private:
+  struct Free {
+    void operator()(std::byte* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::byte, Free> memory_;
+  size_t bytes_ = 0, phase_ = 0;
+};
+
+}  // namespace
+
 struct CheckpointManager::AsyncSave {
-  // This rank's slice of every blob, copied at the save step; reused, so
-  // after the first save the copy touches no fresh memory.
-  std::vector<std::vector<float>> buffers;
+  // This rank's slice of every blob, copied at the save step.
+  std::vector<SnapshotBuffer> buffers;
   std::string session;  // part of prepare area names, agreed at the first save
 
   // The save in flight (training thread only).
@@ -156,17 +192,73 @@ struct CheckpointManager::AsyncSave {
 
 namespace {
 
-// The snapshot copy, split over the training's OpenMP threads: memory
-// bandwidth one core cannot use alone, and cores that would otherwise wait.
-void ParallelCopy(std::span<const float> from, std::span<float> to) {
-  constexpr int64_t kChunk = 1 << 18;  // floats: 1 MiB
-  const int64_t n = static_cast<int64_t>(from.size());
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (chunks > 2)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t begin = c * kChunk;
-    std::memcpy(to.data() + begin, from.data() + begin,
-                static_cast<size_t>(std::min(n, begin + kChunk) - begin) * sizeof(float));
+// A copy with non-temporal stores where the CPU has them. The copy is read
+// next by the writer thread or the disk, not by this core: stores that go
+// around the cache neither evict training's working set nor read each line
+// of the destination before writing it. (Measured on the big model: 16 ms
+// of stall per save against 19 with memcpy.)
+void StreamingCopy(const std::byte* from, std::byte* to, size_t n) {
+#if defined(__SSE2__)
+  constexpr size_t kVector = sizeof(__m128i);
+  size_t i = std::min(n, (kVector - reinterpret_cast<uintptr_t>(to) % kVector) % kVector);
+  std::memcpy(to, from, i);  // up to the first aligned destination
+  for (; i + 4 * kVector <= n; i += 4 * kVector) {
+    for (size_t k = 0; k < 4 * kVector; k += kVector) {
+      _mm_stream_si128(reinterpret_cast<__m128i*>(to + i + k),
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + i + k)));
+    }
+  }
+  std::memcpy(to + i, from + i, n - i);
+  _mm_sfence();  // streaming stores are weakly ordered: publish them before the writer runs
+#else
+  std::memcpy(to, from, n);
+#endif
+}
+
+// One piece of a snapshot: bytes [begin, end) of slice `slice`, and where
+// their digest goes when they are a whole checksum chunk of the file.
+struct CopyPiece {
+  size_t slice, begin, end;
+  uint64_t* digest;
+};
+
+// Cuts each slice, which the file holds from offsets[i], at the file's
+// checksum chunk boundaries.
+std::vector<CopyPiece> CopyPieces(const std::vector<std::span<const std::byte>>& from,
+                                  const std::vector<uint64_t>& offsets,
+                                  std::vector<SnapshotBuffer>& buffers) {
+  constexpr uint64_t kChunk = internal::kChecksumChunkBytes;
+  std::vector<CopyPiece> pieces;
+  for (size_t i = 0; i < from.size(); ++i) {
+    const uint64_t offset = offsets[i], end = offset + from[i].size();
+    const uint64_t first = (offset + kChunk - 1) / kChunk, last = end / kChunk;
+    buffers[i].digests.resize(last > first ? last - first : 0);
+    uint64_t at = offset;
+    for (uint64_t chunk = first; chunk < last; ++chunk) {
+      if (at < chunk * kChunk) pieces.push_back({i, at - offset, chunk * kChunk - offset, nullptr});
+      at = (chunk + 1) * kChunk;
+      pieces.push_back(
+          {i, chunk * kChunk - offset, at - offset, &buffers[i].digests[chunk - first]});
+    }
+    if (at < end) pieces.push_back({i, at - offset, end - offset, nullptr});
+  }
+  return pieces;
+}
+
+// The snapshot copy, split over the training's OpenMP threads (memory
+// bandwidth one core cannot use alone, and cores that would otherwise
+// wait), hashing each whole checksum chunk from the source while it is in
+// the cache: the writer then reads the copy only to send it, or not at all.
+void ParallelCopy(const std::vector<std::span<const std::byte>>& from,
+                  const std::vector<std::span<std::byte>>& to,
+                  const std::vector<CopyPiece>& pieces) {
+  const int64_t n = static_cast<int64_t>(pieces.size());
+#pragma omp parallel for schedule(static) if (n > 32)
+  for (int64_t k = 0; k < n; ++k) {
+    const CopyPiece& p = pieces[static_cast<size_t>(k)];
+    const std::byte* source = from[p.slice].data() + p.begin;
+    StreamingCopy(source, to[p.slice].data() + p.begin, p.end - p.begin);
+    if (p.digest != nullptr) *p.digest = Xxh3(source, p.end - p.begin);
   }
 }
 
@@ -230,9 +322,17 @@ CheckpointManager::Ticket CheckpointManager::MakeTicket(int64_t step, std::strin
   return t;
 }
 
-std::string CheckpointManager::WriteOwnShard(const Ticket& ticket,
-                                             const std::vector<std::span<const float>>& blobs,
-                                             std::unique_ptr<WritableFile>* file, bool direct) {
+CheckpointManager::Slices CheckpointManager::LiveSlices(int writers) const {
+  Slices slices;
+  for (const NamedBlob& blob : checkpoint_->Blobs()) {
+    const Range r = ReplicaSlice(static_cast<int64_t>(blob.values.size()), comm_->rank(), writers);
+    slices.push_back(std::as_bytes(blob.values.subspan(r.begin, r.size())));
+  }
+  return slices;
+}
+
+ShardToWrite CheckpointManager::ShardOf(const Ticket& ticket, const Slices& slices,
+                                        const Digests& digests) const {
   const int rank = comm_->rank();
   ShardToWrite shard;
   shard.rank = static_cast<uint32_t>(rank);
@@ -241,13 +341,20 @@ std::string CheckpointManager::WriteOwnShard(const Ticket& ticket,
   for (size_t i = 0; i < ticket.blobs.size(); ++i) {
     const Range r =
         ReplicaSlice(static_cast<int64_t>(ticket.blobs[i].second), rank, ticket.writers);
-    shard.slices.push_back(
-        {ticket.blobs[i].first, ticket.blobs[i].second, static_cast<uint64_t>(r.begin), blobs[i]});
+    shard.slices.push_back({ticket.blobs[i].first, ticket.blobs[i].second,
+                            static_cast<uint64_t>(r.begin), slices[i],
+                            digests.empty() ? std::span<const uint64_t>() : digests[i]});
   }
   if (rank == 0) {
     shard.counters = &ticket.counters;
     shard.values = &ticket.values;
   }
+  return shard;
+}
+
+std::string CheckpointManager::WriteOwnShard(const Ticket& ticket, const ShardToWrite& shard,
+                                             std::unique_ptr<WritableFile>* file, bool direct) {
+  const int rank = comm_->rank();
   const std::string name = ShardName(rank, ticket.writers);
   const std::string path = JoinPath(ticket.area, name);
   StatusOr<std::unique_ptr<WritableFile>> created =
@@ -266,7 +373,7 @@ std::string CheckpointManager::WriteOwnShard(const Ticket& ticket,
   return json({{"ok", true},
                {"file", name},
                {"bytes", written->bytes},
-               {"xxh3", HexU64(written->xxh3)}})
+               {"xxh3", HexU64(written->checksum)}})
       .dump();
 }
 
@@ -317,13 +424,8 @@ Status CheckpointManager::SaveSync() {
   std::unique_ptr<WritableFile> shard;
   std::string vote = "{}";
   if (comm_->rank() < ticket.writers) {
-    std::vector<std::span<const float>> slices;
-    for (const NamedBlob& blob : checkpoint_->Blobs()) {
-      const Range r =
-          ReplicaSlice(static_cast<int64_t>(blob.values.size()), comm_->rank(), ticket.writers);
-      slices.push_back(blob.values.subspan(r.begin, r.size()));
-    }
-    vote = WriteOwnShard(ticket, slices, &shard, /*direct=*/false);
+    vote = WriteOwnShard(ticket, ShardOf(ticket, LiveSlices(ticket.writers)), &shard,
+                         /*direct=*/false);
   }
   const std::vector<std::string> votes = comm_->Gather(vote, 0);
   std::vector<std::function<Status()>> syncs;
@@ -384,19 +486,22 @@ Status CheckpointManager::StartAsyncSave() {
   auto ticket = std::make_shared<const Ticket>(MakeTicket(
       step, JoinPath(options_.directory, "." + CheckpointName(step) + ".tmp-a" + a.session)));
   const bool writer = rank < ticket->writers;
-  std::vector<std::span<const float>> slices;
+  ShardToWrite own;
   if (writer) {
-    // The snapshot: the only part of an asynchronous save training waits for.
-    const std::vector<NamedBlob> blobs = checkpoint_->Blobs();
-    a.buffers.resize(blobs.size());
-    for (size_t i = 0; i < blobs.size(); ++i) {
-      const Range r =
-          ReplicaSlice(static_cast<int64_t>(blobs[i].values.size()), rank, ticket->writers);
-      const std::span<const float> live = blobs[i].values.subspan(r.begin, r.size());
-      a.buffers[i].resize(live.size());  // the same size every time: no new memory
-      ParallelCopy(live, a.buffers[i]);
-      slices.emplace_back(a.buffers[i]);
+    // The snapshot: the only part of an asynchronous save training waits
+    // for. Each copy starts at the offset within a page at which the shard
+    // file will hold it, so the direct file sends it to the device as it is.
+    const std::vector<std::span<const std::byte>> live = LiveSlices(ticket->writers);
+    const std::vector<uint64_t> offsets = internal::SliceFileOffsets(ShardOf(*ticket, live));
+    a.buffers.resize(live.size());
+    std::vector<std::span<std::byte>> copies;
+    for (size_t i = 0; i < live.size(); ++i) {
+      copies.push_back(a.buffers[i].Place(live[i].size(), offsets[i] % kDirectIoAlignment));
     }
+    ParallelCopy(live, copies, CopyPieces(live, offsets, a.buffers));
+    Digests digests;
+    for (const SnapshotBuffer& buffer : a.buffers) digests.emplace_back(buffer.digests);
+    own = ShardOf(*ticket, Slices(copies.begin(), copies.end()), digests);
   }
   a.ticket = ticket;
   a.sequence_at_start = options_.replica->control().sequence;
@@ -410,12 +515,12 @@ Status CheckpointManager::StartAsyncSave() {
     // rank counts this writer from the next step until its shard is done
     // (on the chief: until the commit is done).
     options_.replica->SetCheckpointBusy(true);
-    a.worker.Enqueue([this, ticket, slices = std::move(slices), rank] {
+    a.worker.Enqueue([this, ticket, own = std::move(own), rank] {
       AsyncSave& a = *async_;
       Status s = env_->CreateDir(options_.directory);
       if (s.ok()) s = env_->CreateDir(ticket->area);  // whichever rank comes first
       std::unique_ptr<WritableFile> shard;
-      a.vote = s.ok() ? WriteOwnShard(*ticket, slices, &shard, /*direct=*/true) : FailedVote(s);
+      a.vote = s.ok() ? WriteOwnShard(*ticket, own, &shard, /*direct=*/true) : FailedVote(s);
       if (shard) {
         s = SyncAndClose(*shard);
         if (!s.ok()) a.vote = FailedVote(s);

@@ -19,6 +19,7 @@
 // distribute/communicator.h for the ordering contract). Not thread-safe.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -35,6 +36,9 @@
 #include "distribute/communicator.h"
 
 namespace holdfast {
+namespace internal {
+struct ShardToWrite;
+}
 
 struct CheckpointOptions {
   std::string directory;
@@ -171,13 +175,21 @@ class CheckpointManager {
   struct AsyncSave;
 
   Ticket MakeTicket(int64_t step, std::string area) const;
-  // Writes this rank's shard of `ticket` from `blobs` (this rank's slices of
-  // every blob, in ticket order) into the prepare area, leaving it open and
-  // not yet synced in `*file`; returns the vote for the chief. `direct`: past
-  // the page cache (Env::NewDirectWritableFile), for the background writer,
-  // whose CPU time is taken from training; a synchronous save, which training
-  // waits for, takes the faster buffered write and one fsync.
-  std::string WriteOwnShard(const Ticket& ticket, const std::vector<std::span<const float>>& blobs,
+  using Slices = std::vector<std::span<const std::byte>>;
+  using Digests = std::vector<std::span<const uint64_t>>;
+  // This rank's slice of every live blob (empty past the writers), in
+  // ticket order.
+  Slices LiveSlices(int writers) const;
+  // This rank's shard of `ticket`, holding `slices` (LiveSlices or a copy)
+  // and, if known, the digests of their checksum chunks (ShardToWrite).
+  internal::ShardToWrite ShardOf(const Ticket& ticket, const Slices& slices,
+                                 const Digests& digests = {}) const;
+  // Writes `shard` (ShardOf `ticket`) into the prepare area, leaving it open
+  // and not yet synced in `*file`; returns the vote for the chief. `direct`:
+  // past the page cache (Env::NewDirectWritableFile), for the background
+  // writer, whose CPU time is taken from training; a synchronous save, which
+  // training waits for, takes the faster buffered write and one fsync.
+  std::string WriteOwnShard(const Ticket& ticket, const internal::ShardToWrite& shard,
                             std::unique_ptr<WritableFile>* file, bool direct);
   Status SaveSync();
   Status StartAsyncSave();

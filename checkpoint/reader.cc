@@ -62,8 +62,11 @@ StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
   }
   CheckpointContents c;
   try {
-    if (manifest.at("format_version").get<uint32_t>() != internal::kShardFormatVersion) {
-      return DataLossError(dir + ": unsupported format version");
+    c.format_version = manifest.at("format_version").get<uint32_t>();
+    if (c.format_version < internal::kOldestShardFormatVersion ||
+        c.format_version > internal::kShardFormatVersion) {
+      return DataLossError(dir + ": unsupported format version " +
+                           std::to_string(c.format_version));
     }
     const size_t slash = dir.find_last_of('/');
     c.name = slash == std::string::npos ? dir : dir.substr(slash + 1);
@@ -138,7 +141,7 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
   for (const ShardInfo& info : c.shards) {
     HOLDFAST_ASSIGN_OR_RETURN(std::string bytes,
                               env->ReadFile(JoinPath(dir, info.file), info.bytes));
-    if (HexU64(Xxh3(bytes.data(), bytes.size())) != info.xxh3) {
+    if (HexU64(internal::ShardChecksum(bytes, c.format_version)) != info.xxh3) {
       return DataLossError(info.file + ": hash mismatch");
     }
     auto shard = internal::DecodeShard(bytes, blob_sizes);

@@ -26,13 +26,14 @@ bool ParsePrepareAreaName(const std::string& name, int64_t* step = nullptr);
 struct ShardInfo {
   std::string file;
   uint64_t bytes = 0;
-  std::string xxh3;  // hex
+  std::string xxh3;  // hex: the shard's checksum (internal::ShardChecksum)
   int writer_rank = 0;
 };
 
 struct CheckpointContents {
   std::string name;  // "ckpt-1200"
   int64_t step = 0;
+  uint32_t format_version = 0;
   int world_size = 0;
   double created_unix = 0;
   std::string created_utc;

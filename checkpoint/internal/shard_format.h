@@ -11,10 +11,12 @@
 //   24      8     step
 //   32      8     payload bytes (the archive that follows)
 //
-// Integers are little-endian (the machines holdfast runs on). The whole
-// file's XXH3-64 is recorded in the manifest and checked before decoding.
+// Integers are little-endian (the machines holdfast runs on). The file's
+// checksum (ShardChecksum) is recorded in the manifest and checked before
+// decoding.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -28,8 +30,19 @@
 
 namespace holdfast::internal {
 
-inline constexpr uint32_t kShardFormatVersion = 1;
+// Version 2 changed only the checksum; version 1 files are still read.
+inline constexpr uint32_t kShardFormatVersion = 2;
+inline constexpr uint32_t kOldestShardFormatVersion = 1;
 inline constexpr size_t kShardHeaderBytes = 40;
+
+// A version-2 shard's checksum is the XXH3-64 of the XXH3-64 digests
+// (little-endian) of the file's consecutive chunks of this many bytes, the
+// last one possibly shorter; version 1 used the XXH3-64 of the whole file.
+// Chunks are independent: an asynchronous save hashes those inside its
+// slices on the threads that copy them, while they are in the cache, and a
+// reader hashes them in parallel.
+inline constexpr size_t kChecksumChunkBytes = size_t{64} << 10;
+uint64_t ShardChecksum(std::string_view file, uint32_t format_version = kShardFormatVersion);
 
 // What one writer puts in its shard.
 struct ShardToWrite {
@@ -39,7 +52,14 @@ struct ShardToWrite {
     std::string name;
     uint64_t total = 0;   // floats in the whole blob
     uint64_t offset = 0;  // first float of this slice
-    std::span<const float> data;
+    // The slice's floats as bytes: a snapshot may hold them at any address
+    // (see SliceFileOffsets).
+    std::span<const std::byte> data;
+    // Optional: the digests of the checksum chunks that lie wholly inside
+    // this slice's bytes in the file, in order, from the first chunk that
+    // starts at or after its offset (SliceFileOffsets). Without them
+    // WriteShard hashes those chunks itself.
+    std::span<const uint64_t> chunk_digests;
   };
   std::vector<Slice> slices;
   const std::map<std::string, int64_t>* counters = nullptr;  // chief only
@@ -47,18 +67,25 @@ struct ShardToWrite {
 };
 
 struct WrittenShard {
-  uint64_t bytes = 0;  // the whole file
-  uint64_t xxh3 = 0;   // of the whole file
+  uint64_t bytes = 0;     // the whole file
+  uint64_t checksum = 0;  // ShardChecksum of the whole file
 };
 
 // Encodes `shard` straight into `file` (Append only; the caller syncs and
 // closes): the slices go from their spans to the file in large pieces,
 // hashed on the way, so no shard-sized buffer is ever built and every byte
 // is touched once by holdfast (the hash) and once by the kernel (the copy
-// into the page cache). The payload length in the header is found by a
-// first pass that only counts. The first failed Append is returned; the
-// file is then incomplete.
+// into the page cache, or none for a direct file given well-placed memory).
+// The payload length in the header is found by a first pass that only
+// counts. The first failed Append is returned; the file is then incomplete.
 StatusOr<WrittenShard> WriteShard(const ShardToWrite& shard, WritableFile& file);
+
+// Where WriteShard puts each slice's first byte, counted from the start of
+// the file, in slice order. The layout depends only on the names, counts
+// and the keys of the counters and values, never on the data: a writer can
+// place its snapshot of a slice at the same offset within a page as the
+// file will hold it (see Env::NewDirectWritableFile).
+std::vector<uint64_t> SliceFileOffsets(const ShardToWrite& shard);
 
 // The same bytes in memory, for tests and fuzzers.
 std::string EncodeShard(const ShardToWrite& shard);

@@ -257,7 +257,7 @@ TEST_P(DamageTest, ManifestCannotNameAFileOutsideTheCheckpoint) {
         if (s["file"] == shard0) {
           s["file"] = target;
           s["bytes"] = bytes.size();
-          s["xxh3"] = HexU64(Xxh3(bytes));
+          s["xxh3"] = HexU64(internal::ShardChecksum(bytes));
         }
       }
     });
@@ -268,6 +268,32 @@ TEST_P(DamageTest, ManifestCannotNameAFileOutsideTheCheckpoint) {
     ASSERT_OK(r.status);
     ASSERT_TRUE(r.state.has_value());
     EXPECT_EQ(Which(*r.state, StateA(), StateB()), "old");
+  }
+}
+
+// Checkpoints of format version 1 (the XXH3 of each whole shard file, not
+// of its chunks' digests) still restore; a version-1 manifest with a
+// version-2 checksum is damage.
+TEST_P(DamageTest, AVersionOneCheckpointStillRestores) {
+  for (const bool old_checksum : {true, false}) {
+    SCOPED_TRACE(old_checksum ? "version 1" : "version 1 with a version-2 checksum");
+    const fs::path d = Fresh();
+    const fs::path b = d / CkptName(StateB());
+    RewriteManifest(b, [&](json& m) {
+      m["format_version"] = 1;
+      for (json& s : m["shards"]) {
+        const fs::path shard = b / s["file"].get<std::string>();
+        std::string bytes = ReadFileToString(shard.string());
+        const uint32_t version = 1;
+        std::memcpy(bytes.data() + 8, &version, sizeof version);
+        WriteBytes(shard.string(), bytes);
+        s["xxh3"] = HexU64(internal::ShardChecksum(bytes, old_checksum ? 1 : 2));
+      }
+    });
+    const Restored r = RestoreFresh(d.string());
+    ASSERT_OK(r.status);
+    ASSERT_TRUE(r.state.has_value());
+    EXPECT_EQ(Which(*r.state, StateA(), StateB()), old_checksum ? "new" : "old");
   }
 }
 
@@ -361,7 +387,8 @@ TEST(ShardDecodeTest, LengthFieldsAreBoundedBeforeAllocating) {
   std::vector<float> values(10, 1.5f);
   internal::ShardToWrite w;
   w.step = 8;
-  w.slices.push_back({"params", values.size(), 0, values});
+  w.slices.push_back(
+      {"params", values.size(), 0, std::as_bytes(std::span<const float>(values)), {}});
   const std::string good = internal::EncodeShard(w);
   const std::map<std::string, uint64_t> blobs = {{"params", values.size()}};
   ASSERT_OK(internal::DecodeShard(good, blobs));

@@ -37,7 +37,8 @@ inline std::string ValidShard(uint32_t rank, uint32_t writers) {
   for (const auto& [name, floats] : ExpectedBlobs()) {
     const uint64_t begin = floats * rank / writers, end = floats * (rank + 1) / writers;
     shard.slices.push_back(
-        {name, floats, begin, std::span<const float>(values.data() + begin, end - begin)});
+        {name, floats, begin,
+         std::as_bytes(std::span<const float>(values.data() + begin, end - begin))});
   }
   if (rank == 0) {
     shard.counters = &counters;
@@ -69,7 +70,7 @@ inline std::string ValidManifest(const std::vector<std::pair<std::string, std::s
     const std::string& bytes = shards[r].second;
     list.push_back({{"file", shards[r].first},
                     {"bytes", bytes.size()},
-                    {"xxh3", HexU64(Xxh3(bytes.data(), bytes.size()))},
+                    {"xxh3", HexU64(internal::ShardChecksum(bytes))},
                     {"rank", r}});
   }
   m["shards"] = list;
