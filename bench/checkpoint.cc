@@ -207,7 +207,7 @@ class TimingEnv final : public holdfast::Env {
 
  private:
   holdfast::StatusOr<std::unique_ptr<holdfast::WritableFile>> Create(const std::string& path,
-                                                                      bool direct);
+                                                                     bool direct);
 
   holdfast::Env* base_ = holdfast::Env::Default();
   mutable std::mutex mu_;
