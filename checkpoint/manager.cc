@@ -223,7 +223,8 @@ struct CopyPiece {
 };
 
 // Cuts each slice, which the file holds from offsets[i], at the file's
-// checksum chunk boundaries.
+// checksum chunk boundaries, and sizes each buffer's digests for the whole
+// chunks inside its slice.
 std::vector<CopyPiece> CopyPieces(const std::vector<std::span<const std::byte>>& from,
                                   const std::vector<uint64_t>& offsets,
                                   std::vector<SnapshotBuffer>& buffers) {
@@ -331,8 +332,7 @@ CheckpointManager::Slices CheckpointManager::LiveSlices(int writers) const {
   return slices;
 }
 
-ShardToWrite CheckpointManager::ShardOf(const Ticket& ticket, const Slices& slices,
-                                        const Digests& digests) const {
+ShardToWrite CheckpointManager::ShardOf(const Ticket& ticket, const Slices& slices) const {
   const int rank = comm_->rank();
   ShardToWrite shard;
   shard.rank = static_cast<uint32_t>(rank);
@@ -341,9 +341,11 @@ ShardToWrite CheckpointManager::ShardOf(const Ticket& ticket, const Slices& slic
   for (size_t i = 0; i < ticket.blobs.size(); ++i) {
     const Range r =
         ReplicaSlice(static_cast<int64_t>(ticket.blobs[i].second), rank, ticket.writers);
-    shard.slices.push_back({ticket.blobs[i].first, ticket.blobs[i].second,
-                            static_cast<uint64_t>(r.begin), slices[i],
-                            digests.empty() ? std::span<const uint64_t>() : digests[i]});
+    shard.slices.push_back({ticket.blobs[i].first,
+                            ticket.blobs[i].second,
+                            static_cast<uint64_t>(r.begin),
+                            slices[i],
+                            {}});
   }
   if (rank == 0) {
     shard.counters = &ticket.counters;
@@ -491,17 +493,21 @@ Status CheckpointManager::StartAsyncSave() {
     // The snapshot: the only part of an asynchronous save training waits
     // for. Each copy starts at the offset within a page at which the shard
     // file will hold it, so the direct file sends it to the device as it is.
-    const std::vector<std::span<const std::byte>> live = LiveSlices(ticket->writers);
-    const std::vector<uint64_t> offsets = internal::SliceFileOffsets(ShardOf(*ticket, live));
+    // The shard is laid out from the live slices, then pointed at the
+    // copies and their chunk digests.
+    const Slices live = LiveSlices(ticket->writers);
+    own = ShardOf(*ticket, live);
+    const std::vector<uint64_t> offsets = internal::SliceFileOffsets(own);
     a.buffers.resize(live.size());
     std::vector<std::span<std::byte>> copies;
     for (size_t i = 0; i < live.size(); ++i) {
       copies.push_back(a.buffers[i].Place(live[i].size(), offsets[i] % kDirectIoAlignment));
     }
     ParallelCopy(live, copies, CopyPieces(live, offsets, a.buffers));
-    Digests digests;
-    for (const SnapshotBuffer& buffer : a.buffers) digests.emplace_back(buffer.digests);
-    own = ShardOf(*ticket, Slices(copies.begin(), copies.end()), digests);
+    for (size_t i = 0; i < live.size(); ++i) {
+      own.slices[i].data = copies[i];
+      own.slices[i].chunk_digests = a.buffers[i].digests;
+    }
   }
   a.ticket = ticket;
   a.sequence_at_start = options_.replica->control().sequence;

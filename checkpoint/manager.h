@@ -176,14 +176,11 @@ class CheckpointManager {
 
   Ticket MakeTicket(int64_t step, std::string area) const;
   using Slices = std::vector<std::span<const std::byte>>;
-  using Digests = std::vector<std::span<const uint64_t>>;
   // This rank's slice of every live blob (empty past the writers), in
   // ticket order.
   Slices LiveSlices(int writers) const;
-  // This rank's shard of `ticket`, holding `slices` (LiveSlices or a copy)
-  // and, if known, the digests of their checksum chunks (ShardToWrite).
-  internal::ShardToWrite ShardOf(const Ticket& ticket, const Slices& slices,
-                                 const Digests& digests = {}) const;
+  // This rank's shard of `ticket`, holding `slices`.
+  internal::ShardToWrite ShardOf(const Ticket& ticket, const Slices& slices) const;
   // Writes `shard` (ShardOf `ticket`) into the prepare area, leaving it open
   // and not yet synced in `*file`; returns the vote for the chief. `direct`:
   // past the page cache (Env::NewDirectWritableFile), for the background
