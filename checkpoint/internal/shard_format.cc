@@ -1,15 +1,5 @@
 #include "checkpoint/internal/shard_format.h"
 
-// Compiled here, for this build's CPU (AVX2/AVX-512 with HOLDFAST_NATIVE),
-// rather than called in Debian's generic SSE2 build of libxxhash: 3.6x the
-// speed on 64 KiB chunks, the same digests. (GCC 12 warns falsely inside
-// its own AVX-512 intrinsics, bug 105593.)
-#define XXH_INLINE_ALL
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <xxhash.h>
-#pragma GCC diagnostic pop
-
 #include <algorithm>
 #include <boost/archive/binary_iarchive.hpp>
 #include <boost/archive/binary_oarchive.hpp>
@@ -25,6 +15,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "core/internal/xxhash_native.h"
 
 namespace holdfast::internal {
 namespace {
