@@ -2,10 +2,6 @@
 
 #include <unistd.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -24,6 +20,7 @@
 #include "checkpoint/internal/background_worker.h"
 #include "checkpoint/internal/manifest.h"
 #include "checkpoint/internal/shard_format.h"
+#include "checkpoint/internal/snapshot_copy.h"
 #include "checkpoint/reader.h"
 #include "core/check.h"
 #include "core/data_order.h"
@@ -141,24 +138,27 @@ struct CheckpointManager::Ticket {
 
 namespace {
 
-// Memory for one slice's snapshot, kept from save to save (after the first
-// save the copy touches no fresh memory). Its bytes start `phase` bytes into
-// a block, where the shard file will hold them.
+// Memory for one slice's snapshot, kept from save to save: after the first
+// save (or ReserveSnapshot) the copy touches no fresh memory. The bytes start
+// `phase` bytes into a block, where the shard file will hold them.
 class SnapshotBuffer {
  public:
   // The digests of the shard's checksum chunks inside this slice.
   std::vector<uint64_t> digests;
 
+  // Makes room for `bytes` at any phase, faulting every page in now rather
+  // than in the copy.
+  void Reserve(size_t bytes) {
+    if (memory_ != nullptr && bytes + kDirectIoAlignment <= capacity_) return;
+    capacity_ = (bytes / kDirectIoAlignment + 2) * kDirectIoAlignment;
+    memory_.reset(static_cast<std::byte*>(std::aligned_alloc(kDirectIoAlignment, capacity_)));
+    HOLDFAST_CHECK(memory_ != nullptr, "out of memory for a checkpoint snapshot");
+    for (size_t i = 0; i < capacity_; i += kDirectIoAlignment) memory_.get()[i] = std::byte{0};
+  }
+
   std::span<std::byte> Place(size_t bytes, size_t phase) {
-    if (memory_ == nullptr || bytes != bytes_ || phase != phase_) {
-      const size_t blocks = (phase + bytes) / kDirectIoAlignment + 1;
-      memory_.reset(static_cast<std::byte*>(
-          std::aligned_alloc(kDirectIoAlignment, blocks * kDirectIoAlignment)));
-      HOLDFAST_CHECK(memory_ != nullptr, "out of memory for a checkpoint snapshot");
-      bytes_ = bytes;
-      phase_ = phase;
-    }
-    return {memory_.get() + phase_, bytes_};
+    Reserve(bytes);
+    return {memory_.get() + phase, bytes};
   }
 
  private:
@@ -166,15 +166,17 @@ class SnapshotBuffer {
     void operator()(std::byte* p) const { std::free(p); }
   };
   std::unique_ptr<std::byte, Free> memory_;
-  size_t bytes_ = 0, phase_ = 0;
+  size_t capacity_ = 0;
 };
 
 }  // namespace
 
 struct CheckpointManager::AsyncSave {
-  // This rank's slice of every blob, copied at the save step.
+  // This rank's slice of every blob, copied at the save step. Between
+  // saves the writer thread may be reserving them: wait for it first.
   std::vector<SnapshotBuffer> buffers;
-  std::string session;  // part of prepare area names, agreed at the first save
+  std::vector<size_t> reserved;  // the slice sizes reserved for (training thread)
+  std::string session;           // part of prepare area names, agreed at the first save
 
   // The save in flight (training thread only).
   std::shared_ptr<const Ticket> ticket;
@@ -191,29 +193,6 @@ struct CheckpointManager::AsyncSave {
 };
 
 namespace {
-
-// A copy with non-temporal stores where the CPU has them. The copy is read
-// next by the writer thread or the disk, not by this core: stores that go
-// around the cache neither evict training's working set nor read each line
-// of the destination before writing it. (Measured on the big model: 16 ms
-// of stall per save against 19 with memcpy.)
-void StreamingCopy(const std::byte* from, std::byte* to, size_t n) {
-#if defined(__SSE2__)
-  constexpr size_t kVector = sizeof(__m128i);
-  size_t i = std::min(n, (kVector - reinterpret_cast<uintptr_t>(to) % kVector) % kVector);
-  std::memcpy(to, from, i);  // up to the first aligned destination
-  for (; i + 4 * kVector <= n; i += 4 * kVector) {
-    for (size_t k = 0; k < 4 * kVector; k += kVector) {
-      _mm_stream_si128(reinterpret_cast<__m128i*>(to + i + k),
-                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + i + k)));
-    }
-  }
-  std::memcpy(to + i, from + i, n - i);
-  _mm_sfence();  // streaming stores are weakly ordered: publish them before the writer runs
-#else
-  std::memcpy(to, from, n);
-#endif
-}
 
 // One piece of a snapshot: bytes [begin, end) of slice `slice`, and where
 // their digest goes when they are a whole checksum chunk of the file.
@@ -258,8 +237,12 @@ void ParallelCopy(const std::vector<std::span<const std::byte>>& from,
   for (int64_t k = 0; k < n; ++k) {
     const CopyPiece& p = pieces[static_cast<size_t>(k)];
     const std::byte* source = from[p.slice].data() + p.begin;
-    StreamingCopy(source, to[p.slice].data() + p.begin, p.end - p.begin);
-    if (p.digest != nullptr) *p.digest = Xxh3(source, p.end - p.begin);
+    std::byte* copy = to[p.slice].data() + p.begin;
+    if (p.digest != nullptr) {
+      *p.digest = internal::StreamingCopyAndHash(source, copy, p.end - p.begin);
+    } else {
+      internal::StreamingCopy(source, copy, p.end - p.begin);
+    }
   }
 }
 
@@ -313,7 +296,7 @@ CheckpointManager::Ticket CheckpointManager::MakeTicket(int64_t step, std::strin
   t.name = CheckpointName(step);
   t.area = std::move(area);
   t.world = comm_->size();
-  t.writers = options_.chief_writes_all ? 1 : comm_->size();
+  t.writers = Writers();
   t.counters = checkpoint_->counters;
   t.values = checkpoint_->values;
   t.model_signature = checkpoint_->ModelSignature();
@@ -498,6 +481,7 @@ Status CheckpointManager::StartAsyncSave() {
     const Slices live = LiveSlices(ticket->writers);
     own = ShardOf(*ticket, live);
     const std::vector<uint64_t> offsets = internal::SliceFileOffsets(own);
+    a.worker.WaitIdle();  // done reserving the buffers
     a.buffers.resize(live.size());
     std::vector<std::span<std::byte>> copies;
     for (size_t i = 0; i < live.size(); ++i) {
@@ -557,8 +541,25 @@ Status CheckpointManager::StartAsyncSave() {
   return Status::Ok();
 }
 
+void CheckpointManager::ReserveSnapshot() {
+  AsyncSave& a = *async_;
+  const int writers = Writers();
+  if (comm_->rank() >= writers) return;
+  std::vector<size_t> sizes;
+  for (const std::span<const std::byte> slice : LiveSlices(writers)) sizes.push_back(slice.size());
+  if (sizes == a.reserved) return;
+  a.reserved = sizes;
+  a.worker.Enqueue([&a, sizes = std::move(sizes)] {
+    a.buffers.resize(sizes.size());
+    for (size_t i = 0; i < sizes.size(); ++i) a.buffers[i].Reserve(sizes[i]);
+  });
+}
+
 Status CheckpointManager::Poll() {
-  if (!save_in_flight()) return Status::Ok();
+  if (!save_in_flight()) {
+    if (async_) ReserveSnapshot();
+    return Status::Ok();
+  }
   AsyncSave& a = *async_;
   const StepControl& control = options_.replica->control();
   if (control.sequence <= a.sequence_at_start) return Status::Ok();  // no step since it began

@@ -4,6 +4,7 @@
 // flight; the bytes on disk are those of a synchronous save; preemption
 // (SaveAndWait) commits the current step after the one in flight.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -264,6 +265,45 @@ TEST_P(AsyncSaveTest, DestroyedWithASaveInFlightLeavesThePreviousCheckpoint) {
   ASSERT_TRUE(r.state.has_value());
   EXPECT_EQ(Which(*r.state, StateA(), StateB()), "old");
   EXPECT_EQ(PrepareAreas(dir.path()), std::vector<std::string>{});
+}
+
+// Minor page faults of the calling thread so far: each is a fresh page
+// touched.
+int64_t FreshPagesTouchedByThisThread() {
+  rusage usage{};
+  getrusage(RUSAGE_THREAD, &usage);
+  return usage.ru_minflt;
+}
+
+// Between saves the writer thread faults in the snapshot's memory: the copy
+// on the training thread touches no fresh page, not even the first save's
+// (a fault per page made that copy several times as slow as the later ones).
+TEST_P(AsyncSaveTest, TheSnapshotTouchesNoFreshMemory) {
+  TempDir dir;
+  Trainee probe = MakeClassifier(1, false, true, /*hidden=*/1 << 18);
+  const size_t snapshot_pages =
+      Flat(probe).size() * sizeof(float) / static_cast<size_t>(World()) / kDirectIoAlignment;
+  std::vector<int64_t> fresh(static_cast<size_t>(World()), -1);
+  RunInProcessRanks(World(), [&](Communicator& comm) {
+    Trainee t = MakeClassifier(1, false, true, /*hidden=*/1 << 18);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    StepReplica replica(comm);
+    CheckpointManager m(&c, &comm, {.directory = dir.path(), .async = true, .replica = &replica});
+    replica.Step();
+    ASSERT_OK(m.Poll());  // a step without a save: the writer reserves the snapshot
+    const int64_t before = FreshPagesTouchedByThisThread();
+    ASSERT_OK(m.Save());
+    fresh[static_cast<size_t>(comm.rank())] = FreshPagesTouchedByThisThread() - before;
+    ASSERT_OK(m.WaitForSave());
+    EXPECT_EQ(m.stats().committed, 1);
+  });
+  ASSERT_GT(snapshot_pages, 1000u);
+  for (size_t r = 0; r < fresh.size(); ++r) {
+    EXPECT_GE(fresh[r], 0);
+    EXPECT_LT(fresh[r], static_cast<int64_t>(snapshot_pages / 20))
+        << "rank " << r << " faulted in snapshot memory itself (" << snapshot_pages
+        << " pages of snapshot)";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Worlds, AsyncSaveTest, ::testing::Values(1, 2, 3),
