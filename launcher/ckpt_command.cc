@@ -597,7 +597,7 @@ void PrintInspect(const std::string& path, const CheckpointContents& c, const St
   std::fputs(rendered.c_str() + rendered.find('\n') + 1, stdout);
 
   std::printf("\nshards\n");
-  Table shards({"FILE", "RANK", "SIZE", "BYTES", "XXH3"}, {false, true, true, true, false});
+  Table shards({"FILE", "RANK", "SIZE", "BYTES", "CHECKSUM"}, {false, true, true, true, false});
   for (const ShardInfo& s : c.shards) {
     shards.Add({s.file, std::to_string(s.writer_rank), HumanBytes(s.bytes), std::to_string(s.bytes),
                 s.xxh3});

@@ -4,7 +4,7 @@
 //
 //   offset  size  field
 //   0       8     magic "HFSHARD1"
-//   8       4     format version (1)
+//   8       4     format version (kShardFormatVersion: 2; 1 is still read)
 //   12      4     writer rank
 //   16      4     world size at save
 //   20      4     reserved (0)
