@@ -119,7 +119,9 @@ class CheckpointManager {
 
   // Async: advances the save in flight with the control words of the step
   // just finished (not collective; the same on every rank). Returns the
-  // save's outcome at the step where it resolves, OK otherwise.
+  // save's outcome at the step where it resolves, OK otherwise. With no
+  // save in flight, has the writer thread prepare the next snapshot's
+  // memory; call it at every step (Save does).
   Status Poll();
   // Collective. Async: finishes the save in flight, if any, right now (every
   // rank waits for its writer; the chief commits) and returns its outcome.
