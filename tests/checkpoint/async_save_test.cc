@@ -280,12 +280,12 @@ int64_t FreshPagesTouchedByThisThread() {
 // (a fault per page made that copy several times as slow as the later ones).
 TEST_P(AsyncSaveTest, TheSnapshotTouchesNoFreshMemory) {
   TempDir dir;
-  Trainee probe = MakeClassifier(1, false, true, /*hidden=*/1 << 18);
+  Trainee probe = MakeClassifier(1, false, true, /*hidden=*/1 << 19);
   const size_t snapshot_pages =
       Flat(probe).size() * sizeof(float) / static_cast<size_t>(World()) / kDirectIoAlignment;
   std::vector<int64_t> fresh(static_cast<size_t>(World()), -1);
   RunInProcessRanks(World(), [&](Communicator& comm) {
-    Trainee t = MakeClassifier(1, false, true, /*hidden=*/1 << 18);
+    Trainee t = MakeClassifier(1, false, true, /*hidden=*/1 << 19);
     Checkpoint c(t.model.get(), t.optimizer.get());
     StepReplica replica(comm);
     CheckpointManager m(&c, &comm, {.directory = dir.path(), .async = true, .replica = &replica});
