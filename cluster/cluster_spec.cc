@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdlib>
 #include <string>
 
@@ -101,6 +102,36 @@ std::string ClusterSpec::Describe() const {
   }
   if (attempt > 1) d += ", attempt " + std::to_string(attempt);
   return d;
+}
+
+std::vector<int> SlurmTasksPerNode(std::string_view value) {
+  // A positive integer at the front of `text`, consumed; 0 when there is none.
+  auto take_count = [](std::string_view& text) {
+    int n = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (error != std::errc() || n < 1) return 0;
+    text.remove_prefix(static_cast<size_t>(end - text.data()));
+    return n;
+  };
+  constexpr int kMaxNodes = 1 << 20;  // more than any allocation: a bound on what a typo costs
+  std::vector<int> tasks;
+  while (!value.empty()) {
+    const size_t comma = value.find(',');
+    std::string_view item = value.substr(0, comma);
+    value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+    const int count = take_count(item);
+    int repeat = 1;
+    if (item.starts_with("(x")) {
+      item.remove_prefix(2);
+      repeat = take_count(item);
+      if (item != ")") repeat = 0;
+    } else if (!item.empty()) {
+      repeat = 0;
+    }
+    if (count == 0 || repeat == 0 || repeat > kMaxNodes - static_cast<int>(tasks.size())) break;
+    tasks.insert(tasks.end(), static_cast<size_t>(repeat), count);
+  }
+  return tasks;
 }
 
 }  // namespace holdfast

@@ -11,6 +11,8 @@
 
 #include <map>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace holdfast {
 
@@ -34,5 +36,10 @@ struct ClusterSpec {
   // SLURM job 123 restart 1 on node[1-2], attempt 2".
   std::string Describe() const;
 };
+
+// SLURM_TASKS_PER_NODE ("2(x3),1": two tasks on each of three nodes, then
+// one) as a count per node, in node order: {2, 2, 2, 1}. Reading stops at
+// the first item not of the form N or N(xM) with N, M >= 1.
+std::vector<int> SlurmTasksPerNode(std::string_view value);
 
 }  // namespace holdfast

@@ -27,6 +27,7 @@
 
 #include "checkpoint/manager.h"
 #include "checkpoint/preemption.h"
+#include "cluster/cluster_spec.h"
 #include "launcher/ckpt_command.h"
 
 extern char** environ;
@@ -405,15 +406,8 @@ bool ReadSlurmHosts(std::vector<HostEntry>* hosts, std::string* error) {
     *error = std::string("`scontrol show hostnames ") + list + "` failed";
     return false;
   }
-  std::vector<int> tasks;
   const char* tasks_per_node = std::getenv("SLURM_TASKS_PER_NODE");
-  std::string per_node = tasks_per_node != nullptr ? tasks_per_node : "";
-  std::replace(per_node.begin(), per_node.end(), ',', ' ');
-  for (const std::string& item : SplitWords(per_node)) {
-    int count = 0, repeat = 1;
-    if (std::sscanf(item.c_str(), "%d(x%d)", &count, &repeat) < 1) break;
-    tasks.insert(tasks.end(), std::max(repeat, 1), std::max(count, 1));
-  }
+  const std::vector<int> tasks = SlurmTasksPerNode(tasks_per_node != nullptr ? tasks_per_node : "");
   for (const std::string& name : SplitWords(*names)) {
     const size_t i = hosts->size();
     hosts->push_back({.name = name, .slots = i < tasks.size() ? tasks[i] : 1});

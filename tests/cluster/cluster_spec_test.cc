@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace holdfast {
 namespace {
 
@@ -75,6 +77,26 @@ TEST(ClusterSpecTest, MalformedNumbersAreIgnored) {
   EXPECT_EQ(s.size, 1);
   EXPECT_EQ(s.rank, 0);
   EXPECT_EQ(s.attempt, 1);
+}
+
+// SLURM's compressed tasks-per-node list, as `holdfast launch` reads it
+// to give each node of the allocation its slots.
+TEST(SlurmTasksPerNodeTest, ExpandsRepeatsInNodeOrder) {
+  EXPECT_EQ(SlurmTasksPerNode("2(x3),1"), (std::vector<int>{2, 2, 2, 1}));
+  EXPECT_EQ(SlurmTasksPerNode("4"), (std::vector<int>{4}));
+  EXPECT_EQ(SlurmTasksPerNode("1,16(x2),3"), (std::vector<int>{1, 16, 16, 3}));
+  EXPECT_EQ(SlurmTasksPerNode(""), (std::vector<int>{}));
+}
+
+TEST(SlurmTasksPerNodeTest, StopsAtTheFirstItemItCannotRead) {
+  EXPECT_EQ(SlurmTasksPerNode("2,x,3"), (std::vector<int>{2}));
+  EXPECT_EQ(SlurmTasksPerNode("2(x3"), (std::vector<int>{}));
+  EXPECT_EQ(SlurmTasksPerNode("1,2(x3)junk"), (std::vector<int>{1}));
+  EXPECT_EQ(SlurmTasksPerNode("0,1"), (std::vector<int>{}));
+  EXPECT_EQ(SlurmTasksPerNode("2(x0),1"), (std::vector<int>{}));
+  EXPECT_EQ(SlurmTasksPerNode("-1"), (std::vector<int>{}));
+  EXPECT_EQ(SlurmTasksPerNode("1(x99999999999)"), (std::vector<int>{}));
+  EXPECT_EQ(SlurmTasksPerNode("1(x2000000)"), (std::vector<int>{}));
 }
 
 }  // namespace
