@@ -29,23 +29,22 @@ void StreamVector(const std::byte* from, std::byte* to) {
   _mm_stream_si128(reinterpret_cast<__m128i*>(to),
                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(from)));
 }
-#else
-constexpr size_t kVector = 0;  // no streaming stores: memcpy
 #endif
 
 // The copy without its fence: ordinary stores up to the first destination
 // address the vector stores accept, streaming stores, ordinary stores after.
+// Without streaming stores (not x86): memcpy.
 void CopyUnfenced(const std::byte* from, std::byte* to, size_t n) {
-  if constexpr (kVector == 0) {
-    std::memcpy(to, from, n);
-  } else {
-    size_t i = std::min(n, (kVector - reinterpret_cast<uintptr_t>(to) % kVector) % kVector);
-    std::memcpy(to, from, i);
-    for (; i + 4 * kVector <= n; i += 4 * kVector) {
-      for (size_t k = 0; k < 4 * kVector; k += kVector) StreamVector(from + i + k, to + i + k);
-    }
-    std::memcpy(to + i, from + i, n - i);
+#if defined(__SSE2__)
+  size_t i = std::min(n, (kVector - reinterpret_cast<uintptr_t>(to) % kVector) % kVector);
+  std::memcpy(to, from, i);
+  for (; i + 4 * kVector <= n; i += 4 * kVector) {
+    for (size_t k = 0; k < 4 * kVector; k += kVector) StreamVector(from + i + k, to + i + k);
   }
+  std::memcpy(to + i, from + i, n - i);
+#else
+  std::memcpy(to, from, n);
+#endif
 }
 
 void Fence() {
