@@ -1,5 +1,6 @@
 #include "checkpoint/manager.h"
 
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include "checkpoint/internal/shard_format.h"
 #include "checkpoint/internal/snapshot_copy.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/run_layout.h"
 #include "core/check.h"
 #include "core/data_order.h"
 #include "core/hash.h"
@@ -298,6 +300,7 @@ CheckpointManager::Ticket CheckpointManager::MakeTicket(int64_t step, std::strin
   t.world = comm_->size();
   t.writers = Writers();
   t.counters = checkpoint_->counters;
+  RecordRunLayout(Layout(), omp_get_max_threads(), &t.counters);
   t.values = checkpoint_->values;
   t.model_signature = checkpoint_->ModelSignature();
   t.optimizer_signature = checkpoint_->OptimizerSignature();
@@ -777,8 +780,17 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
         // written only once the whole checkpoint has been verified.
         auto loaded = ReadManifest(env_, path);
         if (loaded.ok()) {
-          const Status fits = CheckFitsLiveState(*loaded, *checkpoint_);
+          Status fits = CheckFitsLiveState(*loaded, *checkpoint_);
+          std::string warning;
+          if (fits.ok()) {
+            fits = CheckRunLayout(loaded->counters, loaded->world_size, Layout(),
+                                  omp_get_max_threads(), comm_->size(), &warning);
+          }
           if (!fits.ok()) loaded = fits;
+          if (!warning.empty()) {
+            std::fprintf(stderr, "holdfast: warning: checkpoint %s: %s\n", path.c_str(),
+                         warning.c_str());
+          }
         }
         if (loaded.ok()) loaded = ReadCheckpoint(env_, path, &live);
         if (loaded.ok()) {
@@ -838,6 +850,7 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
   const int64_t step = scalars["step"].get<int64_t>();
   checkpoint_->optimizer().set_iterations(step);
   checkpoint_->counters = scalars["counters"].get<std::map<std::string, int64_t>>();
+  EraseRunLayout(&checkpoint_->counters);  // the manager's record, not the user's state
   checkpoint_->values.clear();
   for (const auto& [key, bits] : scalars["values"].items()) {
     const uint64_t b = bits.get<uint64_t>();

@@ -72,7 +72,10 @@ struct CheckpointOptions {
   // The loop must call Poll() (or Save()) after every step, and
   // WaitForSave() before it ends.
   bool async = false;
-  Replica* replica = nullptr;  // required with async; must outlive the manager
+  // The training's replica: required with async; must outlive the manager.
+  // Its layout (core/fit.h) is recorded in every checkpoint and checked on
+  // restore (checkpoint/run_layout.h); without one, the default layout.
+  Replica* replica = nullptr;
 };
 
 struct SaveStats {
@@ -179,6 +182,10 @@ class CheckpointManager {
   Ticket MakeTicket(int64_t step, std::string area) const;
   // How many ranks write a shard: all, or only the chief.
   int Writers() const { return options_.chief_writes_all ? 1 : comm_->size(); }
+  // The run's layout (the replica's; the default one without a replica).
+  LayoutOptions Layout() const {
+    return options_.replica ? options_.replica->layout() : LayoutOptions{};
+  }
   using Slices = std::vector<std::span<const std::byte>>;
   // This rank's slice of every live blob (empty past the writers), in
   // ticket order.

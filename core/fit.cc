@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/exact_sum.h"
+
 namespace holdfast {
 namespace {
 
@@ -25,7 +27,26 @@ void Validate(const Sequential& model, const Dataset& data, const FitOptions& o)
 // Sums of one batch, in the layout passed to Replica::SumMetrics.
 enum MetricIndex { kLossSum = 0, kCorrect, kSamples, kNumMetrics };
 
+// The sum of a batch's row losses: in layout-invariant mode on the metric
+// grid, where the sum of any split of the rows adds up to the same bits.
+double LossSum(const Loss& loss, const Matrix& output, const Matrix& target, float scale,
+               Matrix* grad, bool invariant, std::vector<double>* rows) {
+  if (!invariant) return loss.Compute(output, target, scale, grad);
+  rows->resize(static_cast<size_t>(output.rows()));
+  loss.Compute(output, target, scale, grad, rows->data());
+  double sum = 0;
+  for (double r : *rows) sum += RoundToMetricGrid(r);
+  return sum;
+}
+
 }  // namespace
+
+Replica::Replica(LayoutOptions layout) : layout_(layout) {
+  if (layout_.micro_shards < 1) {
+    throw std::invalid_argument("micro_shards must be at least 1, got " +
+                                std::to_string(layout_.micro_shards));
+  }
+}
 
 void GatherRows(const Dataset& data, std::span<const uint32_t> order, Range range, Matrix* x,
                 Matrix* y) {
@@ -51,8 +72,27 @@ Trainer::Trainer(Sequential& model, Optimizer& optimizer, const Loss& loss, cons
   replica_->BeginTraining(model, optimizer, loss, data, options);
 }
 
+Range Trainer::LocalRows(int64_t batch_rows) {
+  const int rank = replica_->rank(), world = replica_->world_size();
+  if (!replica_->layout().invariant) return ReplicaSlice(batch_rows, rank, world);
+  // Canonical micro-shards (the same cut whatever the world size), dealt to
+  // the replicas whole: micro-shard m is rows ReplicaSlice(B, m, M).
+  const int shards = replica_->layout().micro_shards;
+  const Range mine = ReplicaSlice(shards, rank, world);
+  const int64_t first = ReplicaSlice(batch_rows, static_cast<int>(mine.begin), shards).begin;
+  shard_offsets_.assign(1, 0);
+  for (int64_t m = mine.begin; m < mine.end; ++m) {
+    shard_offsets_.push_back(ReplicaSlice(batch_rows, static_cast<int>(m), shards).end - first);
+  }
+  plan_.shard_offsets = shard_offsets_;
+  plan_.global_rows = batch_rows;
+  plan_.agree_max = [this](std::span<int64_t> v) { replica_->AgreeMax(v); };
+  return {first, first + shard_offsets_.back()};
+}
+
 StepMetrics Trainer::Step(std::span<const uint32_t> order, Range batch) {
-  const Range slice = ReplicaSlice(batch.size(), replica_->rank(), replica_->world_size());
+  const bool invariant = replica_->layout().invariant;
+  const Range slice = LocalRows(batch.size());
   GatherRows(data_, order, {batch.begin + slice.begin, batch.begin + slice.end}, &x_, &y_);
 
   StepContext ctx;
@@ -60,15 +100,19 @@ StepMetrics Trainer::Step(std::span<const uint32_t> order, Range batch) {
   ctx.seed = seed_;
   ctx.step = optimizer_.iterations();
   ctx.first_row = slice.begin;
+  ctx.fixed_order = invariant;
+  ctx.exact_gradients = invariant ? &plan_ : nullptr;
   const Matrix& output = model_.Forward(x_, ctx);
   // Scaling by the global batch size makes the replicas' gradient sum the
   // gradient of the global batch's mean loss, however it is split.
   double sums[kNumMetrics];
-  sums[kLossSum] = loss_.Compute(output, y_, 1.0f / static_cast<float>(batch.size()), &doutput_);
+  sums[kLossSum] = LossSum(loss_, output, y_, 1.0f / static_cast<float>(batch.size()), &doutput_,
+                           invariant, &row_losses_);
   sums[kCorrect] = static_cast<double>(loss_.CountCorrect(output, y_).value_or(0));
   sums[kSamples] = static_cast<double>(slice.size());
   model_.Backward(doutput_, replica_->BeginStepSync(sums));
   replica_->FinishStepSync(model_.store().grads(), sums);
+  if (invariant) model_.store().ResolveExactGradients();
   optimizer_.Apply(model_.store().params(), model_.store().grads());
   return {sums[kLossSum], sums[kCorrect], sums[kSamples]};
 }
@@ -160,13 +204,18 @@ EvalResult Evaluate(Sequential& model, const Loss& loss, const Dataset& data, in
   std::vector<uint32_t> order(static_cast<size_t>(data.size()));
   std::iota(order.begin(), order.end(), 0u);
   double sums[kNumMetrics] = {0, 0, 0};
+  const bool invariant = r.layout().invariant;
+  StepContext ctx;
+  ctx.fixed_order = invariant;
   Matrix x, y;
+  std::vector<double> row_losses;
   for (int64_t b = 0; b < plan.num_batches(); ++b) {
     const Range batch = plan.Batch(b);
+    // Every row's figures are its own and the sums exact, so any split works.
     const Range slice = ReplicaSlice(batch.size(), r.rank(), r.world_size());
     GatherRows(data, order, {batch.begin + slice.begin, batch.begin + slice.end}, &x, &y);
-    const Matrix& output = model.Forward(x, StepContext{});
-    sums[kLossSum] += loss.Compute(output, y, 1.0f, nullptr);
+    const Matrix& output = model.Forward(x, ctx);
+    sums[kLossSum] += LossSum(loss, output, y, 1.0f, nullptr, invariant, &row_losses);
     sums[kCorrect] += static_cast<double>(loss.CountCorrect(output, y).value_or(0));
     sums[kSamples] += static_cast<double>(slice.size());
   }

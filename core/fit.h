@@ -38,6 +38,20 @@ struct StepControl {
   int64_t sequence = 0;
 };
 
+// What a run's bits depend on (docs/layout-invariance.md). Part of the
+// strategy: every replica of a run must use the same.
+struct LayoutOptions {
+  // true: the weights, losses and metrics are a function of the run alone,
+  // not of threads per replica, world size or hosts: fixed-order products,
+  // gradients formed per micro-shard and summed exactly. false: the faster
+  // BLAS path, whose last bits follow the layout.
+  bool invariant = true;
+  // Canonical micro-shards of every global batch (invariant mode): any world
+  // size up to this many gives the same bits (more ranks idle); fewer, larger
+  // micro-shards cost less per step.
+  int micro_shards = 16;
+};
+
 // The seam between the training loop and a data-parallel strategy. This
 // base class is one replica that keeps everything local; distribute/
 // provides the mirrored strategy over a Communicator.
@@ -46,9 +60,12 @@ struct StepControl {
 // metric sums), then Backward with the returned hook, then FinishStepSync.
 class Replica {
  public:
+  // Throws std::invalid_argument on micro_shards < 1.
+  explicit Replica(LayoutOptions layout = {});
   virtual ~Replica() = default;
   virtual int rank() const { return 0; }
   virtual int world_size() const { return 1; }
+  const LayoutOptions& layout() const { return layout_; }
   // Before the first step: make every replica's model and optimizer state
   // equal to the chief's, and check that all train the same thing (throws
   // std::invalid_argument naming the difference otherwise).
@@ -57,8 +74,10 @@ class Replica {
   // Starts a step's synchronisation. `metrics` are this replica's sums; the
   // returned hook (may be empty) is passed to Sequential::Backward.
   virtual GradientsReadyFn BeginStepSync(std::span<const double> /*metrics*/) { return {}; }
-  // Ends it: leaves in `grads` the sum of every replica's gradients and in
-  // `metrics` the sum of every replica's metrics, and agrees on control().
+  // Ends it: leaves in `grads` the sum of every replica's gradients (in
+  // layout-invariant mode: in the store's exact gradients, summed exactly)
+  // and in `metrics` the sum of every replica's metrics, and agrees on
+  // control().
   virtual void FinishStepSync(std::span<float> /*grads*/, std::span<double> /*metrics*/) {
     const int64_t sequence = control_.sequence;
     control_ = TakeLocalControl();
@@ -66,6 +85,10 @@ class Replica {
   }
   // Sums small metric vectors (evaluation) over replicas, in place.
   virtual void SumMetrics(std::span<double> /*values*/) {}
+  // Replaces each value with its maximum over replicas, in place. Collective
+  // (layout-invariant training agrees on gradient grids with it during
+  // backward).
+  virtual void AgreeMax(std::span<int64_t> /*values*/) {}
 
   // Raise a control word; it reaches every replica at the end of the next
   // step. Async-signal-safe (a lock-free atomic store).
@@ -95,6 +118,7 @@ class Replica {
  private:
   std::atomic<bool> local_stop_{false}, local_failure_{false};
   std::atomic<bool> checkpoint_busy_{false}, checkpoint_failed_{false};
+  LayoutOptions layout_;
 };
 
 // Running sums of the current epoch's training metrics, global over replicas.
@@ -195,6 +219,10 @@ class Trainer {
   Replica& replica() { return *replica_; }
 
  private:
+  // This replica's rows of the global batch; in layout-invariant mode also
+  // sets the micro-shard plan (whole canonical micro-shards).
+  Range LocalRows(int64_t batch_rows);
+
   Sequential& model_;
   Optimizer& optimizer_;
   const Loss& loss_;
@@ -203,6 +231,9 @@ class Trainer {
   Replica single_process_;
   Replica* replica_;
   Matrix x_, y_, doutput_;  // reused across steps
+  std::vector<double> row_losses_;
+  std::vector<int64_t> shard_offsets_;
+  ExactGradientPlan plan_;
 };
 
 // Trains `model` (already built) with `optimizer` (built for the model's
@@ -218,7 +249,9 @@ struct EvalResult {
 
 // Mean loss and accuracy over `data` in inference mode (no dropout), in
 // batches of batch_size. With a replica, each computes a slice and the sums
-// are combined, so every rank returns the same global figures.
+// are combined, so every rank returns the same global figures (in the
+// replica's layout-invariant mode, the same bits for any layout). Without
+// one, a single process in the default (invariant) mode.
 EvalResult Evaluate(Sequential& model, const Loss& loss, const Dataset& data,
                     int64_t batch_size = 1000, Replica* replica = nullptr);
 

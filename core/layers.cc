@@ -5,6 +5,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/check.h"
+#include "core/exact_sum.h"
+#include "core/internal/fixed_order_gemm.h"
 #include "core/random.h"
 
 namespace holdfast {
@@ -33,15 +36,54 @@ void Dense::Initialize(uint64_t seed) {
   for (int i = 0; i < units_; ++i) b[i] = 0.0f;
 }
 
-void Dense::Forward(const Matrix& x, Matrix* y, const StepContext&) {
+void Dense::Forward(const Matrix& x, Matrix* y, const StepContext& ctx) {
+  fixed_order_ = ctx.fixed_order;
+  exact_gradients_ = ctx.training ? ctx.exact_gradients : nullptr;
+  y->resize(x.rows(), units_);
+  if (fixed_order_) {
+    internal::FixedOrderGemm(x.rows(), units_, inputs_, {x.data(), inputs_, 1},
+                             {store_->param(kernel_), units_, 1}, store_->param(bias_), y->data(),
+                             units_);
+    return;
+  }
   MatrixMap w = store_->ParamMatrix(kernel_);
   RowVectorMap b(store_->param(bias_), units_);
-  y->resize(x.rows(), units_);
   y->noalias() = x * w;
   y->rowwise() += b;
 }
 
 void Dense::Backward(const Matrix& x, const Matrix&, const Matrix& dy, Matrix* dx) {
+  if (exact_gradients_ != nullptr) {
+    const ExactGradientPlan& plan = *exact_gradients_;
+    const int64_t rows = dy.rows();
+    HOLDFAST_CHECK(plan.shard_offsets.back() == rows, "micro-shards cover "
+                                                          << plan.shard_offsets.back()
+                                                          << " rows, batch has " << rows);
+    // The grids: from the rows' bounds, agreed over replicas (a max does not
+    // depend on how rows are split, so neither do the grids).
+    const internal::RowBounds bounds =
+        internal::DenseRowBounds(x.data(), dy.data(), rows, inputs_, units_);
+    const double global_rows = static_cast<double>(plan.global_rows);
+    int64_t exponents[2] = {BoundExponent(global_rows * bounds.kernel),
+                            BoundExponent(global_rows * bounds.bias)};
+    plan.agree_max(exponents);
+    store_->set_grad_exponent(kernel_, exponents[0]);
+    store_->set_grad_exponent(bias_, exponents[1]);
+    internal::MicroShardDenseGradient({x.data(), dy.data(), inputs_, units_, plan.shard_offsets,
+                                       GridScale(exponents[0]), GridScale(exponents[1]),
+                                       store_->exact_grad(kernel_), store_->exact_grad(bias_)});
+  } else if (fixed_order_) {
+    HOLDFAST_CHECK(false, "fixed-order backward needs an ExactGradientPlan");
+  }
+  if (fixed_order_) {
+    if (dx != nullptr) {
+      dx->resize(dy.rows(), inputs_);
+      // dx[r][i] = chain over j of dy[r][j] * w[i][j]: W read along its rows.
+      internal::FixedOrderGemm(dy.rows(), inputs_, units_, {dy.data(), units_, 1},
+                               {store_->param(kernel_), 1, units_}, nullptr, dx->data(), inputs_);
+    }
+    return;
+  }
   MatrixMap dw = store_->GradMatrix(kernel_);
   RowVectorMap db(store_->grad(bias_), units_);
   dw.noalias() = x.transpose() * dy;

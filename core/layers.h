@@ -4,13 +4,29 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "core/parameter_store.h"
 #include "core/tensor.h"
 
 namespace holdfast {
+
+// How a training step forms parameter gradients in layout-invariant mode
+// (docs/layout-invariance.md). The rows of the step's input are this
+// replica's micro-shards, whole and in order.
+struct ExactGradientPlan {
+  // Row offsets of the local micro-shards in the input: first 0, last the
+  // row count; one more entry than micro-shards (just {0} for none).
+  std::span<const int64_t> shard_offsets;
+  int64_t global_rows = 0;  // rows of the global batch: the gradients' bound scales with it
+  // Replaces each value with its maximum over all replicas. Collective:
+  // every replica's layers call it the same number of times, in the same
+  // order, even with no rows.
+  std::function<void(std::span<int64_t>)> agree_max;
+};
 
 // What a forward pass needs to know about the step it belongs to.
 struct StepContext {
@@ -21,6 +37,14 @@ struct StepContext {
   // Dropout masks are keyed by global rows, so they do not depend on how the
   // batch is split across ranks.
   int64_t first_row = 0;
+  // Layout-invariant mode: products as fixed-order FMA chains
+  // (core/internal/fixed_order_gemm.h), whose bits do not depend on threads
+  // or on the rows around a row.
+  bool fixed_order = false;
+  // In training with fixed_order: how Backward forms the parameter
+  // gradients. Backward then writes every tensor's gradient to the store's
+  // exact_grad() and its grid exponent, not to grads(). Must outlive Backward.
+  const ExactGradientPlan* exact_gradients = nullptr;
 };
 
 class Layer {
@@ -40,7 +64,9 @@ class Layer {
   // y = f(x). `x` stays alive and unchanged until Backward.
   virtual void Forward(const Matrix& x, Matrix* y, const StepContext& ctx) = 0;
   // Given dL/dy, writes dL/d(parameters) into the store's gradient buffer
-  // (overwriting) and dL/dx into *dx unless dx is null (the first layer).
+  // (overwriting; in layout-invariant training, into the exact gradients as
+  // the last Forward's StepContext says) and dL/dx into *dx unless dx is
+  // null (the first layer).
   virtual void Backward(const Matrix& x, const Matrix& y, const Matrix& dy, Matrix* dx) = 0;
   // Part of the flat buffers this layer's tensors occupy (empty if none).
   virtual size_t param_begin() const { return 0; }
@@ -63,6 +89,8 @@ class Dense final : public Layer {
   int units_, inputs_ = 0, index_ = 0;
   ParameterStore* store_ = nullptr;
   size_t kernel_ = 0, bias_ = 0;
+  bool fixed_order_ = false;                            // of the last Forward
+  const ExactGradientPlan* exact_gradients_ = nullptr;  // of the last Forward
 };
 
 class ReLU final : public Layer {

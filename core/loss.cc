@@ -19,7 +19,7 @@ void CheckShapes(const Matrix& output, const Matrix& target, bool labels) {
 }  // namespace
 
 double SoftmaxCrossEntropy::Compute(const Matrix& output, const Matrix& target, float scale,
-                                    Matrix* grad) const {
+                                    Matrix* grad, double* row_losses) const {
   CheckShapes(output, target, true);
   const int64_t rows = output.rows(), k = output.cols();
   if (grad != nullptr) grad->resize(rows, k);
@@ -33,7 +33,9 @@ double SoftmaxCrossEntropy::Compute(const Matrix& output, const Matrix& target, 
     double sum = 0;
     for (int64_t j = 0; j < k; ++j) sum += std::exp(static_cast<double>(logits(j) - max));
     const double log_sum = std::log(sum);
-    total += log_sum - static_cast<double>(logits(label) - max);
+    const double row_loss = log_sum - static_cast<double>(logits(label) - max);
+    if (row_losses != nullptr) row_losses[r] = row_loss;
+    total += row_loss;
     if (grad != nullptr) {
       for (int64_t j = 0; j < k; ++j) {
         const double p = std::exp(static_cast<double>(logits(j) - max) - log_sum);
@@ -56,17 +58,33 @@ std::optional<int64_t> SoftmaxCrossEntropy::CountCorrect(const Matrix& output,
   return correct;
 }
 
+namespace {
+// Sum over rows of per_row(row) / k, in row order; each row's value alone
+// into row_losses.
+template <typename PerRow>
+double SumRows(const Matrix& diff, double* row_losses, const PerRow& per_row) {
+  const double k = static_cast<double>(diff.cols());
+  double total = 0;
+  for (int64_t r = 0; r < diff.rows(); ++r) {
+    const double row_loss = per_row(diff.row(r).cast<double>()) / k;
+    if (row_losses != nullptr) row_losses[r] = row_loss;
+    total += row_loss;
+  }
+  return total;
+}
+}  // namespace
+
 double MeanSquaredError::Compute(const Matrix& output, const Matrix& target, float scale,
-                                 Matrix* grad) const {
+                                 Matrix* grad, double* row_losses) const {
   CheckShapes(output, target, false);
   const double k = static_cast<double>(output.cols());
   const Matrix diff = output - target;
   if (grad != nullptr) *grad = diff * static_cast<float>(2.0 * scale / k);
-  return diff.cast<double>().squaredNorm() / k;
+  return SumRows(diff, row_losses, [](const auto& row) { return row.squaredNorm(); });
 }
 
 double MeanAbsoluteError::Compute(const Matrix& output, const Matrix& target, float scale,
-                                  Matrix* grad) const {
+                                  Matrix* grad, double* row_losses) const {
   CheckShapes(output, target, false);
   const double k = static_cast<double>(output.cols());
   const Matrix diff = output - target;
@@ -74,7 +92,7 @@ double MeanAbsoluteError::Compute(const Matrix& output, const Matrix& target, fl
     const float g = static_cast<float>(scale / k);
     *grad = diff.unaryExpr([g](float d) { return d > 0 ? g : (d < 0 ? -g : 0.0f); });
   }
-  return diff.cast<double>().cwiseAbs().sum() / k;
+  return SumRows(diff, row_losses, [](const auto& row) { return row.cwiseAbs().sum(); });
 }
 
 }  // namespace holdfast

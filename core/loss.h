@@ -18,8 +18,11 @@ class Loss {
   virtual std::string name() const = 0;
   // output: (rows x k). target: (rows x k) for regression, (rows x 1) of
   // class indices for classification. grad may be null (evaluation).
-  virtual double Compute(const Matrix& output, const Matrix& target, float scale,
-                         Matrix* grad) const = 0;
+  // Returns the sum of the rows' losses in row order; with row_losses (may
+  // be null; room for `rows` values), also each row's loss, a function of
+  // that row alone (layout-invariant sums add them on a grid).
+  virtual double Compute(const Matrix& output, const Matrix& target, float scale, Matrix* grad,
+                         double* row_losses = nullptr) const = 0;
   // Whether CountCorrect gives a value (classification losses).
   virtual bool has_accuracy() const { return false; }
   // Correct predictions in the batch, for losses that define accuracy.
@@ -35,8 +38,8 @@ class Loss {
 class SoftmaxCrossEntropy final : public Loss {
  public:
   std::string name() const override { return "softmax_cross_entropy"; }
-  double Compute(const Matrix& output, const Matrix& target, float scale,
-                 Matrix* grad) const override;
+  double Compute(const Matrix& output, const Matrix& target, float scale, Matrix* grad,
+                 double* row_losses = nullptr) const override;
   bool has_accuracy() const override { return true; }
   std::optional<int64_t> CountCorrect(const Matrix& output, const Matrix& target) const override;
 };
@@ -45,8 +48,8 @@ class SoftmaxCrossEntropy final : public Loss {
 class MeanSquaredError final : public Loss {
  public:
   std::string name() const override { return "mse"; }
-  double Compute(const Matrix& output, const Matrix& target, float scale,
-                 Matrix* grad) const override;
+  double Compute(const Matrix& output, const Matrix& target, float scale, Matrix* grad,
+                 double* row_losses = nullptr) const override;
 };
 
 // Per sample: mean over the k outputs of |output - target|; the gradient at
@@ -54,8 +57,8 @@ class MeanSquaredError final : public Loss {
 class MeanAbsoluteError final : public Loss {
  public:
   std::string name() const override { return "mae"; }
-  double Compute(const Matrix& output, const Matrix& target, float scale,
-                 Matrix* grad) const override;
+  double Compute(const Matrix& output, const Matrix& target, float scale, Matrix* grad,
+                 double* row_losses = nullptr) const override;
 };
 
 }  // namespace holdfast

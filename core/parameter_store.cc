@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "core/exact_sum.h"
 
 namespace holdfast {
 
@@ -24,7 +25,23 @@ void ParameterStore::Finalize() {
   total_ = (total_ + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
   params_.assign(total_, 0.0f);
   grads_.assign(kControlFloats + total_, 0.0f);
+  grad_exponents_.assign(tensors_.size(), kZeroExponent);
   finalized_ = true;
+}
+
+std::span<double> ParameterStore::control_and_exact_grads() {
+  HOLDFAST_CHECK(finalized_, "exact gradients before Finalize");
+  if (exact_grads_.empty()) exact_grads_.assign(kControlFloats + total_, 0.0);
+  return {exact_grads_.data(), exact_grads_.size()};
+}
+
+void ParameterStore::ResolveExactGradients() {
+  const std::span<double> exact = control_and_exact_grads().subspan(kControlFloats);
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const TensorSpec& t = tensors_[i];
+    GridToFloat(exact.subspan(t.offset, t.size), grad_exponents_[i],
+                std::span<float>(grad_base() + t.offset, t.size));
+  }
 }
 
 MatrixMap ParameterStore::ParamMatrix(size_t index) {

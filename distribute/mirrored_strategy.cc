@@ -23,7 +23,8 @@ constexpr size_t kControl = ParameterStore::kControlFloats;
 // Layout of the control line that leads the gradient buffer.
 constexpr size_t kStopWord = 0, kFailureWord = 1, kBusyWord = 2, kFailedWord = 3, kFirstMetric = 4;
 // Metrics travel as floats: their sums over ranks carry float precision
-// (~1e-7 relative), plenty for reported loss and accuracy.
+// (~1e-7 relative), plenty for reported loss and accuracy. In
+// layout-invariant mode they travel as doubles on their grid, exactly.
 constexpr size_t kMaxMetrics = kControl - kFirstMetric;
 
 int64_t HashToInt(const std::string& s) { return static_cast<int64_t>(Xxh3(s)); }
@@ -45,7 +46,7 @@ struct Field {
 }  // namespace
 
 MirroredStrategy::MirroredStrategy(Communicator* comm, MirroredOptions options)
-    : comm_(comm), options_(options) {
+    : Replica(options.layout), comm_(comm), options_(options) {
   HOLDFAST_CHECK(comm != nullptr, "MirroredStrategy needs a communicator");
   if (options_.bucket_bytes < sizeof(float)) options_.bucket_bytes = sizeof(float);
 }
@@ -69,6 +70,8 @@ void MirroredStrategy::BeginTraining(Sequential& model, Optimizer& optimizer, co
       {"initial batch", options.initial_batch, true},
       {"shuffle", options.shuffle, true},
       {"drop_remainder", options.drop_remainder, true},
+      {"layout-invariant mode (--layout-invariant, 1 = on)", layout().invariant, true},
+      {"number of micro-shards", layout().micro_shards, true},
   };
   // One collective finds every disagreement.
   std::vector<int64_t> values;
@@ -101,7 +104,7 @@ void MirroredStrategy::BeginTraining(Sequential& model, Optimizer& optimizer, co
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
     overlap = cores > static_cast<long>(MpiCommunicator::LocalRankCount()) * omp_get_max_threads();
   }
-  if (overlap && world_size() > 1 && !sync_thread_) {
+  if (overlap && world_size() > 1 && !layout().invariant && !sync_thread_) {
     sync_thread_ = std::make_unique<internal::SyncThread>(comm_);
   }
 }
@@ -110,9 +113,21 @@ GradientsReadyFn MirroredStrategy::BeginStepSync(std::span<const double> metrics
   HOLDFAST_CHECK(model_ != nullptr, "BeginStepSync before BeginTraining");
   comm_->NoteStep(optimizer_->iterations() + 1);
   HOLDFAST_CHECK(metrics.size() <= kMaxMetrics, "at most " << kMaxMetrics << " step metrics");
+  const StepControl local = TakeLocalControl();
+  if (layout().invariant) {
+    // Doubles: the metrics are on their grid, the words small integers, so
+    // this line's sum is exact too.
+    std::span<double> line = model_->store().control_and_exact_grads().first(kControl);
+    std::fill(line.begin(), line.end(), 0.0);
+    line[kStopWord] = local.stop_requests;
+    line[kFailureWord] = local.failures;
+    line[kBusyWord] = local.checkpoint_busy;
+    line[kFailedWord] = local.checkpoint_failed;
+    for (size_t i = 0; i < metrics.size(); ++i) line[kFirstMetric + i] = metrics[i];
+    return {};
+  }
   std::span<float> line = model_->store().control_and_grads().first(kControl);
   std::fill(line.begin(), line.end(), 0.0f);
-  const StepControl local = TakeLocalControl();
   line[kStopWord] = static_cast<float>(local.stop_requests);
   line[kFailureWord] = static_cast<float>(local.failures);
   line[kBusyWord] = static_cast<float>(local.checkpoint_busy);
@@ -164,22 +179,45 @@ void MirroredStrategy::Launch(size_t lo, size_t hi) {
 
 void MirroredStrategy::FinishStepSync(std::span<float> /*grads*/, std::span<double> metrics) {
   const auto start = std::chrono::steady_clock::now();
-  if (world_size() > 1) {
-    // Everything is final now, down to the control line at offset 0.
-    ready_lo_ = 0;
-    LaunchReadyBuckets(/*final=*/true);
-    if (sync_thread_) sync_thread_->Drain();
+  if (layout().invariant) {
+    if (world_size() > 1) SumExactGradients();
+    const std::span<const double> line = model_->store().control_and_exact_grads().first(kControl);
+    control_.stop_requests = static_cast<int>(std::lround(line[kStopWord]));
+    control_.failures = static_cast<int>(std::lround(line[kFailureWord]));
+    control_.checkpoint_busy = static_cast<int>(std::lround(line[kBusyWord]));
+    control_.checkpoint_failed = static_cast<int>(std::lround(line[kFailedWord]));
+    for (size_t i = 0; i < metrics.size(); ++i) metrics[i] = line[kFirstMetric + i];
+  } else {
+    if (world_size() > 1) {
+      // Everything is final now, down to the control line at offset 0.
+      ready_lo_ = 0;
+      LaunchReadyBuckets(/*final=*/true);
+      if (sync_thread_) sync_thread_->Drain();
+    }
+    const std::span<const float> line = model_->store().control_and_grads().first(kControl);
+    control_.stop_requests = static_cast<int>(std::lround(line[kStopWord]));
+    control_.failures = static_cast<int>(std::lround(line[kFailureWord]));
+    control_.checkpoint_busy = static_cast<int>(std::lround(line[kBusyWord]));
+    control_.checkpoint_failed = static_cast<int>(std::lround(line[kFailedWord]));
+    for (size_t i = 0; i < metrics.size(); ++i) metrics[i] = line[kFirstMetric + i];
   }
-  const std::span<const float> line = model_->store().control_and_grads().first(kControl);
-  control_.stop_requests = static_cast<int>(std::lround(line[kStopWord]));
-  control_.failures = static_cast<int>(std::lround(line[kFailureWord]));
-  control_.checkpoint_busy = static_cast<int>(std::lround(line[kBusyWord]));
-  control_.checkpoint_failed = static_cast<int>(std::lround(line[kFailedWord]));
   ++control_.sequence;
-  for (size_t i = 0; i < metrics.size(); ++i) metrics[i] = line[kFirstMetric + i];
   exposed_sync_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
+
+void MirroredStrategy::SumExactGradients() {
+  const std::span<double> all = model_->store().control_and_exact_grads();
+  // One collective up to fuse_bytes, buckets beyond (as the float path).
+  const size_t bucket = std::max<size_t>(1, options_.bucket_bytes / sizeof(double));
+  const size_t step = all.size() * sizeof(double) <= options_.fuse_bytes ? all.size() : bucket;
+  for (size_t lo = 0; lo < all.size(); lo += step) {
+    comm_->AllReduceSum(all.subspan(lo, std::min(step, all.size() - lo)));
+    ++buckets_launched_;
+  }
+}
+
+void MirroredStrategy::AgreeMax(std::span<int64_t> values) { comm_->AllReduceMax(values); }
 
 void MirroredStrategy::SumMetrics(std::span<double> values) { comm_->AllReduceSum(values); }
 

@@ -13,6 +13,8 @@
 // Exit codes: 0 done, 2 usage or bad input, 1 other failure (and
 // --stop-at-step, which simulates a crash), 75 preempted (SIGTERM or SIGUSR1)
 // with a committed checkpoint.
+#include <omp.h>
+
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -28,6 +30,7 @@
 #include "core/fit.h"
 #include "core/hash.h"
 #include "distribute/mirrored_strategy.h"
+#include "examples/layout_flags.h"
 
 namespace {
 
@@ -47,6 +50,7 @@ struct Flags {
   int64_t stop_at_step = -1;
   bool async_checkpoint = false;
   std::string summary_json;
+  holdfast::examples::LayoutFlags layout;
 };
 
 // Keys of the loop's own state inside the Checkpoint.
@@ -82,6 +86,7 @@ std::string Duration(double s) {
 int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   holdfast::Communicator& comm = auto_strategy.communicator();
   const bool chief = comm.rank() == 0;
+  holdfast::examples::SetThreads(f.layout);
 
   auto loaded = holdfast::LoadFashionMnist(f.data);
   if (!loaded.ok()) holdfast::EndJob(comm, kExitUsage, "custom_loop", loaded.status().ToString());
@@ -229,6 +234,9 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
       j["steps_run"] = steps_run;
       j["resumed_from_step"] = restored->has_value() ? nlohmann::json(**restored) : nullptr;
       j["world_size"] = comm.size();
+      j["threads"] = omp_get_max_threads();
+      j["layout_invariant"] = trainer.replica().layout().invariant;
+      j["micro_shards"] = trainer.replica().layout().micro_shards;
       nlohmann::json kept = nlohmann::json::array();
       for (const auto& c : manager.Checkpoints()) kept.push_back(c.name);
       j["checkpoints"] = kept;
@@ -282,6 +290,7 @@ int main(int argc, char** argv) {
   app.add_flag("--async-checkpoint", f.async_checkpoint,
                "Write checkpoints in the background: a save costs one copy of the state");
   app.add_option("--summary-json", f.summary_json, "Write a JSON summary here (chief)");
+  holdfast::examples::AddLayoutFlags(app, &f.layout);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -293,7 +302,9 @@ int main(int argc, char** argv) {
   // Caught for the whole program (MPI start-up and shutdown included), not
   // only while the manager lives: see fmnist_mlp.
   holdfast::PreemptionHandler preemption;
-  holdfast::AutoStrategy auto_strategy;
+  holdfast::MirroredOptions mirrored;
+  mirrored.layout = holdfast::examples::ToLayoutOptions(f.layout);
+  holdfast::AutoStrategy auto_strategy(mirrored);
   try {
     return Run(f, auto_strategy);
   } catch (const holdfast::RanksDisagreeError& e) {

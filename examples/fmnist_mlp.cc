@@ -29,6 +29,7 @@
 #include "distribute/mirrored_strategy.h"
 #include "distribute/mpi_communicator.h"
 #include "examples/batch_logger.h"
+#include "examples/layout_flags.h"
 
 namespace {
 
@@ -53,7 +54,7 @@ struct Flags {
   int64_t batch = 50;
   int epochs = 10;
   uint64_t seed = 42;
-  int threads = 0;  // 0: this host's cores shared among its ranks
+  holdfast::examples::LayoutFlags layout;
   double bucket_mib = 1;
   std::string overlap = "auto";
   double watchdog_seconds = 300;
@@ -137,10 +138,7 @@ void ParseFlags(CLI::App& app, Flags& f) {
       ->capture_default_str();
   app.add_option("--seed", f.seed, "Seed of initialisation, data order and dropout")
       ->capture_default_str();
-  app.add_option("--threads", f.threads,
-                 "Threads per process (0: the host's cores divided by its ranks)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  holdfast::examples::AddLayoutFlags(app, &f.layout);
   app.add_option("--train-samples", f.train_samples,
                  "Use only the first N training samples (0: all 60000)")
       ->check(CLI::NonNegativeNumber);
@@ -220,6 +218,7 @@ holdfast::MirroredOptions StrategyOptions(const Flags& f) {
                      : f.overlap == "off" ? holdfast::Overlap::kOff
                                           : holdfast::Overlap::kAuto;
   mirrored.watchdog_seconds = f.watchdog_seconds;
+  mirrored.layout = holdfast::examples::ToLayoutOptions(f.layout);
   return mirrored;
 }
 
@@ -228,9 +227,7 @@ holdfast::MirroredOptions StrategyOptions(const Flags& f) {
 int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   holdfast::MirroredStrategy& strategy = auto_strategy.strategy();
   const bool chief = strategy.rank() == 0;
-  omp_set_num_threads(f.threads > 0 ? f.threads
-                                    : std::max(1, omp_get_num_procs() /
-                                                      holdfast::MpiCommunicator::LocalRankCount()));
+  holdfast::examples::SetThreads(f.layout);
 
   // First: it installs the preemption handler, and loading takes a while.
   std::unique_ptr<holdfast::BackupAndRestore> backup;
@@ -344,6 +341,8 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
     j["train_seconds"] = train_seconds;
     j["train_samples"] = train.size();
     j["threads"] = omp_get_max_threads();
+    j["layout_invariant"] = strategy.layout().invariant;
+    j["micro_shards"] = strategy.layout().micro_shards;
     j["hidden"] = f.hidden;
     j["batch"] = f.batch;
     j["optimizer"] = optimizer->Signature();

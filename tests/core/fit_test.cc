@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <sstream>
@@ -736,21 +737,24 @@ TEST(ReplicaTest, ControlWordsReachTheNextStepEnd) {
 class ThreadGroup {
  public:
   explicit ThreadGroup(int world)
-      : world_(world), barrier_(world), grads_(world), metrics_(world) {}
+      : world_(world), barrier_(world), grads_(world), metrics_(world), words_(world) {}
   int world() const { return world_; }
 
-  void Sum(int rank, std::span<float> values) { SumImpl(rank, values, grads_); }
-  void Sum(int rank, std::span<double> values) { SumImpl(rank, values, metrics_); }
+  void Sum(int rank, std::span<float> values) { Reduce(rank, values, grads_, std::plus<>()); }
+  void Sum(int rank, std::span<double> values) { Reduce(rank, values, metrics_, std::plus<>()); }
+  void Max(int rank, std::span<int64_t> values) {
+    Reduce(rank, values, words_, [](int64_t a, int64_t b) { return std::max(a, b); });
+  }
 
  private:
-  template <typename T>
-  void SumImpl(int rank, std::span<T> values, std::vector<std::vector<T>>& slots) {
+  template <typename T, typename Op>
+  void Reduce(int rank, std::span<T> values, std::vector<std::vector<T>>& slots, Op op) {
     slots[rank].assign(values.begin(), values.end());
     barrier_.arrive_and_wait();
     for (size_t i = 0; i < values.size(); ++i) {
-      T sum = 0;
-      for (int r = 0; r < world_; ++r) sum += slots[r][i];
-      values[i] = sum;
+      T acc = slots[0][i];
+      for (int r = 1; r < world_; ++r) acc = op(acc, slots[r][i]);
+      values[i] = acc;
     }
     barrier_.arrive_and_wait();
   }
@@ -759,64 +763,116 @@ class ThreadGroup {
   std::barrier<> barrier_;
   std::vector<std::vector<float>> grads_;
   std::vector<std::vector<double>> metrics_;
+  std::vector<std::vector<int64_t>> words_;
 };
 
+// A Replica written against the seam alone: both the float path and the
+// layout-invariant one (the store's exact gradients, grids agreed by max).
 class ThreadReplica : public Replica {
  public:
-  ThreadReplica(ThreadGroup* group, int rank) : group_(group), rank_(rank) {}
+  ThreadReplica(ThreadGroup* group, int rank, LayoutOptions layout)
+      : Replica(layout), group_(group), rank_(rank) {}
   int rank() const override { return rank_; }
   int world_size() const override { return group_->world(); }
+  void BeginTraining(Sequential& model, Optimizer&, const Loss&, const Dataset&,
+                     const FitOptions&) override {
+    store_ = &model.store();
+  }
   void FinishStepSync(std::span<float> grads, std::span<double> metrics) override {
-    group_->Sum(rank_, grads);
+    if (layout().invariant) {
+      group_->Sum(rank_, store_->control_and_exact_grads());
+    } else {
+      group_->Sum(rank_, grads);
+    }
     group_->Sum(rank_, metrics);
   }
   void SumMetrics(std::span<double> values) override { group_->Sum(rank_, values); }
+  void AgreeMax(std::span<int64_t> values) override { group_->Max(rank_, values); }
 
  private:
   ThreadGroup* group_;
   int rank_;
+  ParameterStore* store_ = nullptr;
 };
 
+// 3 ranks split batches of 10 as 4/3/3 (and the last batch of 5 as 2/2/1);
+// dropout masks are keyed by global rows.
+struct ThreeReplicaRun {
+  std::vector<Trainee> trainees;
+  std::vector<History> histories;
+  std::vector<EvalResult> evals;
+};
+ThreeReplicaRun TrainThreeReplicas(const Dataset& data, const FitOptions& options,
+                                   LayoutOptions layout) {
+  constexpr int kWorld = 3;
+  ThreadGroup group(kWorld);
+  ThreeReplicaRun run;
+  run.histories.resize(kWorld);
+  run.evals.resize(kWorld);
+  for (int r = 0; r < kWorld; ++r) run.trainees.push_back(MakeClassifier(8, true, false));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kWorld; ++r) {
+    threads.emplace_back([&, r] {
+      ThreadReplica replica(&group, r, layout);
+      FitOptions o = options;
+      o.replica = &replica;
+      run.histories[r] =
+          Fit(*run.trainees[r].model, *run.trainees[r].optimizer, kCrossEntropy, data, o);
+      run.evals[r] = Evaluate(*run.trainees[r].model, kCrossEntropy, data, 8, &replica);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return run;
+}
+
 TEST(ReplicaTest, ThreeThreadReplicasTrainLikeOneProcess) {
-  // 3 ranks split batches of 10 as 4/3/3 (and the last batch of 5 as 2/2/1);
-  // dropout masks keyed by global rows make the sum of their gradients the
-  // single-process gradient up to float rounding.
+  // The opt-out: the sum of the replicas' gradients is the single-process
+  // gradient up to float rounding.
+  const Dataset data = MakeBlobs(45, 17);
+  const FitOptions options = Options(2, 10);
+  const LayoutOptions float_path{.invariant = false};
+  Trainee single = MakeClassifier(8, /*dropout=*/true, /*adam=*/false);
+  Replica one_process(float_path);
+  FitOptions single_options = options;
+  single_options.replica = &one_process;
+  History hs = Fit(*single.model, *single.optimizer, kCrossEntropy, data, single_options);
+  const EvalResult es = Evaluate(*single.model, kCrossEntropy, data, 8, &one_process);
+
+  const ThreeReplicaRun run = TrainThreeReplicas(data, options, float_path);
+  const std::vector<float> expected = single.Params();
+  for (int r = 0; r < 3; ++r) {
+    SCOPED_TRACE("rank " + std::to_string(r));
+    EXPECT_EQ(run.trainees[r].Hash(), run.trainees[0].Hash()) << "replicas diverged";
+    const std::vector<float> got = run.trainees[r].Params();
+    ASSERT_EQ(got.size(), expected.size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], expected[i], 1e-4) << i;
+    ASSERT_EQ(run.histories[r].epochs.size(), 2u);
+    EXPECT_EQ(run.histories[r].epochs[1].samples, 45);
+    EXPECT_NEAR(run.histories[r].epochs[1].loss, hs.epochs[1].loss, 1e-5);
+    EXPECT_EQ(run.evals[r].samples, 45);
+    EXPECT_NEAR(run.evals[r].loss, es.loss, 1e-4);
+  }
+}
+
+TEST(ReplicaTest, ThreeInvariantReplicasTrainBitForBitLikeOneProcess) {
+  // The default: the same bits as one process, losses and evaluation included.
   const Dataset data = MakeBlobs(45, 17);
   const FitOptions options = Options(2, 10);
   Trainee single = MakeClassifier(8, /*dropout=*/true, /*adam=*/false);
   History hs = Fit(*single.model, *single.optimizer, kCrossEntropy, data, options);
   const EvalResult es = Evaluate(*single.model, kCrossEntropy, data, 8);
 
-  constexpr int kWorld = 3;
-  ThreadGroup group(kWorld);
-  std::vector<Trainee> trainees;
-  std::vector<History> histories(kWorld);
-  std::vector<EvalResult> evals(kWorld);
-  for (int r = 0; r < kWorld; ++r) trainees.push_back(MakeClassifier(8, true, false));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < kWorld; ++r) {
-    threads.emplace_back([&, r] {
-      ThreadReplica replica(&group, r);
-      FitOptions o = options;
-      o.replica = &replica;
-      histories[r] = Fit(*trainees[r].model, *trainees[r].optimizer, kCrossEntropy, data, o);
-      evals[r] = Evaluate(*trainees[r].model, kCrossEntropy, data, 8, &replica);
-    });
-  }
-  for (std::thread& t : threads) t.join();
-
-  const std::vector<float> expected = single.Params();
-  for (int r = 0; r < kWorld; ++r) {
+  const ThreeReplicaRun run = TrainThreeReplicas(data, options, LayoutOptions{});
+  for (int r = 0; r < 3; ++r) {
     SCOPED_TRACE("rank " + std::to_string(r));
-    EXPECT_EQ(trainees[r].Hash(), trainees[0].Hash()) << "replicas diverged";
-    const std::vector<float> got = trainees[r].Params();
-    ASSERT_EQ(got.size(), expected.size());
-    for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], expected[i], 1e-4) << i;
-    ASSERT_EQ(histories[r].epochs.size(), 2u);
-    EXPECT_EQ(histories[r].epochs[1].samples, 45);
-    EXPECT_NEAR(histories[r].epochs[1].loss, hs.epochs[1].loss, 1e-5);
-    EXPECT_EQ(evals[r].samples, 45);
-    EXPECT_NEAR(evals[r].loss, es.loss, 1e-4);
+    EXPECT_EQ(run.trainees[r].Params(), single.Params());
+    ASSERT_EQ(run.histories[r].epochs.size(), 2u);
+    for (int e = 0; e < 2; ++e) {
+      EXPECT_EQ(run.histories[r].epochs[e].loss, hs.epochs[e].loss);
+      EXPECT_EQ(run.histories[r].epochs[e].accuracy, hs.epochs[e].accuracy);
+    }
+    EXPECT_EQ(run.evals[r].loss, es.loss);
+    EXPECT_EQ(run.evals[r].accuracy, es.accuracy);
   }
 }
 

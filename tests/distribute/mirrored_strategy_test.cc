@@ -92,15 +92,17 @@ struct RunResult {
 };
 
 RunResult TrainSingleProcess(const Dataset& data, const FitOptions& options,
-                             uint64_t model_seed = kModelSeed) {
+                             LayoutOptions layout = {}, uint64_t model_seed = kModelSeed) {
   RunResult out;
   Trainee t = Model(model_seed);
+  Replica one_process(layout);
   FitOptions o = options;
   o.callbacks = {&out.hashes};
+  o.replica = &one_process;
   out.history = Fit(*t.model, *t.optimizer, kCrossEntropy, data, o);
   out.params = t.Params();
   out.iterations = t.optimizer->iterations();
-  out.eval = Evaluate(*t.model, kCrossEntropy, data, 8);
+  out.eval = Evaluate(*t.model, kCrossEntropy, data, 8, &one_process);
   return out;
 }
 
@@ -181,13 +183,16 @@ void ExpectMirrorsOfSingleProcess(const std::vector<RunResult>& ranks, const Run
 // (a) + (b): every world size, with and without overlap, with buckets of one
 // float, of 256 bytes (several per step) and of 1 GiB (one per step).
 
-class MirroredTrainingTest : public ::testing::TestWithParam<std::tuple<int, Overlap, size_t>> {
+class MirroredTrainingTest
+    : public ::testing::TestWithParam<std::tuple<int, Overlap, size_t, bool>> {
  protected:
   int world() const { return std::get<0>(GetParam()); }
+  bool invariant() const { return std::get<3>(GetParam()); }
   MirroredOptions mirrored() const {
     MirroredOptions m;
     m.overlap = std::get<1>(GetParam());
     m.bucket_bytes = std::get<2>(GetParam());
+    m.layout.invariant = invariant();
     // Tiny buckets are there to force many collectives per step, also in
     // the end-of-step flush.
     if (m.bucket_bytes <= 256) m.fuse_bytes = 0;
@@ -197,14 +202,21 @@ class MirroredTrainingTest : public ::testing::TestWithParam<std::tuple<int, Ove
 
 TEST_P(MirroredTrainingTest, RanksStayIdenticalAndTrainLikeOneProcess) {
   const Dataset data = Data();
-  const RunResult single = TrainSingleProcess(data, Options());
+  const RunResult single = TrainSingleProcess(data, Options(), mirrored().layout);
   ASSERT_EQ(single.iterations, kEpochs * kStepsPerEpoch);
   const std::vector<RunResult> ranks = TrainMirrored(world(), mirrored(), data, Options());
   ExpectMirrorsOfSingleProcess(ranks, single);
   for (const RunResult& r : ranks) {
-    EXPECT_EQ(r.overlapping, world() > 1 && mirrored().overlap == Overlap::kOn);
+    // The exact sum runs after backward: no overlap in invariant mode.
+    EXPECT_EQ(r.overlapping, world() > 1 && mirrored().overlap == Overlap::kOn && !invariant());
+    // And it is the one process's result, bit for bit.
+    if (invariant()) {
+      EXPECT_EQ(r.hashes.steps, single.hashes.steps);
+    }
   }
-  if (world() == 1) {
+  if (world() > 1 && invariant()) {
+    EXPECT_GE(ranks[0].buckets, single.iterations) << "expected a sum every step";
+  } else if (world() == 1) {
     // Nothing to sum: exactly the single-process run.
     EXPECT_EQ(ranks[0].hashes.steps, single.hashes.steps);
     EXPECT_EQ(ranks[0].buckets, 0);
@@ -236,13 +248,15 @@ TEST_P(MirroredTrainingTest, RanksStayIdenticalAndTrainLikeOneProcess) {
 INSTANTIATE_TEST_SUITE_P(WorldsOverlapBuckets, MirroredTrainingTest,
                          ::testing::Combine(::testing::Values(1, 2, 3, 4),
                                             ::testing::Values(Overlap::kOn, Overlap::kOff),
-                                            ::testing::Values(size_t{4}, size_t{256},
-                                                              size_t{1} << 30)),
+                                            ::testing::Values(size_t{8}, size_t{256},
+                                                              size_t{1} << 30),
+                                            ::testing::Bool()),
                          [](const ::testing::TestParamInfo<MirroredTrainingTest::ParamType>& info) {
                            return "world" + std::to_string(std::get<0>(info.param)) +
                                   (std::get<1>(info.param) == Overlap::kOn ? "_overlap"
                                                                            : "_no_overlap") +
-                                  "_bucket" + std::to_string(std::get<2>(info.param));
+                                  "_bucket" + std::to_string(std::get<2>(info.param)) +
+                                  (std::get<3>(info.param) ? "_invariant" : "_float");
                          });
 
 // Global batches smaller than the world: some ranks compute nothing at
@@ -265,8 +279,8 @@ TEST(MirroredStrategyTest, RanksWithEmptySlicesStillMatch) {
 // leads: BeginTraining broadcasts the chief's parameters.
 TEST(MirroredStrategyTest, ChiefInitialisationWins) {
   const Dataset data = Data();
-  const RunResult single = TrainSingleProcess(data, Options(), /*model_seed=*/kModelSeed);
-  const RunResult other = TrainSingleProcess(data, Options(), /*model_seed=*/kModelSeed + 1);
+  const RunResult single = TrainSingleProcess(data, Options(), {}, /*model_seed=*/kModelSeed);
+  const RunResult other = TrainSingleProcess(data, Options(), {}, /*model_seed=*/kModelSeed + 1);
   ASSERT_NE(single.hashes.initial, other.hashes.initial);
   for (int world : {2, 3, 4}) {
     SCOPED_TRACE("world " + std::to_string(world));
@@ -666,8 +680,11 @@ TEST(MirroredStrategyTest, SecondFitContinuesInStep) {
   RunInProcessRanks(3, [&](Communicator& comm) {
     RunResult& r = ranks[comm.rank()];
     Trainee t = Model();
-    MirroredStrategy strategy(
-        &comm, MirroredOptions{.bucket_bytes = 256, .fuse_bytes = 0, .overlap = Overlap::kOn});
+    MirroredStrategy strategy(&comm, MirroredOptions{.bucket_bytes = 256,
+                                                     .fuse_bytes = 0,
+                                                     .overlap = Overlap::kOn,
+                                                     .watchdog_seconds = 300,
+                                                     .layout = {.invariant = false}});
     FitOptions o = Options(1);
     o.replica = &strategy;
     o.callbacks = {&r.hashes};

@@ -382,8 +382,11 @@ TEST_F(CkptTest, InspectOneCheckpointByPath) {
   const ProcessResult r = Holdfast({"ckpt", "inspect", ckpt(100) + "/"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Words(LineStartingWith(r.out, "step")), (std::vector<std::string>{"step", "100"}));
+  // No counters of the user's; the manager's record of the run's layout.
   EXPECT_EQ(Words(LineStartingWith(r.out, "counters")),
-            (std::vector<std::string>{"counters", "-"}));
+            (std::vector<std::string>{"counters", "holdfast/layout/invariant", "=", "1"}));
+  EXPECT_NE(r.out.find("holdfast/layout/micro_shards = 16"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("holdfast/layout/threads_per_rank = "), std::string::npos) << r.out;
 }
 
 TEST_F(CkptTest, InspectJsonParses) {

@@ -247,20 +247,25 @@ void TrainAndCompare(MirroredStrategy& strategy) {
 TEST_F(MpiTest, AutoStrategyTrainsInStep) { TrainAndCompare(Auto().strategy()); }
 
 TEST_F(MpiTest, EveryBucketSizeAndOverlapTrainsInStep) {
-  for (Overlap overlap : {Overlap::kOn, Overlap::kOff}) {
-    for (size_t bucket : {size_t{256}, size_t{1} << 20}) {
-      SCOPED_TRACE("bucket " + std::to_string(bucket) +
-                   (overlap == Overlap::kOn ? ", overlap" : ", no overlap"));
-      MirroredOptions options;
-      options.bucket_bytes = bucket;
-      options.fuse_bytes = bucket == 256 ? 0 : options.fuse_bytes;  // 256: many collectives
-      options.overlap = overlap;
-      MirroredStrategy strategy(&Comm(), options);
-      TrainAndCompare(strategy);
-      if (Comm().size() > 1) {
-        EXPECT_EQ(strategy.overlapping(), overlap == Overlap::kOn);
-        if (bucket == 256) {
-          EXPECT_GE(strategy.buckets_launched(), 3 * 42);
+  for (bool invariant : {true, false}) {
+    for (Overlap overlap : {Overlap::kOn, Overlap::kOff}) {
+      for (size_t bucket : {size_t{256}, size_t{1} << 20}) {
+        SCOPED_TRACE("bucket " + std::to_string(bucket) +
+                     (overlap == Overlap::kOn ? ", overlap" : ", no overlap") +
+                     (invariant ? ", invariant" : ", float"));
+        MirroredOptions options;
+        options.bucket_bytes = bucket;
+        options.fuse_bytes = bucket == 256 ? 0 : options.fuse_bytes;  // 256: many collectives
+        options.overlap = overlap;
+        options.layout.invariant = invariant;
+        MirroredStrategy strategy(&Comm(), options);
+        TrainAndCompare(strategy);
+        if (Comm().size() > 1) {
+          // The exact sum runs after backward: never overlapped.
+          EXPECT_EQ(strategy.overlapping(), overlap == Overlap::kOn && !invariant);
+          if (bucket == 256) {
+            EXPECT_GE(strategy.buckets_launched(), 3 * 42);
+          }
         }
       }
     }
@@ -284,8 +289,11 @@ class StopOnRequest : public Callback {
 };
 
 TEST_F(MpiTest, StopRequestReachesEveryRank) {
-  MirroredStrategy strategy(
-      &Comm(), MirroredOptions{.bucket_bytes = 256, .fuse_bytes = 0, .overlap = Overlap::kOn});
+  MirroredStrategy strategy(&Comm(), MirroredOptions{.bucket_bytes = 256,
+                                                     .fuse_bytes = 0,
+                                                     .overlap = Overlap::kOn,
+                                                     .watchdog_seconds = 300,
+                                                     .layout = {.invariant = false}});
   Trainee t = MakeClassifier(kModelSeed, true, true, 32);
   StopOnRequest stop;
   FitOptions o = Options();

@@ -1,0 +1,437 @@
+#include "core/internal/fixed_order_gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/check.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define HOLDFAST_FIXED_ORDER_AVX2 1
+#endif
+
+namespace holdfast::internal {
+namespace {
+
+// Register tile 6 x 16 (twelve 8-float accumulators), K pieces of 256 (a B
+// panel of 16 KiB stays in L1), A blocks of 144 rows (144 KiB in L2). These
+// choose speed only: the bits are fixed by the chain order.
+constexpr int64_t kMr = 6, kNr = 16, kKc = 256, kMc = 144;
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Below this many multiply-adds a parallel region costs more than it saves.
+constexpr int64_t kParallelFlops = int64_t{1} << 16;
+
+float* ThreadBuffer(int which, size_t floats) {
+  thread_local std::vector<float> buffers[3];
+  std::vector<float>& b = buffers[which];
+  if (b.size() < floats) b.resize(floats);
+  return b.data();
+}
+
+// A block rows [m0, m0+mc), columns [k0, k0+kc) as micro-panels of kMr rows:
+// ap[(p * kc + kk) * kMr + ii] = a(m0 + p*kMr + ii, k0 + kk), zero past mc.
+void PackA(StridedMatrix a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* ap) {
+  for (int64_t p = 0; p * kMr < mc; ++p) {
+    float* dst = ap + p * kc * kMr;
+    for (int64_t ii = 0; ii < kMr; ++ii) {
+      const int64_t row = p * kMr + ii;
+      if (row >= mc) {
+        for (int64_t kk = 0; kk < kc; ++kk) dst[kk * kMr + ii] = 0.0f;
+        continue;
+      }
+      const float* src = a.data + (m0 + row) * a.row_stride + k0 * a.col_stride;
+      for (int64_t kk = 0; kk < kc; ++kk) dst[kk * kMr + ii] = src[kk * a.col_stride];
+    }
+  }
+}
+
+// B block rows [k0, k0+kc), columns [n0, n0+nc) as panels of kNr columns:
+// bp[(q * kc + kk) * kNr + jj] = b(k0 + kk, n0 + q*kNr + jj), zero past nc.
+void PackB(StridedMatrix b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* bp) {
+  if (b.col_stride == 1) {  // rows of b are contiguous (X.W: rows of W): read each row once
+    const int64_t panels = CeilDiv(nc, kNr);
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      const float* src = b.data + (k0 + kk) * b.row_stride + n0;
+      for (int64_t q = 0; q < panels; ++q) {
+        float* dst = bp + (q * kc + kk) * kNr;
+        const int64_t cols = std::min(kNr, nc - q * kNr);
+        std::memcpy(dst, src + q * kNr, sizeof(float) * cols);
+        for (int64_t jj = cols; jj < kNr; ++jj) dst[jj] = 0.0f;
+      }
+    }
+    return;
+  }
+  for (int64_t q = 0; q * kNr < nc; ++q) {
+    float* dst = bp + q * kc * kNr;
+    const int64_t cols = std::min(kNr, nc - q * kNr);
+    if (b.col_stride == 1) continue;        // packed below, row by row
+    for (int64_t jj = 0; jj < kNr; ++jj) {  // columns contiguous (dY.W^T: rows of W)
+      if (jj >= cols) {
+        for (int64_t kk = 0; kk < kc; ++kk) dst[kk * kNr + jj] = 0.0f;
+        continue;
+      }
+      const float* src = b.data + k0 * b.row_stride + (n0 + q * kNr + jj) * b.col_stride;
+      for (int64_t kk = 0; kk < kc; ++kk) dst[kk * kNr + jj] = src[kk * b.row_stride];
+    }
+  }
+}
+
+#ifdef HOLDFAST_FIXED_ORDER_AVX2
+
+// c[6][16] (row stride ldc): continue (load_c) or start each element's
+// chain, run kc more links, add bias (if given), store.
+void Kernel6x16(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool load_c,
+                const float* bias) {
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  if (load_c) {
+    c00 = _mm256_loadu_ps(c + 0 * ldc), c01 = _mm256_loadu_ps(c + 0 * ldc + 8);
+    c10 = _mm256_loadu_ps(c + 1 * ldc), c11 = _mm256_loadu_ps(c + 1 * ldc + 8);
+    c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+    c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+    c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+    c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  }
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+    __m256 a = _mm256_broadcast_ss(ap + 0);
+    c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(ap + 1);
+    c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(ap + 2);
+    c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(ap + 3);
+    c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(ap + 4);
+    c40 = _mm256_fmadd_ps(a, b0, c40), c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(ap + 5);
+    c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
+    ap += kMr;
+    bp += kNr;
+  }
+  if (bias != nullptr) {
+    const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+    c00 = _mm256_add_ps(c00, b0), c01 = _mm256_add_ps(c01, b1);
+    c10 = _mm256_add_ps(c10, b0), c11 = _mm256_add_ps(c11, b1);
+    c20 = _mm256_add_ps(c20, b0), c21 = _mm256_add_ps(c21, b1);
+    c30 = _mm256_add_ps(c30, b0), c31 = _mm256_add_ps(c31, b1);
+    c40 = _mm256_add_ps(c40, b0), c41 = _mm256_add_ps(c41, b1);
+    c50 = _mm256_add_ps(c50, b0), c51 = _mm256_add_ps(c51, b1);
+  }
+  _mm256_storeu_ps(c + 0 * ldc, c00), _mm256_storeu_ps(c + 0 * ldc + 8, c01);
+  _mm256_storeu_ps(c + 1 * ldc, c10), _mm256_storeu_ps(c + 1 * ldc + 8, c11);
+  _mm256_storeu_ps(c + 2 * ldc, c20), _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+  _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+  _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+  _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+
+#else
+
+void Kernel6x16(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool load_c,
+                const float* bias) {
+  float acc[kMr][kNr];
+  for (int64_t i = 0; i < kMr; ++i) {
+    for (int64_t j = 0; j < kNr; ++j) acc[i][j] = load_c ? c[i * ldc + j] : 0.0f;
+  }
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    for (int64_t i = 0; i < kMr; ++i) {
+      for (int64_t j = 0; j < kNr; ++j) acc[i][j] = std::fma(ap[i], bp[j], acc[i][j]);
+    }
+    ap += kMr;
+    bp += kNr;
+  }
+  for (int64_t i = 0; i < kMr; ++i) {
+    for (int64_t j = 0; j < kNr; ++j) c[i * ldc + j] = bias ? acc[i][j] + bias[j] : acc[i][j];
+  }
+}
+
+#endif
+
+// One column block [n0, n0+nc) of c, every row, every K piece in order.
+void GemmColumnBlock(int64_t m, int64_t k, StridedMatrix a, StridedMatrix b, const float* bias,
+                     float* c, int64_t ldc, int64_t n0, int64_t nc) {
+  const int64_t kc_max = std::min(k, kKc);
+  float* bp = ThreadBuffer(0, static_cast<size_t>(kc_max * CeilDiv(nc, kNr) * kNr));
+  float* ap = ThreadBuffer(1, static_cast<size_t>(kc_max * CeilDiv(std::min(m, kMc), kMr) * kMr));
+  float* tile = ThreadBuffer(2, kMr * kNr);
+  for (int64_t k0 = 0; k0 < k; k0 += kKc) {
+    const int64_t kc = std::min(kKc, k - k0);
+    const bool first = k0 == 0, last = k0 + kc == k;
+    PackB(b, k0, kc, n0, nc, bp);
+    for (int64_t m0 = 0; m0 < m; m0 += kMc) {
+      const int64_t mc = std::min(kMc, m - m0);
+      PackA(a, m0, mc, k0, kc, ap);
+      for (int64_t q = 0; q * kNr < nc; ++q) {
+        const int64_t cols = std::min(kNr, nc - q * kNr);
+        const int64_t col = n0 + q * kNr;
+        const float* bpanel = bp + q * kc * kNr;
+        for (int64_t p = 0; p * kMr < mc; ++p) {
+          const int64_t rows = std::min(kMr, mc - p * kMr);
+          const float* apanel = ap + p * kc * kMr;
+          float* ctile = c + (m0 + p * kMr) * ldc + col;
+          if (rows == kMr && cols == kNr) {
+            Kernel6x16(kc, apanel, bpanel, ctile, ldc, !first,
+                       last && bias != nullptr ? bias + col : nullptr);
+            continue;
+          }
+          // An edge tile runs the same kernel on a copy; padded lanes are dropped.
+          std::fill(tile, tile + kMr * kNr, 0.0f);
+          if (!first) {
+            for (int64_t i = 0; i < rows; ++i) {
+              std::memcpy(tile + i * kNr, ctile + i * ldc, sizeof(float) * cols);
+            }
+          }
+          Kernel6x16(kc, apanel, bpanel, tile, kNr, !first, nullptr);
+          for (int64_t i = 0; i < rows; ++i) {
+            for (int64_t j = 0; j < cols; ++j) {
+              ctile[i * ldc + j] =
+                  last && bias != nullptr ? tile[i * kNr + j] + bias[col + j] : tile[i * kNr + j];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void FixedOrderGemm(int64_t m, int64_t n, int64_t k, StridedMatrix a, StridedMatrix b,
+                    const float* bias, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = bias ? 0.0f + bias[j] : 0.0f;
+    }
+    return;
+  }
+  // Column blocks of whole panels, at least two per thread when there are
+  // enough, at most 512 columns (a 512 KiB packed B block).
+  const int threads = omp_get_max_threads();
+  const int64_t panels = CeilDiv(n, kNr);
+  const int64_t block_panels = std::clamp<int64_t>(CeilDiv(panels, 2 * threads), 1, 32);
+  const int64_t blocks = CeilDiv(panels, block_panels);
+  const bool parallel = blocks > 1 && threads > 1 && m * n * k >= kParallelFlops;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t n0 = blk * block_panels * kNr;
+    GemmColumnBlock(m, k, a, b, bias, c, ldc, n0, std::min(n - n0, block_panels * kNr));
+  }
+}
+
+void ReferenceGemm(int64_t m, int64_t n, int64_t k, StridedMatrix a, StridedMatrix b,
+                   const float* bias, float* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (int64_t p = 0; p < k; ++p) acc = std::fma(a.at(i, p), b.at(p, j), acc);
+      c[i * ldc + j] = bias ? acc + bias[j] : acc;
+    }
+  }
+}
+
+// ---- Weight gradients on the grid ------------------------------------------------
+
+namespace {
+
+// The dW tile loop: a task owns dW columns [j0, j0 + jw) and rows [i0, i0+iw).
+constexpr int64_t kGradColumns = 128;  // a packed dY block of rows x 128 floats
+
+// dy columns [j0, j0+jw) of every row as panels of kNr: dp[(q*rows + r)*kNr + jj].
+void PackDy(const float* dy, int64_t rows, int64_t out, int64_t j0, int64_t jw, float* dp) {
+  for (int64_t q = 0; q * kNr < jw; ++q) {
+    const int64_t cols = std::min(kNr, jw - q * kNr);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* dst = dp + (q * rows + r) * kNr;
+      std::memcpy(dst, dy + r * out + j0 + q * kNr, sizeof(float) * cols);
+      for (int64_t jj = cols; jj < kNr; ++jj) dst[jj] = 0.0f;
+    }
+  }
+}
+
+// x columns [i0, i0+6) of every row, zero past `irows`: xp[r*kMr + ii].
+void PackXTile(const float* x, int64_t rows, int64_t in, int64_t i0, int64_t irows, float* xp) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t ii = 0; ii < kMr; ++ii) xp[r * kMr + ii] = ii < irows ? x[r * in + i0 + ii] : 0.0f;
+  }
+}
+
+#ifdef HOLDFAST_FIXED_ORDER_AVX2
+
+// grid[0..8) += round(v * scale), in doubles.
+inline void AddToGrid(__m256 v, __m256 scale, double* grid) {
+  const __m256 t =
+      _mm256_round_ps(_mm256_mul_ps(v, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(t));
+  const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
+  _mm256_storeu_pd(grid, _mm256_add_pd(_mm256_loadu_pd(grid), lo));
+  _mm256_storeu_pd(grid + 4, _mm256_add_pd(_mm256_loadu_pd(grid + 4), hi));
+}
+
+// For rows [r0, r1): the chains of a 6 x 16 tile from packed x (xp) and dy
+// (dp), then onto the grid tile g[6][16].
+void ShardTile(const float* xp, const float* dp, int64_t r0, int64_t r1, float scale, double* g) {
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  const float* ap = xp + r0 * kMr;
+  const float* bp = dp + r0 * kNr;
+  for (int64_t r = r0; r < r1; ++r) {
+    const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+    __m256 a = _mm256_broadcast_ss(ap + 0);
+    c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(ap + 1);
+    c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(ap + 2);
+    c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(ap + 3);
+    c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(ap + 4);
+    c40 = _mm256_fmadd_ps(a, b0, c40), c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(ap + 5);
+    c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
+    ap += kMr;
+    bp += kNr;
+  }
+  const __m256 s = _mm256_set1_ps(scale);
+  AddToGrid(c00, s, g + 0 * kNr), AddToGrid(c01, s, g + 0 * kNr + 8);
+  AddToGrid(c10, s, g + 1 * kNr), AddToGrid(c11, s, g + 1 * kNr + 8);
+  AddToGrid(c20, s, g + 2 * kNr), AddToGrid(c21, s, g + 2 * kNr + 8);
+  AddToGrid(c30, s, g + 3 * kNr), AddToGrid(c31, s, g + 3 * kNr + 8);
+  AddToGrid(c40, s, g + 4 * kNr), AddToGrid(c41, s, g + 4 * kNr + 8);
+  AddToGrid(c50, s, g + 5 * kNr), AddToGrid(c51, s, g + 5 * kNr + 8);
+}
+
+#else
+
+void ShardTile(const float* xp, const float* dp, int64_t r0, int64_t r1, float scale, double* g) {
+  for (int64_t i = 0; i < kMr; ++i) {
+    for (int64_t j = 0; j < kNr; ++j) {
+      float acc = 0.0f;
+      for (int64_t r = r0; r < r1; ++r) acc = std::fma(xp[r * kMr + i], dp[r * kNr + j], acc);
+      g[i * kNr + j] += static_cast<double>(std::nearbyint(acc * scale));
+    }
+  }
+}
+
+#endif
+
+void KernelGradientBlock(const MicroShardGradient& g, int64_t rows, int64_t i0, int64_t iw,
+                         int64_t j0, int64_t jw) {
+  float* dp = ThreadBuffer(0, static_cast<size_t>(CeilDiv(jw, kNr) * kNr * rows));
+  float* xp = ThreadBuffer(1, static_cast<size_t>(rows * kMr));
+  PackDy(g.dy, rows, g.out, j0, jw, dp);
+  const float scale = std::ldexp(1.0f, g.kernel_scale);
+  const size_t shards = g.shard_offsets.size() - 1;
+  alignas(64) double tile[kMr * kNr];
+  for (int64_t p = 0; p * kMr < iw; ++p) {
+    const int64_t irows = std::min(kMr, iw - p * kMr);
+    const int64_t i = i0 + p * kMr;
+    PackXTile(g.x, rows, g.in, i, irows, xp);
+    for (int64_t q = 0; q * kNr < jw; ++q) {
+      const int64_t cols = std::min(kNr, jw - q * kNr);
+      std::fill(tile, tile + kMr * kNr, 0.0);
+      const float* dpanel = dp + q * rows * kNr;
+      for (size_t t = 0; t < shards; ++t) {
+        ShardTile(xp, dpanel, g.shard_offsets[t], g.shard_offsets[t + 1], scale, tile);
+      }
+      double* out = g.kernel_grid + i * g.out + j0 + q * kNr;
+      for (int64_t ii = 0; ii < irows; ++ii) {
+        std::memcpy(out + ii * g.out, tile + ii * kNr, sizeof(double) * cols);
+      }
+    }
+  }
+}
+
+void BiasGradient(const MicroShardGradient& g) {
+  const float scale = std::ldexp(1.0f, g.bias_scale);
+  const size_t shards = g.shard_offsets.size() - 1;
+  for (int64_t j = 0; j < g.out; ++j) g.bias_grid[j] = 0.0;
+  // Column-wise chains, each over a shard's rows in order (vectorised across j).
+  std::vector<float> acc(static_cast<size_t>(g.out));
+  for (size_t t = 0; t < shards; ++t) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t r = g.shard_offsets[t]; r < g.shard_offsets[t + 1]; ++r) {
+      const float* row = g.dy + r * g.out;
+      for (int64_t j = 0; j < g.out; ++j) acc[j] = acc[j] + row[j];
+    }
+    for (int64_t j = 0; j < g.out; ++j) {
+      g.bias_grid[j] += static_cast<double>(std::nearbyint(acc[j] * scale));
+    }
+  }
+}
+
+void CheckShards(const MicroShardGradient& g) {
+  HOLDFAST_CHECK(!g.shard_offsets.empty() && g.shard_offsets.front() == 0,
+                 "micro-shard offsets must start at 0");
+  for (size_t t = 1; t < g.shard_offsets.size(); ++t) {
+    HOLDFAST_CHECK(g.shard_offsets[t] >= g.shard_offsets[t - 1], "micro-shard offsets descend");
+  }
+}
+
+}  // namespace
+
+void MicroShardDenseGradient(const MicroShardGradient& g) {
+  CheckShards(g);
+  const int64_t rows = g.shard_offsets.back();
+  // A task owns a column block of dW (its dY columns packed once) and a
+  // share of dW's rows: enough tasks for two per thread.
+  const int threads = omp_get_max_threads();
+  const int64_t jblocks = CeilDiv(g.out, kGradColumns);
+  const int64_t isplits = std::min(CeilDiv(g.in, kMr), CeilDiv(2 * threads, jblocks));
+  const int64_t irows = CeilDiv(CeilDiv(g.in, isplits), kMr) * kMr;
+  const int64_t iblocks = CeilDiv(g.in, irows);
+  const int64_t tasks = iblocks * jblocks;
+  const bool parallel =
+      tasks > 1 && threads > 1 && g.in * g.out * std::max<int64_t>(rows, 1) >= kParallelFlops;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t i0 = (t / jblocks) * irows, j0 = (t % jblocks) * kGradColumns;
+    KernelGradientBlock(g, rows, i0, std::min(irows, g.in - i0), j0,
+                        std::min(kGradColumns, g.out - j0));
+  }
+  BiasGradient(g);
+}
+
+void ReferenceMicroShardDenseGradient(const MicroShardGradient& g) {
+  CheckShards(g);
+  const float kscale = std::ldexp(1.0f, g.kernel_scale);
+  const size_t shards = g.shard_offsets.size() - 1;
+  for (int64_t i = 0; i < g.in; ++i) {
+    for (int64_t j = 0; j < g.out; ++j) {
+      double sum = 0;
+      for (size_t t = 0; t < shards; ++t) {
+        float acc = 0.0f;
+        for (int64_t r = g.shard_offsets[t]; r < g.shard_offsets[t + 1]; ++r) {
+          acc = std::fma(g.x[r * g.in + i], g.dy[r * g.out + j], acc);
+        }
+        sum += static_cast<double>(std::nearbyint(acc * kscale));
+      }
+      g.kernel_grid[i * g.out + j] = sum;
+    }
+  }
+  BiasGradient(g);
+}
+
+RowBounds DenseRowBounds(const float* x, const float* dy, int64_t rows, int64_t in, int64_t out) {
+  RowBounds b;
+  for (int64_t r = 0; r < rows; ++r) {
+    float mx = 0.0f, my = 0.0f;
+    const float* xr = x + r * in;
+    const float* yr = dy + r * out;
+    for (int64_t i = 0; i < in; ++i) mx = std::max(mx, std::fabs(xr[i]));
+    for (int64_t j = 0; j < out; ++j) my = std::max(my, std::fabs(yr[j]));
+    b.kernel = std::max(b.kernel, static_cast<double>(mx) * static_cast<double>(my));
+    b.bias = std::max(b.bias, static_cast<double>(my));
+  }
+  return b;
+}
+
+}  // namespace holdfast::internal
