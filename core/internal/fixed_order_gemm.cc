@@ -266,23 +266,40 @@ void PackXTile(const float* x, int64_t rows, int64_t in, int64_t i0, int64_t iro
 
 #ifdef HOLDFAST_FIXED_ORDER_AVX2
 
-// grid[0..8) += round(v * scale), in doubles.
+// grid[0..8) += round(v * scale), as integer-valued doubles.
 inline void AddToGrid(__m256 v, __m256 scale, double* grid) {
   const __m256 t =
       _mm256_round_ps(_mm256_mul_ps(v, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(t));
   const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
-  _mm256_storeu_pd(grid, _mm256_add_pd(_mm256_loadu_pd(grid), lo));
-  _mm256_storeu_pd(grid + 4, _mm256_add_pd(_mm256_loadu_pd(grid + 4), hi));
+  _mm256_store_pd(grid, _mm256_add_pd(_mm256_load_pd(grid), lo));
+  _mm256_store_pd(grid + 4, _mm256_add_pd(_mm256_load_pd(grid + 4), hi));
+}
+
+// The twelve 8-float vectors of a 6 x 16 tile's partial, waiting to go
+// onto the grid while the next micro-shard's chains run (the conversions use
+// other execution ports than the FMAs, so they overlap).
+struct PendingTile {
+  alignas(32) float values[kMr * kNr];
+  int converted = kMr * kNr / 8;  // vectors of `values` already on the grid
+};
+
+inline void ConvertOne(PendingTile& p, __m256 scale, double* g) {
+  const int v = p.converted++;
+  AddToGrid(_mm256_load_ps(p.values + 8 * v), scale, g + 8 * v);
 }
 
 // For rows [r0, r1): the chains of a 6 x 16 tile from packed x (xp) and dy
-// (dp), then onto the grid tile g[6][16].
-void ShardTile(const float* xp, const float* dp, int64_t r0, int64_t r1, float scale, double* g) {
+// (dp), left in `pending`, whose previous contents go onto the grid tile
+// g[6][16] meanwhile, one vector per row.
+void ShardTile(const float* xp, const float* dp, int64_t r0, int64_t r1, float scale,
+               PendingTile& pending, double* g) {
+  const __m256 s = _mm256_set1_ps(scale);
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
   const float* ap = xp + r0 * kMr;
   const float* bp = dp + r0 * kNr;
+  constexpr int kVectors = kMr * kNr / 8;
   for (int64_t r = r0; r < r1; ++r) {
     const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
     __m256 a = _mm256_broadcast_ss(ap + 0);
@@ -299,19 +316,31 @@ void ShardTile(const float* xp, const float* dp, int64_t r0, int64_t r1, float s
     c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
     ap += kMr;
     bp += kNr;
+    if (pending.converted < kVectors) ConvertOne(pending, s, g);
   }
+  while (pending.converted < kVectors) ConvertOne(pending, s, g);
+  float* v = pending.values;
+  _mm256_store_ps(v + 0, c00), _mm256_store_ps(v + 8, c01);
+  _mm256_store_ps(v + 16, c10), _mm256_store_ps(v + 24, c11);
+  _mm256_store_ps(v + 32, c20), _mm256_store_ps(v + 40, c21);
+  _mm256_store_ps(v + 48, c30), _mm256_store_ps(v + 56, c31);
+  _mm256_store_ps(v + 64, c40), _mm256_store_ps(v + 72, c41);
+  _mm256_store_ps(v + 80, c50), _mm256_store_ps(v + 88, c51);
+  pending.converted = 0;
+}
+
+// Puts the last micro-shard's partial onto the grid.
+void FlushTile(PendingTile& pending, float scale, double* g) {
   const __m256 s = _mm256_set1_ps(scale);
-  AddToGrid(c00, s, g + 0 * kNr), AddToGrid(c01, s, g + 0 * kNr + 8);
-  AddToGrid(c10, s, g + 1 * kNr), AddToGrid(c11, s, g + 1 * kNr + 8);
-  AddToGrid(c20, s, g + 2 * kNr), AddToGrid(c21, s, g + 2 * kNr + 8);
-  AddToGrid(c30, s, g + 3 * kNr), AddToGrid(c31, s, g + 3 * kNr + 8);
-  AddToGrid(c40, s, g + 4 * kNr), AddToGrid(c41, s, g + 4 * kNr + 8);
-  AddToGrid(c50, s, g + 5 * kNr), AddToGrid(c51, s, g + 5 * kNr + 8);
+  while (pending.converted < kMr * kNr / 8) ConvertOne(pending, s, g);
 }
 
 #else
 
-void ShardTile(const float* xp, const float* dp, int64_t r0, int64_t r1, float scale, double* g) {
+struct PendingTile {};
+void FlushTile(PendingTile&, float, double*) {}
+void ShardTile(const float* xp, const float* dp, int64_t r0, int64_t r1, float scale, PendingTile&,
+               double* g) {
   for (int64_t i = 0; i < kMr; ++i) {
     for (int64_t j = 0; j < kNr; ++j) {
       float acc = 0.0f;
@@ -339,9 +368,11 @@ void KernelGradientBlock(const MicroShardGradient& g, int64_t rows, int64_t i0, 
       const int64_t cols = std::min(kNr, jw - q * kNr);
       std::fill(tile, tile + kMr * kNr, 0.0);
       const float* dpanel = dp + q * rows * kNr;
+      PendingTile pending;
       for (size_t t = 0; t < shards; ++t) {
-        ShardTile(xp, dpanel, g.shard_offsets[t], g.shard_offsets[t + 1], scale, tile);
+        ShardTile(xp, dpanel, g.shard_offsets[t], g.shard_offsets[t + 1], scale, pending, tile);
       }
+      FlushTile(pending, scale, tile);
       double* out = g.kernel_grid + i * g.out + j0 + q * kNr;
       for (int64_t ii = 0; ii < irows; ++ii) {
         std::memcpy(out + ii * g.out, tile + ii * kNr, sizeof(double) * cols);

@@ -190,13 +190,13 @@ TEST(ExactSumTest, BoundExponentAndScale) {
   EXPECT_EQ(BoundExponent(NAN), kNonFiniteExponent);
   EXPECT_EQ(BoundExponent(1.0), 1);   // 1 < 2^1
   EXPECT_EQ(BoundExponent(0.75), 0);  // 0.75 < 2^0
-  EXPECT_EQ(GridScale(1), 51);
+  EXPECT_EQ(GridScale(1), 49);
   EXPECT_EQ(GridScale(kZeroExponent), 127);
   EXPECT_EQ(GridScale(kNonFiniteExponent), -126);
   std::vector<float> out(2);
   GridToFloat(std::vector<double>{3.0, -1.0}, kNonFiniteExponent, out);
   EXPECT_TRUE(std::isnan(out[0]) && std::isnan(out[1]));
-  GridToFloat(std::vector<double>{std::ldexp(3.0, 51), -std::ldexp(1.0, 50)}, 1, out);
+  GridToFloat(std::vector<double>{std::ldexp(3.0, 49), -std::ldexp(1.0, 48)}, 1, out);
   EXPECT_EQ(out[0], 3.0f);
   EXPECT_EQ(out[1], -0.5f);
 }
