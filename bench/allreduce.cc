@@ -7,8 +7,11 @@
 // (BeginStepSync + FinishStepSync: control line, fused 1 MiB buckets) over a
 // model whose gradient buffer has that many bytes, run inline on the
 // training thread and through the sync thread (overlap on); "raw" is one
-// in-place MPI_Allreduce of the same buffer. Then a bucket-size sweep over
-// the big model's gradient size (40 MB). Rank 0 prints a table and JSON.
+// in-place MPI_Allreduce of the same buffer. "exact" is the layout-invariant
+// default's path over the same model: its gradients as integer-valued
+// doubles (2x the bytes on the wire), summed exactly. Then a bucket-size
+// sweep over the big model's gradient size (40 MB). Rank 0 prints a table
+// and JSON.
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
@@ -112,16 +115,22 @@ int main(int argc, char** argv) {
   out["sizes"] = nlohmann::json::array();
   if (chief) {
     std::printf("allreduce, np=%d (median per call; GB/s = bytes / time)\n", comm.size());
-    std::printf("%12s %10s %10s %10s %9s %9s %9s %7s %7s\n", "bytes", "raw us", "inline us",
-                "thread us", "raw GB/s", "inl GB/s", "thr GB/s", "inl/raw", "thr/raw");
+    std::printf("%12s %10s %10s %10s %9s %9s %9s %7s %7s %12s %10s %9s %9s\n", "bytes", "raw us",
+                "inline us", "thread us", "raw GB/s", "inl GB/s", "thr GB/s", "inl/raw", "thr/raw",
+                "exact bytes", "exact us", "exa GB/s", "exa/raw");
   }
   for (size_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
     const size_t floats = bytes / sizeof(float);
-    holdfast::MirroredOptions inline_options, thread_options;
+    holdfast::MirroredOptions inline_options, thread_options, exact_options;
     inline_options.overlap = holdfast::Overlap::kOff;
+    inline_options.layout.invariant = false;
     thread_options.overlap = holdfast::Overlap::kOn;
+    thread_options.layout.invariant = false;
+    exact_options.layout.invariant = true;
     SyncFixture inline_fixture(&comm, floats, inline_options);
     SyncFixture thread_fixture(&comm, floats, thread_options);
+    SyncFixture exact_fixture(&comm, floats, exact_options);
+    const size_t exact_bytes = exact_fixture.model.store().control_and_exact_grads().size_bytes();
     std::span<float> buffer = inline_fixture.model.store().control_and_grads();
     const size_t sync_bytes = buffer.size_bytes();
     const std::vector<double> t =
@@ -129,20 +138,26 @@ int main(int argc, char** argv) {
                          MPI_Allreduce(MPI_IN_PLACE, buffer.data(), static_cast<int>(buffer.size()),
                                        MPI_FLOAT, MPI_SUM, world);
                        },
-                       [&] { inline_fixture.Step(); }, [&] { thread_fixture.Step(); }},
+                       [&] { inline_fixture.Step(); }, [&] { thread_fixture.Step(); },
+                       [&] { exact_fixture.Step(); }},
                       min_seconds, world);
-    const double raw = t[0], inl = t[1], thr = t[2];
+    const double raw = t[0], inl = t[1], thr = t[2], exact = t[3];
     out["sizes"].push_back({{"bytes", sync_bytes},
                             {"raw_seconds", raw},
                             {"inline_seconds", inl},
                             {"thread_seconds", thr},
                             {"inline_ratio", raw / inl},
-                            {"thread_ratio", raw / thr}});
+                            {"thread_ratio", raw / thr},
+                            {"exact_wire_bytes", exact_bytes},
+                            {"exact_seconds", exact},
+                            {"exact_ratio", raw / exact}});
     if (chief) {
       const double gb = static_cast<double>(sync_bytes) / 1e9;
-      std::printf("%12zu %10.1f %10.1f %10.1f %9.2f %9.2f %9.2f %7.3f %7.3f\n", sync_bytes,
-                  raw * 1e6, inl * 1e6, thr * 1e6, gb / raw, gb / inl, gb / thr, raw / inl,
-                  raw / thr);
+      std::printf(
+          "%12zu %10.1f %10.1f %10.1f %9.2f %9.2f %9.2f %7.3f %7.3f %12zu %10.1f %9.2f %9.3f\n",
+          sync_bytes, raw * 1e6, inl * 1e6, thr * 1e6, gb / raw, gb / inl, gb / thr, raw / inl,
+          raw / thr, exact_bytes, exact * 1e6, static_cast<double>(exact_bytes) / 1e9 / exact,
+          raw / exact);
     }
   }
   if (sweep) {
@@ -156,6 +171,7 @@ int main(int argc, char** argv) {
       holdfast::MirroredOptions mo;
       mo.bucket_bytes = mib << 20;
       mo.overlap = holdfast::Overlap::kOff;
+      mo.layout.invariant = false;
       SyncFixture fixture(&comm, floats, mo);
       const double t = MedianSeconds({[&] { fixture.Step(); }}, min_seconds, world)[0];
       out["bucket_sweep"].push_back({{"bucket_mib", mib}, {"seconds", t}});

@@ -135,10 +135,11 @@ def common_args(args, m, summary):
              "--seed", str(args.seed), "--quiet", "--summary-json", summary])
 
 
-def holdfast_cmd(args, m, summary, threads):
+def holdfast_cmd(args, m, summary, threads, layout="on"):
     """Single process, `threads` threads. Environment: unchanged."""
     exe = os.path.join(args.build, "examples", "fmnist_mlp")
-    return [exe] + common_args(args, m, summary) + ["--threads", str(threads)], {}
+    return [exe] + common_args(args, m, summary) + ["--threads", str(threads),
+                                                    "--layout-invariant", layout], {}
 
 
 def torch_cmd(args, m, summary, threads):
@@ -167,10 +168,11 @@ MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMP_NUM_THREADS": "1"}
 
 
-def holdfast_np_cmd(args, m, summary, nproc, overlap="auto"):
+def holdfast_np_cmd(args, m, summary, nproc, overlap="auto", layout="on"):
     exe = os.path.join(args.build, "examples", "fmnist_mlp")
     cmd = ([args.mpirun, "-np", str(nproc), "--oversubscribe", "--bind-to", "none"] +
-           [exe] + common_args(args, m, summary) + ["--threads", "1", "--overlap", overlap])
+           [exe] + common_args(args, m, summary) +
+           ["--threads", "1", "--overlap", overlap, "--layout-invariant", layout])
     return cmd, dict(MPI_ENV)
 
 
@@ -184,18 +186,28 @@ def torch_ddp_cmd(args, m, summary, nproc=2):
 def variants(args):
     """(name, peer, command builder) in the order they alternate within a repeat."""
     v = []
+    compare = "holdfast" in args.peers and args.layout_compare
     if "holdfast" in args.peers:
         v.append(("holdfast", "holdfast", lambda m, s: holdfast_cmd(args, m, s, args.threads)))
+    if compare:
+        v.append(("holdfast_off", "holdfast",
+                  lambda m, s: holdfast_cmd(args, m, s, args.threads, "off")))
     if "torch" in args.peers:
         v.append(("torch", "torch", lambda m, s: torch_cmd(args, m, s, args.threads)))
     if args.np2:
         if "holdfast" in args.peers:
             v.append(("holdfast_np1", "holdfast", lambda m, s: holdfast_cmd(args, m, s, 1)))
             v.append(("holdfast_np2", "holdfast", lambda m, s: holdfast_np_cmd(args, m, s, 2)))
+            if compare:
+                v.append(("holdfast_np1_off", "holdfast",
+                          lambda m, s: holdfast_cmd(args, m, s, 1, "off")))
+                v.append(("holdfast_np2_off", "holdfast",
+                          lambda m, s: holdfast_np_cmd(args, m, s, 2, "auto", "off")))
+            # Overlap exists on the float path only (the exact sum runs after backward).
             v.append(("holdfast_np2_overlap_on", "holdfast",
-                      lambda m, s: holdfast_np_cmd(args, m, s, 2, "on")))
+                      lambda m, s: holdfast_np_cmd(args, m, s, 2, "on", "off")))
             v.append(("holdfast_np2_overlap_off", "holdfast",
-                      lambda m, s: holdfast_np_cmd(args, m, s, 2, "off")))
+                      lambda m, s: holdfast_np_cmd(args, m, s, 2, "off", "off")))
         if "torch" in args.peers:
             v.append(("torch_np1", "torch", lambda m, s: torch_cmd(args, m, s, 1)))
             v.append(("torch_ddp2", "torch", lambda m, s: torch_ddp_cmd(args, m, s)))
@@ -280,6 +292,9 @@ def main(argv=None):
                    help="also np=1 and np=2 at 1 thread per rank (holdfast under mpirun vs torch "
                         "DDP): scaling efficiency, and holdfast's overlap on/off")
     p.add_argument("--mpirun", default="mpirun")
+    p.add_argument("--no-layout-compare", dest="layout_compare", action="store_false",
+                   help="skip the --layout-invariant off runs (by default every holdfast setting "
+                        "also runs with the opt-out, alternating, for the invariance cost table)")
     p.add_argument("--wait-quiet", type=float, default=30, metavar="S",
                    help="before each run wait up to S seconds for the CPUs to be idle "
                         "(< 10%% busy; other work on the machine skews the numbers); 0: off")
@@ -380,6 +395,11 @@ def main(argv=None):
                 v.get(b, {}).get("median_samples_per_second")
             return x / y if x and y else None
         res["ratio_holdfast_over_torch"] = ratio("holdfast", "torch")
+        if args.layout_compare:
+            res["ratio_invariant_over_off"] = ratio("holdfast", "holdfast_off")
+            if args.np2:
+                res["ratio_invariant_over_off_np1"] = ratio("holdfast_np1", "holdfast_np1_off")
+                res["ratio_invariant_over_off_np2"] = ratio("holdfast_np2", "holdfast_np2_off")
         if args.np2:
             res["ratio_holdfast_np1_over_torch_np1"] = ratio("holdfast_np1", "torch_np1")
             res["ratio_holdfast_np2_over_torch_ddp2"] = ratio("holdfast_np2", "torch_ddp2")
@@ -448,6 +468,24 @@ def main(argv=None):
                   f"{fmt(res['exposed_sync_seconds_overlap_off'], '.3f')} | "
                   f"{fmt(res['allreduce_share_hidden_by_overlap'], '.0%')} | "
                   f"{fmt(on_sps, '.0f')} / {fmt(off_sps, '.0f')}")
+    if args.layout_compare and "holdfast" in args.peers:
+        print("\nlayout invariance: samples/s with --layout-invariant on (the default) and off, "
+              "and the weights' hash of each (equal within a model when invariant)")
+        print("model | setting | on samples/s | off samples/s | on / off | on weights_xxh64")
+        settings = [("holdfast", "holdfast_off", f"1x{args.threads}")]
+        if args.np2:
+            settings += [("holdfast_np1", "holdfast_np1_off", "1x1"),
+                         ("holdfast_np2", "holdfast_np2_off", "2x1")]
+        for mname, res in results.items():
+            v = res["variants"]
+            for on, off, label in settings:
+                a = v.get(on, {}).get("median_samples_per_second")
+                b = v.get(off, {}).get("median_samples_per_second")
+                hashes = sorted({x["summary"].get("weights_xxh64") for x in runs
+                                 if x["model"] == mname and x["variant"] == on
+                                 and "summary" in x})
+                print(f"{mname} | {label} | {fmt(a, '.0f')} | {fmt(b, '.0f')} | "
+                      f"{fmt(a / b if a and b else None, '.2f')} | {','.join(map(str, hashes))}")
     noisy = [x for x in runs
              if x.get("foreign_cpu_share", 0) > NOISE_WARN and not x["discarded"]]
     if noisy:
@@ -464,7 +502,8 @@ def main(argv=None):
             "total_seconds": time.monotonic() - t_start,
             "settings": {k: getattr(args, k) for k in (
                 "threads", "repeats", "dropout", "lr", "seed", "data", "build", "peers",
-                "torch_foreach", "np2", "python", "wait_quiet", "retry_noisy")},
+                "torch_foreach", "np2", "python", "wait_quiet", "retry_noisy",
+                "layout_compare")},
             "models": models,
             "machine": machine_info(),
             "versions": versions,
