@@ -109,6 +109,17 @@ void MirroredStrategy::BeginTraining(Sequential& model, Optimizer& optimizer, co
   }
 }
 
+template <typename T>
+void MirroredStrategy::WriteControlLine(const StepControl& local, std::span<const double> metrics,
+                                        std::span<T> line) {
+  std::fill(line.begin(), line.end(), T{0});
+  line[kStopWord] = static_cast<T>(local.stop_requests);
+  line[kFailureWord] = static_cast<T>(local.failures);
+  line[kBusyWord] = static_cast<T>(local.checkpoint_busy);
+  line[kFailedWord] = static_cast<T>(local.checkpoint_failed);
+  for (size_t i = 0; i < metrics.size(); ++i) line[kFirstMetric + i] = static_cast<T>(metrics[i]);
+}
+
 GradientsReadyFn MirroredStrategy::BeginStepSync(std::span<const double> metrics) {
   HOLDFAST_CHECK(model_ != nullptr, "BeginStepSync before BeginTraining");
   comm_->NoteStep(optimizer_->iterations() + 1);
@@ -117,24 +128,10 @@ GradientsReadyFn MirroredStrategy::BeginStepSync(std::span<const double> metrics
   if (layout().invariant) {
     // Doubles: the metrics are on their grid, the words small integers, so
     // this line's sum is exact too.
-    std::span<double> line = model_->store().control_and_exact_grads().first(kControl);
-    std::fill(line.begin(), line.end(), 0.0);
-    line[kStopWord] = local.stop_requests;
-    line[kFailureWord] = local.failures;
-    line[kBusyWord] = local.checkpoint_busy;
-    line[kFailedWord] = local.checkpoint_failed;
-    for (size_t i = 0; i < metrics.size(); ++i) line[kFirstMetric + i] = metrics[i];
+    WriteControlLine(local, metrics, model_->store().control_and_exact_grads().first(kControl));
     return {};
   }
-  std::span<float> line = model_->store().control_and_grads().first(kControl);
-  std::fill(line.begin(), line.end(), 0.0f);
-  line[kStopWord] = static_cast<float>(local.stop_requests);
-  line[kFailureWord] = static_cast<float>(local.failures);
-  line[kBusyWord] = static_cast<float>(local.checkpoint_busy);
-  line[kFailedWord] = static_cast<float>(local.checkpoint_failed);
-  for (size_t i = 0; i < metrics.size(); ++i) {
-    line[kFirstMetric + i] = static_cast<float>(metrics[i]);
-  }
+  WriteControlLine(local, metrics, model_->store().control_and_grads().first(kControl));
   ready_lo_ = launched_lo_ = model_->store().control_and_grads().size();
   if (!sync_thread_) return {};
   return [this](size_t begin, size_t end) { OnGradientsReady(begin, end); };
@@ -181,12 +178,7 @@ void MirroredStrategy::FinishStepSync(std::span<float> /*grads*/, std::span<doub
   const auto start = std::chrono::steady_clock::now();
   if (layout().invariant) {
     if (world_size() > 1) SumExactGradients();
-    const std::span<const double> line = model_->store().control_and_exact_grads().first(kControl);
-    control_.stop_requests = static_cast<int>(std::lround(line[kStopWord]));
-    control_.failures = static_cast<int>(std::lround(line[kFailureWord]));
-    control_.checkpoint_busy = static_cast<int>(std::lround(line[kBusyWord]));
-    control_.checkpoint_failed = static_cast<int>(std::lround(line[kFailedWord]));
-    for (size_t i = 0; i < metrics.size(); ++i) metrics[i] = line[kFirstMetric + i];
+    ReadControlLine(model_->store().control_and_exact_grads().first(kControl), metrics);
   } else {
     if (world_size() > 1) {
       // Everything is final now, down to the control line at offset 0.
@@ -194,16 +186,20 @@ void MirroredStrategy::FinishStepSync(std::span<float> /*grads*/, std::span<doub
       LaunchReadyBuckets(/*final=*/true);
       if (sync_thread_) sync_thread_->Drain();
     }
-    const std::span<const float> line = model_->store().control_and_grads().first(kControl);
-    control_.stop_requests = static_cast<int>(std::lround(line[kStopWord]));
-    control_.failures = static_cast<int>(std::lround(line[kFailureWord]));
-    control_.checkpoint_busy = static_cast<int>(std::lround(line[kBusyWord]));
-    control_.checkpoint_failed = static_cast<int>(std::lround(line[kFailedWord]));
-    for (size_t i = 0; i < metrics.size(); ++i) metrics[i] = line[kFirstMetric + i];
+    ReadControlLine(model_->store().control_and_grads().first(kControl), metrics);
   }
   ++control_.sequence;
   exposed_sync_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+template <typename T>
+void MirroredStrategy::ReadControlLine(std::span<T> line, std::span<double> metrics) {
+  control_.stop_requests = static_cast<int>(std::lround(line[kStopWord]));
+  control_.failures = static_cast<int>(std::lround(line[kFailureWord]));
+  control_.checkpoint_busy = static_cast<int>(std::lround(line[kBusyWord]));
+  control_.checkpoint_failed = static_cast<int>(std::lround(line[kFailedWord]));
+  for (size_t i = 0; i < metrics.size(); ++i) metrics[i] = line[kFirstMetric + i];
 }
 
 void MirroredStrategy::SumExactGradients() {

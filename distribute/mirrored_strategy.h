@@ -113,6 +113,12 @@ class MirroredStrategy final : public Replica {
   // first) over ranks. Integer-valued doubles add exactly, so neither the
   // buckets nor MPI's algorithm change the bits.
   void SumExactGradients();
+  // The step's control line (words, then metrics) in either gradient buffer.
+  template <typename T>
+  static void WriteControlLine(const StepControl& local, std::span<const double> metrics,
+                               std::span<T> line);
+  template <typename T>
+  void ReadControlLine(std::span<T> line, std::span<double> metrics);
 
   Communicator* comm_;
   MirroredOptions options_;

@@ -671,6 +671,31 @@ TEST(MirroredStrategyTest, ExceptionOnOneRankDoesNotHangTheOthers) {
   }
 }
 
+// More ranks than micro-shards: the extra rank computes no rows, still joins
+// every collective (the grids' max-reduces included), and the bits are one
+// process's.
+TEST(MirroredStrategyTest, MoreRanksThanMicroShardsGiveTheSameBits) {
+  const Dataset data = Data();
+  MirroredOptions mirrored;
+  mirrored.layout.micro_shards = 2;
+  const RunResult single = TrainSingleProcess(data, Options(), mirrored.layout);
+  const std::vector<RunResult> ranks = TrainMirrored(3, mirrored, data, Options());
+  for (const RunResult& r : ranks) {
+    EXPECT_EQ(r.hashes.steps, single.hashes.steps);
+    EXPECT_EQ(r.eval.loss, single.eval.loss);
+    EXPECT_EQ(r.eval.accuracy, single.eval.accuracy);
+  }
+}
+
+// Another micro-shard count is another run: different bits (and a resume
+// across the two is refused, checkpoint/run_layout.h).
+TEST(MirroredStrategyTest, TheMicroShardCountIsPartOfTheRun) {
+  const Dataset data = Data();
+  const RunResult sixteen = TrainSingleProcess(data, Options(), LayoutOptions{});
+  const RunResult two = TrainSingleProcess(data, Options(), LayoutOptions{.micro_shards = 2});
+  EXPECT_NE(sixteen.params, two.params);
+}
+
 // The strategy can be used for a second Fit (resuming where the first
 // stopped) and stays in step.
 TEST(MirroredStrategyTest, SecondFitContinuesInStep) {
