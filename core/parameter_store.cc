@@ -25,7 +25,7 @@ void ParameterStore::Finalize() {
   total_ = (total_ + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
   params_.assign(total_, 0.0f);
   grads_.assign(kControlFloats + total_, 0.0f);
-  grad_exponents_.assign(tensors_.size(), kZeroExponent);
+  grad_exponents_.assign(tensors_.size(), kUnsetExponent);
   finalized_ = true;
 }
 
@@ -39,8 +39,13 @@ void ParameterStore::ResolveExactGradients() {
   const std::span<double> exact = control_and_exact_grads().subspan(kControlFloats);
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const TensorSpec& t = tensors_[i];
+    // A layer that knows only the float path would leave stale gradients here.
+    HOLDFAST_CHECK(grad_exponents_[i] != kUnsetExponent,
+                   "no layout-invariant gradient was formed for "
+                       << t.name << " this step: its layer supports only --layout-invariant off");
     GridToFloat(exact.subspan(t.offset, t.size), grad_exponents_[i],
                 std::span<float>(grad_base() + t.offset, t.size));
+    grad_exponents_[i] = kUnsetExponent;
   }
 }
 

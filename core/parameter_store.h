@@ -89,7 +89,8 @@ class ParameterStore {
   // The agreed bound exponent of tensor `index`'s grid this step (BoundExponent).
   void set_grad_exponent(size_t index, int64_t exponent) { grad_exponents_[index] = exponent; }
   // grads() = the exact gradients converted to float, tensor by tensor (one
-  // rounding each); padding stays zero.
+  // rounding each); padding stays zero. Every tensor's exponent must have
+  // been set since the last call (CHECK: a layer without an exact path).
   void ResolveExactGradients();
 
   float* param(size_t index) { return params_.data() + tensors_[index].offset; }
@@ -110,7 +111,8 @@ class ParameterStore {
   FloatBuffer params_;
   FloatBuffer grads_;  // kControlFloats control floats, then the gradients
   std::vector<double, CacheLineAllocator<double>> exact_grads_;  // empty until first used
-  std::vector<int64_t> grad_exponents_;                          // per tensor
+  std::vector<int64_t> grad_exponents_;  // per tensor; kUnsetExponent until Backward sets it
+  static constexpr int64_t kUnsetExponent = INT64_MIN;
 };
 
 }  // namespace holdfast

@@ -878,3 +878,51 @@ TEST(ReplicaTest, ThreeInvariantReplicasTrainBitForBitLikeOneProcess) {
 
 }  // namespace
 }  // namespace holdfast
+
+namespace holdfast {
+namespace {
+
+// A layer with a parameter that knows only the float gradient path.
+class FloatOnlyScale final : public Layer {
+ public:
+  std::string kind() const override { return "scale"; }
+  int Build(int width, int index, ParameterStore* store) override {
+    store_ = store;
+    tensor_ = store->Declare("scale_" + std::to_string(index) + "/w", {1});
+    return width;
+  }
+  void Initialize(uint64_t) override { *store_->param(tensor_) = 1.0f; }
+  void Forward(const Matrix& x, Matrix* y, const StepContext&) override {
+    *y = x * *store_->param(tensor_);
+  }
+  void Backward(const Matrix& x, const Matrix&, const Matrix& dy, Matrix* dx) override {
+    *store_->grad(tensor_) = x.cwiseProduct(dy).sum();
+    if (dx != nullptr) *dx = dy * *store_->param(tensor_);
+  }
+
+ private:
+  ParameterStore* store_ = nullptr;
+  size_t tensor_ = 0;
+};
+
+// In layout-invariant mode such a layer would train on stale gradients: a bug
+// the store reports, naming the tensor and the way out.
+TEST(LayoutInvariantDeathTest, ALayerWithoutAnExactGradientStopsTheRun) {
+  const Dataset data = MakeBlobs(20, 3);
+  auto train = [&](bool invariant) {
+    Sequential model(static_cast<int>(data.x.cols()));
+    model.Add<FloatOnlyScale>().Add<Dense>(3);
+    model.Build(1);
+    SGD sgd(0.1f);
+    sgd.Build(model.store().size());
+    Replica replica(LayoutOptions{.invariant = invariant});
+    FitOptions o = Options(1, 10);
+    o.replica = &replica;
+    Fit(model, sgd, kCrossEntropy, data, o);
+  };
+  train(false);  // fine on the float path
+  EXPECT_DEATH(train(true), "scale_0/w.*--layout-invariant off");
+}
+
+}  // namespace
+}  // namespace holdfast
