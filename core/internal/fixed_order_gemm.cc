@@ -84,53 +84,43 @@ void PackB(StridedMatrix b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, floa
 
 #ifdef HOLDFAST_FIXED_ORDER_AVX2
 
+// A 6 x 16 register tile: twelve 8-float accumulators, c[2*i + h] holding
+// row i, columns 8h..8h+7. Fully inlined and unrolled, they stay in registers.
+struct RegisterTile {
+  __m256 c[2 * kMr];
+};
+
+// One link of every chain of the tile: c[i][j] = fma(a[i], b[j], c[i][j]).
+__attribute__((always_inline)) inline void FmaStep(RegisterTile& t, const float* a,
+                                                   const float* b) {
+  const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 6
+  for (int i = 0; i < kMr; ++i) {
+    const __m256 ai = _mm256_broadcast_ss(a + i);
+    t.c[2 * i] = _mm256_fmadd_ps(ai, b0, t.c[2 * i]);
+    t.c[2 * i + 1] = _mm256_fmadd_ps(ai, b1, t.c[2 * i + 1]);
+  }
+}
+
 // c[6][16] (row stride ldc): continue (load_c) or start each element's
 // chain, run kc more links, add bias (if given), store.
 void Kernel6x16(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool load_c,
                 const float* bias) {
-  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-  if (load_c) {
-    c00 = _mm256_loadu_ps(c + 0 * ldc), c01 = _mm256_loadu_ps(c + 0 * ldc + 8);
-    c10 = _mm256_loadu_ps(c + 1 * ldc), c11 = _mm256_loadu_ps(c + 1 * ldc + 8);
-    c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
-    c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
-    c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
-    c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
-  } else {
-    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  RegisterTile t;
+#pragma GCC unroll 6
+  for (int i = 0; i < kMr; ++i) {
+    t.c[2 * i] = load_c ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps();
+    t.c[2 * i + 1] = load_c ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps();
   }
-  for (int64_t kk = 0; kk < kc; ++kk) {
-    const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
-    __m256 a = _mm256_broadcast_ss(ap + 0);
-    c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
-    a = _mm256_broadcast_ss(ap + 1);
-    c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
-    a = _mm256_broadcast_ss(ap + 2);
-    c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
-    a = _mm256_broadcast_ss(ap + 3);
-    c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
-    a = _mm256_broadcast_ss(ap + 4);
-    c40 = _mm256_fmadd_ps(a, b0, c40), c41 = _mm256_fmadd_ps(a, b1, c41);
-    a = _mm256_broadcast_ss(ap + 5);
-    c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
-    ap += kMr;
-    bp += kNr;
+  for (int64_t kk = 0; kk < kc; ++kk, ap += kMr, bp += kNr) FmaStep(t, ap, bp);
+  const __m256 b0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+  const __m256 b1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+#pragma GCC unroll 6
+  for (int i = 0; i < kMr; ++i) {
+    // Without a bias nothing is added: x + 0 would turn -0 into +0.
+    _mm256_storeu_ps(c + i * ldc, bias ? _mm256_add_ps(t.c[2 * i], b0) : t.c[2 * i]);
+    _mm256_storeu_ps(c + i * ldc + 8, bias ? _mm256_add_ps(t.c[2 * i + 1], b1) : t.c[2 * i + 1]);
   }
-  if (bias != nullptr) {
-    const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
-    c00 = _mm256_add_ps(c00, b0), c01 = _mm256_add_ps(c01, b1);
-    c10 = _mm256_add_ps(c10, b0), c11 = _mm256_add_ps(c11, b1);
-    c20 = _mm256_add_ps(c20, b0), c21 = _mm256_add_ps(c21, b1);
-    c30 = _mm256_add_ps(c30, b0), c31 = _mm256_add_ps(c31, b1);
-    c40 = _mm256_add_ps(c40, b0), c41 = _mm256_add_ps(c41, b1);
-    c50 = _mm256_add_ps(c50, b0), c51 = _mm256_add_ps(c51, b1);
-  }
-  _mm256_storeu_ps(c + 0 * ldc, c00), _mm256_storeu_ps(c + 0 * ldc + 8, c01);
-  _mm256_storeu_ps(c + 1 * ldc, c10), _mm256_storeu_ps(c + 1 * ldc + 8, c11);
-  _mm256_storeu_ps(c + 2 * ldc, c20), _mm256_storeu_ps(c + 2 * ldc + 8, c21);
-  _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
-  _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
-  _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
 }
 
 #else
@@ -295,37 +285,19 @@ inline void ConvertOne(PendingTile& p, __m256 scale, double* g) {
 void ShardTile(const float* xp, const float* dp, int64_t r0, int64_t r1, float scale,
                PendingTile& pending, double* g) {
   const __m256 s = _mm256_set1_ps(scale);
-  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-  c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  RegisterTile t;
+#pragma GCC unroll 12
+  for (int v = 0; v < 2 * kMr; ++v) t.c[v] = _mm256_setzero_ps();
+  constexpr int kVectors = kMr * kNr / 8;
   const float* ap = xp + r0 * kMr;
   const float* bp = dp + r0 * kNr;
-  constexpr int kVectors = kMr * kNr / 8;
-  for (int64_t r = r0; r < r1; ++r) {
-    const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
-    __m256 a = _mm256_broadcast_ss(ap + 0);
-    c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
-    a = _mm256_broadcast_ss(ap + 1);
-    c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
-    a = _mm256_broadcast_ss(ap + 2);
-    c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
-    a = _mm256_broadcast_ss(ap + 3);
-    c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
-    a = _mm256_broadcast_ss(ap + 4);
-    c40 = _mm256_fmadd_ps(a, b0, c40), c41 = _mm256_fmadd_ps(a, b1, c41);
-    a = _mm256_broadcast_ss(ap + 5);
-    c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
-    ap += kMr;
-    bp += kNr;
+  for (int64_t r = r0; r < r1; ++r, ap += kMr, bp += kNr) {
+    FmaStep(t, ap, bp);
     if (pending.converted < kVectors) ConvertOne(pending, s, g);
   }
   while (pending.converted < kVectors) ConvertOne(pending, s, g);
-  float* v = pending.values;
-  _mm256_store_ps(v + 0, c00), _mm256_store_ps(v + 8, c01);
-  _mm256_store_ps(v + 16, c10), _mm256_store_ps(v + 24, c11);
-  _mm256_store_ps(v + 32, c20), _mm256_store_ps(v + 40, c21);
-  _mm256_store_ps(v + 48, c30), _mm256_store_ps(v + 56, c31);
-  _mm256_store_ps(v + 64, c40), _mm256_store_ps(v + 72, c41);
-  _mm256_store_ps(v + 80, c50), _mm256_store_ps(v + 88, c51);
+#pragma GCC unroll 12
+  for (int v = 0; v < 2 * kMr; ++v) _mm256_store_ps(pending.values + 8 * v, t.c[v]);
   pending.converted = 0;
 }
 
