@@ -7,9 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dataset.h"
@@ -101,8 +103,8 @@ TEST_F(FmnistMlpTest, CorruptIdxFileIsOneLineAndExit2) {
   }
 }
 
-// Bit-exact for a given seed and thread count. (Eigen chooses its GEMM
-// blocking from the thread count, so different counts sum in different orders.)
+// Bit-exact for a given seed, whatever the thread count (layout-invariant by
+// default: docs/layout-invariance.md); another seed, other weights.
 TEST_F(FmnistMlpTest, SameSeedSameWeights) {
   const std::vector<std::string> args = {"--epochs", "2", "--train-samples", "3000"};
   auto with = [&](std::vector<std::string> extra) {
@@ -118,6 +120,9 @@ TEST_F(FmnistMlpTest, SameSeedSameWeights) {
   ASSERT_TRUE(a.is_object() && b.is_object() && c.is_object() && c2.is_object() && d.is_object());
   EXPECT_EQ(a["weights_xxh64"], b["weights_xxh64"]);
   EXPECT_EQ(c["weights_xxh64"], c2["weights_xxh64"]);
+  EXPECT_EQ(a["weights_xxh64"], c["weights_xxh64"]) << "1 thread and 2 threads differ";
+  EXPECT_EQ(a["threads"], 1);
+  EXPECT_EQ(c["threads"], 2);
   EXPECT_NE(a["weights_xxh64"], d["weights_xxh64"]);
   EXPECT_EQ(a["weights_xxh64"].get<std::string>().size(), 16u);
   EXPECT_EQ(a["steps"], 2 * 60);
@@ -187,6 +192,116 @@ TEST_F(FmnistMlpTest, BatchLogRefusesAFileThatIsNotOne) {
   EXPECT_EQ(CountLines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("not a batch log"), std::string::npos) << r.err;
   EXPECT_EQ(ReadFileToString(notes), "my,own\ndata\n");
+}
+
+// Every file and directory under `dir` with its content (directories: empty).
+std::map<std::string, std::string> Tree(const fs::path& dir) {
+  std::map<std::string, std::string> tree;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const std::string name = fs::relative(e.path(), dir).string();
+    tree[name] = e.is_regular_file() ? ReadFileToString(e.path().string()) : std::string();
+  }
+  return tree;
+}
+
+// 1000 samples in global batches of 50: 20 steps per epoch, 60 in all; with
+// a backup, a save every 10 steps.
+const std::vector<std::string> kLayoutRun = {"--train-samples", "1000", "--epochs", "3",
+                                             "--save-freq",     "10"};
+
+// A checkpoint written in the default mode (16 micro-shards). Resuming it
+// with --layout-invariant off or with 8 micro-shards would change the result:
+// refused at start with exit 2 and one line naming both settings, before any
+// training, and the backup is left as it was: a run with the checkpoint's own
+// settings then resumes it and ends with the uninterrupted weights.
+TEST_F(FmnistMlpTest, ResumingWithAnotherModeOrMicroShardCountIsRefusedAndKeepsTheCheckpoint) {
+  const std::string backup = (dir_ / "backup").string();
+  auto with = [](const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"--threads", "1"};
+    args.insert(args.end(), kLayoutRun.begin(), kLayoutRun.end());
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  auto run = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> argv = {FMNIST_MLP, "--quiet"};
+    for (const std::string& a : with(extra)) argv.push_back(a);
+    return RunProcess(argv);
+  };
+  const auto straight = Train(with({}), "straight");
+  ASSERT_TRUE(straight.is_object());
+  const auto broken = run({"--backup-dir", backup, "--interrupt-at-step", "50"});
+  ASSERT_EQ(broken.exit_code, 1) << broken.err;
+  ASSERT_TRUE(fs::exists(fs::path(backup) / "ckpt-50" / "MANIFEST.json"));
+  const std::map<std::string, std::string> saved = Tree(backup);
+
+  struct Refusal {
+    std::vector<std::string> flags;
+    std::string asked;  // how the refusal names this run's setting
+  };
+  for (const Refusal& c :
+       {Refusal{{"--layout-invariant", "off"}, "--layout-invariant off"},
+        Refusal{{"--micro-shards", "8"}, "--layout-invariant on with 8 micro-shards"}}) {
+    SCOPED_TRACE(c.flags[0] + " " + c.flags[1]);
+    const std::string summary = (dir_ / "refused.json").string();
+    std::vector<std::string> extra = {"--backup-dir", backup, "--summary-json", summary};
+    extra.insert(extra.end(), c.flags.begin(), c.flags.end());
+    const auto r = run(extra);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(CountLines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("--layout-invariant on with 16 micro-shards"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(c.asked), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("resuming would change the result"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(summary)) << "a refused run trained";
+    EXPECT_EQ(r.out.find("test accuracy"), std::string::npos) << r.out;
+    EXPECT_TRUE(Tree(backup) == saved) << "the refused run changed " << backup;
+  }
+
+  const auto resumed = Train(with({"--backup-dir", backup}), "resumed");
+  ASSERT_TRUE(resumed.is_object());
+  ASSERT_TRUE(resumed["resumed_from"].is_object()) << resumed.dump();
+  EXPECT_EQ(resumed["resumed_from"]["step"], 50);
+  EXPECT_EQ(resumed["weights_xxh64"], straight["weights_xxh64"]);
+}
+
+// --layout-invariant off, written with 2 threads: a resume with 1 thread is
+// accepted (exit 0) with a one-line warning that it cannot be bit-exact; a
+// resume with the writer's 2 threads says nothing and ends with the weights of
+// an uninterrupted 2-thread run.
+TEST_F(FmnistMlpTest, OptOutResumeWithOtherThreadsWarnsThatItCannotBeBitExact) {
+  auto run = [&](const std::string& threads, const std::vector<std::string>& extra) {
+    std::vector<std::string> argv = {
+        FMNIST_MLP,           "--quiet", "--threads",      threads,
+        "--layout-invariant", "off",     "--summary-json", (dir_ / "summary.json").string()};
+    argv.insert(argv.end(), kLayoutRun.begin(), kLayoutRun.end());
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    fs::remove(dir_ / "summary.json");
+    const auto r = RunProcess(argv);
+    std::ifstream in(dir_ / "summary.json");
+    return std::make_pair(r, nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false));
+  };
+  const auto [straight, straight_summary] = run("2", {});
+  ASSERT_EQ(straight.exit_code, 0) << straight.err;
+  EXPECT_EQ(straight_summary["layout_invariant"], false);
+
+  for (const std::string threads : {"1", "2"}) {
+    SCOPED_TRACE("written with 2 threads, resumed with " + threads);
+    const std::string backup = (dir_ / ("backup-" + threads)).string();
+    const auto broken = run("2", {"--backup-dir", backup, "--interrupt-at-step", "50"}).first;
+    ASSERT_EQ(broken.exit_code, 1) << broken.err;
+    const auto [resumed, s] = run(threads, {"--backup-dir", backup});
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+    ASSERT_TRUE(s.is_object() && s["resumed_from"].is_object()) << resumed.err;
+    EXPECT_EQ(s["resumed_from"]["step"], 50);
+    EXPECT_EQ(s["layout_invariant"], false);
+    EXPECT_EQ(s["threads"], std::stoi(threads));
+    if (threads == "1") {
+      EXPECT_EQ(CountLines(resumed.err), 1) << resumed.err;
+      EXPECT_NE(resumed.err.find("cannot be bit-exact"), std::string::npos) << resumed.err;
+    } else {
+      EXPECT_EQ(resumed.err.find("cannot be bit-exact"), std::string::npos) << resumed.err;
+      EXPECT_EQ(s["weights_xxh64"], straight_summary["weights_xxh64"]);
+    }
+  }
 }
 
 // The quality bar: >= 0.85 test accuracy after 3 epochs (seed 42).

@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # Data-parallel training across test hosts gives the single-host result: on
-# HOSTS network-namespace hosts (cluster/hosts) with SLOTS ranks each, started
-# by `holdfast launch --hostfile` on the first host, fmnist_mlp ends with the
-# same weights (weights_xxh64) as the same world size under plain mpirun on
-# one host. Also reports the bytes each host sent per step against the
-# all-reduce lower bound 2(N-1)/N x gradient bytes. Must run as root.
+# HOSTS network-namespace hosts (cluster/hosts) with SLOTS ranks each and
+# THREADS threads per rank (default 1), started by `holdfast launch
+# --hostfile` on the first host, fmnist_mlp ends with the same weights
+# (weights_xxh64) and test accuracy as the same world size under plain mpirun
+# on one host with 1 thread per rank (layout-invariant training,
+# docs/layout-invariance.md). Also reports the bytes each host sent per step
+# against the all-reduce lower bound 2(N-1)/N x gradient bytes. Must run as
+# root.
 #
-#   tests/multihost/train_test.sh BUILD_DIR HOSTS SLOTS
+#   tests/multihost/train_test.sh BUILD_DIR HOSTS SLOTS [THREADS]
 #
 # Exit 0 on success; 1 with a "FAIL: ..." line otherwise; 77 (skip) when not
 # root or iproute2 is missing.
 set -euo pipefail
 
-BUILD=$(cd "${1:?usage: $0 BUILD_DIR HOSTS SLOTS}" && pwd)
-N=${2:?usage: $0 BUILD_DIR HOSTS SLOTS}
-SLOTS=${3:?usage: $0 BUILD_DIR HOSTS SLOTS}
+BUILD=$(cd "${1:?usage: $0 BUILD_DIR HOSTS SLOTS [THREADS]}" && pwd)
+N=${2:?usage: $0 BUILD_DIR HOSTS SLOTS [THREADS]}
+SLOTS=${3:?usage: $0 BUILD_DIR HOSTS SLOTS [THREADS]}
+THREADS=${4:-1}
 NAME=multihost-train-${N}x$SLOTS
 PREFIX=m${N}s${SLOTS}h
+if [ "$THREADS" != 1 ]; then
+  NAME=$NAME-threads$THREADS
+  PREFIX=m${N}s${SLOTS}t${THREADS}h
+fi
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root_and_ip
@@ -25,29 +33,32 @@ FMNIST=$BUILD/examples/fmnist_mlp
 HOLDFAST=$BUILD/launcher/holdfast
 W=$((N * SLOTS))
 # 6000 samples, batch 50: 120 steps.
-TRAINING=(--epochs 1 --train-samples 6000 --threads 1)
+TRAINING=(--epochs 1 --train-samples 6000)
 STEPS=120
-# 784-256-32-10: 209514 float parameters, gradients all-reduced every step.
-GRADIENT_BYTES=$((209514 * 4))
+# 784-256-32-10: 209514 parameters, gradients all-reduced every step; the
+# layout-invariant default sums them exactly as integer-valued doubles.
+GRADIENT_BYTES=$((209514 * 8))
 
 start_hosts "$N"
 "$HOSTS/hostfile.sh" --prefix "$PREFIX" --slots "$SLOTS" >"$WORK/hostfile"
 
-run_uninterrupted "$W" weights_xxh64 "${TRAINING[@]}"
+run_uninterrupted "$W" weights_xxh64 "${TRAINING[@]}" --threads 1
 expected=$EXPECTED
+expected_accuracy=$(json "$WORK/uninterrupted.json" test_accuracy)
 
 declare -A sent_before
 for i in $(seq 1 "$N"); do sent_before[$i]=$(tx_bytes "$PREFIX$i"); done
 t=$(now_ms)
 env "${HOST_ENV[@]}" timeout 300 "$HOSTS/run.sh" "${PREFIX}1" "$HOLDFAST" launch \
   --hostfile "$WORK/hostfile" --max-restarts 0 -- "$FMNIST" "${TRAINING[@]}" \
-  --summary-json "$WORK/hosts.json" >"$WORK/hosts.out" 2>&1 ||
-  fail "the run on $N hosts x $SLOTS ranks failed"
+  --threads "$THREADS" --summary-json "$WORK/hosts.json" >"$WORK/hosts.out" 2>&1 ||
+  fail "the run on $N hosts x $SLOTS ranks x $THREADS thread(s) failed"
 elapsed=$(seconds_since "$t")
 has_line "$WORK/hosts.out" "rank 0 of $W .* on ${PREFIX}1" ||
   fail "rank 0 did not report running on ${PREFIX}1 in a world of $W"
-got=$(json "$WORK/hosts.json" weights_xxh64)
+read -r got got_accuracy < <(json "$WORK/hosts.json" weights_xxh64 test_accuracy)
 [ "$(json "$WORK/hosts.json" world_size)" = "$W" ] || fail "world size is not $W"
+[ "$(json "$WORK/hosts.json" threads)" = "$THREADS" ] || fail "threads per rank is not $THREADS"
 
 # Every host took part, and the bytes on the wire. An all-reduce of G bytes
 # over N hosts must send at least 2(N-1) x G in all (each host 2(N-1)/N x G
@@ -65,6 +76,9 @@ for i in $(seq 1 "$N"); do
 done
 say "all hosts: $((total / STEPS)) bytes per step = $(python3 -c \
   "print(f'{$total / $STEPS / $bound:.2f}')") x the all-reduce lower bound 2(N-1)G = $bound"
-[ "$got" = "$expected" ] ||
-  fail "$N hosts x $SLOTS ranks ended with weights $got, one host with $expected"
-say "$N hosts x $SLOTS ranks: weights $got, as on one host, in $elapsed s"
+if [ "$got" != "$expected" ] || [ "$got_accuracy" != "$expected_accuracy" ]; then
+  fail "$N hosts x $SLOTS ranks x $THREADS thread(s) ended with weights $got, test accuracy" \
+    "$got_accuracy; $W ranks x 1 thread on one host with $expected, $expected_accuracy"
+fi
+say "$N hosts x $SLOTS ranks x $THREADS thread(s): weights $got, test accuracy $got_accuracy," \
+  "as $W ranks x 1 thread on one host, in $elapsed s"
