@@ -11,8 +11,8 @@ namespace holdfast::examples {
 void AddLayoutFlags(CLI::App& app, LayoutFlags* f) {
   app.add_option("--layout-invariant", f->layout_invariant,
                  "on: the same weights and metrics, bit for bit, for any --threads, world size "
-                 "and hosts (fixed-order kernels, exact gradient sums); off: the BLAS path, a "
-                 "little faster, whose last bits follow the layout")
+                 "and hosts (fixed-order kernels, exact gradient sums); off: the BLAS path, faster "
+                 "(README: Layout invariance: cost), whose last bits follow the layout")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
   app.add_option("--micro-shards", f->micro_shards,
