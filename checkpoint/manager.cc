@@ -300,7 +300,7 @@ CheckpointManager::Ticket CheckpointManager::MakeTicket(int64_t step, std::strin
   t.world = comm_->size();
   t.writers = Writers();
   t.counters = checkpoint_->counters;
-  RecordRunLayout(Layout(), omp_get_max_threads(), &t.counters);
+  if (Layout() != nullptr) RecordRunLayout(*Layout(), omp_get_max_threads(), &t.counters);
   t.values = checkpoint_->values;
   t.model_signature = checkpoint_->ModelSignature();
   t.optimizer_signature = checkpoint_->OptimizerSignature();
@@ -782,8 +782,8 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
         if (loaded.ok()) {
           Status fits = CheckFitsLiveState(*loaded, *checkpoint_);
           std::string warning;
-          if (fits.ok()) {
-            fits = CheckRunLayout(loaded->counters, loaded->world_size, Layout(),
+          if (fits.ok() && Layout() != nullptr) {
+            fits = CheckRunLayout(loaded->counters, loaded->world_size, *Layout(),
                                   omp_get_max_threads(), comm_->size(), &warning);
           }
           if (!fits.ok()) loaded = fits;

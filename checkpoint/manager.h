@@ -74,7 +74,7 @@ struct CheckpointOptions {
   bool async = false;
   // The training's replica: required with async; must outlive the manager.
   // Its layout (core/fit.h) is recorded in every checkpoint and checked on
-  // restore (checkpoint/run_layout.h); without one, the default layout.
+  // restore (checkpoint/run_layout.h); without one, neither.
   Replica* replica = nullptr;
 };
 
@@ -182,9 +182,10 @@ class CheckpointManager {
   Ticket MakeTicket(int64_t step, std::string area) const;
   // How many ranks write a shard: all, or only the chief.
   int Writers() const { return options_.chief_writes_all ? 1 : comm_->size(); }
-  // The run's layout (the replica's; the default one without a replica).
-  LayoutOptions Layout() const {
-    return options_.replica ? options_.replica->layout() : LayoutOptions{};
+  // The run's layout: the replica's; unknown without one (then nothing is
+  // recorded or checked).
+  const LayoutOptions* Layout() const {
+    return options_.replica ? &options_.replica->layout() : nullptr;
   }
   using Slices = std::vector<std::span<const std::byte>>;
   // This rank's slice of every live blob (empty past the writers), in

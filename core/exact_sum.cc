@@ -18,9 +18,9 @@ int64_t BoundExponent(double bound) {
 
 int GridScale(int64_t bound_exponent) {
   // |sum| <= 2^e, so |sum| * 2^(50-e) <= 2^50, and so is every partial sum
-  // (the M/2 grid units rounding adds are far below): under 2^53, where
-  // doubles stop being exact integers, and under the 2^51 below which the
-  // kernels' bias trick rounds (core/internal/fixed_order_gemm.cc).
+  // (the M/2 grid units rounding adds are far below): 8x under 2^53, where
+  // doubles stop being exact integers, a margin for the float rounding of
+  // the micro-shard partials themselves.
   const int64_t s = 50 - bound_exponent;
   return static_cast<int>(std::clamp<int64_t>(s, -126, 127));
 }

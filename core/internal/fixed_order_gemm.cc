@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "core/check.h"
@@ -420,20 +421,39 @@ void ReferenceMicroShardDenseGradient(const MicroShardGradient& g) {
       g.kernel_grid[i * g.out + j] = sum;
     }
   }
-  BiasGradient(g);
+  const float bscale = std::ldexp(1.0f, g.bias_scale);
+  for (int64_t j = 0; j < g.out; ++j) {
+    double sum = 0;
+    for (size_t t = 0; t < shards; ++t) {
+      float acc = 0.0f;
+      for (int64_t r = g.shard_offsets[t]; r < g.shard_offsets[t + 1]; ++r) {
+        acc = acc + g.dy[r * g.out + j];
+      }
+      sum += static_cast<double>(std::nearbyint(acc * bscale));
+    }
+    g.bias_grid[j] = sum;
+  }
 }
 
 RowBounds DenseRowBounds(const float* x, const float* dy, int64_t rows, int64_t in, int64_t out) {
   RowBounds b;
+  bool finite = true;  // a max drops NaN (and inf * 0 is NaN): checked on the side
   for (int64_t r = 0; r < rows; ++r) {
     float mx = 0.0f, my = 0.0f;
     const float* xr = x + r * in;
     const float* yr = dy + r * out;
-    for (int64_t i = 0; i < in; ++i) mx = std::max(mx, std::fabs(xr[i]));
-    for (int64_t j = 0; j < out; ++j) my = std::max(my, std::fabs(yr[j]));
+    for (int64_t i = 0; i < in; ++i) {
+      mx = std::max(mx, std::fabs(xr[i]));
+      finite &= std::isfinite(xr[i]);
+    }
+    for (int64_t j = 0; j < out; ++j) {
+      my = std::max(my, std::fabs(yr[j]));
+      finite &= std::isfinite(yr[j]);
+    }
     b.kernel = std::max(b.kernel, static_cast<double>(mx) * static_cast<double>(my));
     b.bias = std::max(b.bias, static_cast<double>(my));
   }
+  if (!finite) b.kernel = b.bias = std::numeric_limits<double>::infinity();
   return b;
 }
 

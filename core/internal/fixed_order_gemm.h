@@ -53,7 +53,9 @@ void ReferenceMicroShardDenseGradient(const MicroShardGradient& g);
 
 // max over rows r of (max_i |x[r][i]|) * (max_j |dy[r][j]|), and max over
 // rows of max_j |dy[r][j]| (the per-row factors of the gradients' bounds).
-// NaN or inf anywhere gives inf. Exact: a max does not depend on grouping.
+// NaN or inf anywhere in x or dy gives inf for both (so every replica then
+// agrees on a non-finite grid and the gradient becomes NaN the same way on
+// any layout). Exact: a max does not depend on grouping.
 struct RowBounds {
   double kernel = 0;
   double bias = 0;

@@ -184,6 +184,26 @@ TEST(MicroShardGradientTest, TheGridSumDoesNotDependOnTheGrouping) {
   }
 }
 
+// A NaN or inf anywhere makes both bounds infinite, so every replica agrees
+// on the non-finite grid and the gradient is the same NaN on any layout
+// (a plain max would drop the NaN, and inf * 0 is NaN).
+TEST(DenseRowBoundsTest, NonFiniteValuesGiveAnInfiniteBound) {
+  std::vector<float> x = {1.0f, 2.0f, 3.0f, 4.0f}, dy = {0.5f, -1.0f, 0.0f, 0.0f};
+  RowBounds b = DenseRowBounds(x.data(), dy.data(), 2, 2, 2);
+  EXPECT_EQ(b.kernel, 2.0);  // row 0: 2 * 1; row 1: 4 * 0
+  EXPECT_EQ(b.bias, 1.0);
+  for (float bad : {NAN, -NAN, INFINITY}) {
+    std::vector<float> xb = x;
+    xb[3] = bad;  // in the row whose dy is zero
+    b = DenseRowBounds(xb.data(), dy.data(), 2, 2, 2);
+    EXPECT_EQ(BoundExponent(b.kernel), kNonFiniteExponent) << bad;
+    std::vector<float> dyb = dy;
+    dyb[2] = bad;
+    b = DenseRowBounds(x.data(), dyb.data(), 2, 2, 2);
+    EXPECT_EQ(BoundExponent(b.bias), kNonFiniteExponent) << bad;
+  }
+}
+
 TEST(ExactSumTest, BoundExponentAndScale) {
   EXPECT_EQ(BoundExponent(0.0), kZeroExponent);
   EXPECT_EQ(BoundExponent(INFINITY), kNonFiniteExponent);

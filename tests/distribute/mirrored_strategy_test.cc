@@ -248,7 +248,7 @@ TEST_P(MirroredTrainingTest, RanksStayIdenticalAndTrainLikeOneProcess) {
 INSTANTIATE_TEST_SUITE_P(WorldsOverlapBuckets, MirroredTrainingTest,
                          ::testing::Combine(::testing::Values(1, 2, 3, 4),
                                             ::testing::Values(Overlap::kOn, Overlap::kOff),
-                                            ::testing::Values(size_t{8}, size_t{256},
+                                            ::testing::Values(size_t{4}, size_t{256},
                                                               size_t{1} << 30),
                                             ::testing::Bool()),
                          [](const ::testing::TestParamInfo<MirroredTrainingTest::ParamType>& info) {

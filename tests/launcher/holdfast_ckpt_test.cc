@@ -382,11 +382,10 @@ TEST_F(CkptTest, InspectOneCheckpointByPath) {
   const ProcessResult r = Holdfast({"ckpt", "inspect", ckpt(100) + "/"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Words(LineStartingWith(r.out, "step")), (std::vector<std::string>{"step", "100"}));
-  // No counters of the user's; the manager's record of the run's layout.
+  // No counters: neither the user's nor a layout record (these checkpoints
+  // are written by a manager without a replica, which records no layout).
   EXPECT_EQ(Words(LineStartingWith(r.out, "counters")),
-            (std::vector<std::string>{"counters", "holdfast/layout/invariant", "=", "1"}));
-  EXPECT_NE(r.out.find("holdfast/layout/micro_shards = 16"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("holdfast/layout/threads_per_rank = "), std::string::npos) << r.out;
+            (std::vector<std::string>{"counters", "-"}));
 }
 
 TEST_F(CkptTest, InspectJsonParses) {

@@ -1,0 +1,81 @@
+// The rule for resuming a checkpoint written with another layout
+// (checkpoint/run_layout.h): refuse what would change the result, warn about
+// what cannot be bit-exact, stay quiet otherwise.
+#include "checkpoint/run_layout.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+
+namespace holdfast {
+namespace {
+
+std::map<std::string, int64_t> Written(LayoutOptions layout, int threads) {
+  std::map<std::string, int64_t> counters = {{"holdfast/epoch", 3}};
+  RecordRunLayout(layout, threads, &counters);
+  return counters;
+}
+
+const LayoutOptions kInvariant16{};
+const LayoutOptions kInvariant8{.invariant = true, .micro_shards = 8};
+const LayoutOptions kOff{.invariant = false};
+
+TEST(RunLayoutTest, TheSameInvariantLayoutOnAnyThreadsAndWorldSizeIsSilent) {
+  std::string warning = "stale";
+  const Status s = CheckRunLayout(Written(kInvariant16, 2), 3, kInvariant16, 1, 2, &warning);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(warning, "");
+}
+
+TEST(RunLayoutTest, AnotherModeIsRefusedNamingBoth) {
+  std::string warning;
+  Status s = CheckRunLayout(Written(kInvariant16, 2), 2, kOff, 2, 2, &warning);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("written with --layout-invariant on with 16 micro-shards"),
+            std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("this run has --layout-invariant off"), std::string::npos);
+  s = CheckRunLayout(Written(kOff, 2), 2, kInvariant16, 2, 2, &warning);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message().find('\n'), std::string::npos) << "one line";
+}
+
+TEST(RunLayoutTest, AnotherMicroShardCountIsRefused) {
+  std::string warning;
+  const Status s = CheckRunLayout(Written(kInvariant16, 1), 1, kInvariant8, 1, 1, &warning);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("8 micro-shards"), std::string::npos) << s.message();
+}
+
+TEST(RunLayoutTest, TheOptOutWarnsOnOtherThreadsOrWorldSizeOnly) {
+  std::string warning;
+  // Under the opt-out the micro-shard count plays no part.
+  ASSERT_TRUE(
+      CheckRunLayout(Written(kOff, 2), 2, {.invariant = false, .micro_shards = 3}, 2, 2, &warning)
+          .ok());
+  EXPECT_EQ(warning, "");
+  ASSERT_TRUE(CheckRunLayout(Written(kOff, 2), 2, kOff, 1, 2, &warning).ok());
+  EXPECT_EQ(warning,
+            "written by 2 ranks x 2 threads, this run has 2 ranks x 1 thread: with "
+            "--layout-invariant off the resumed run cannot be bit-exact");
+  ASSERT_TRUE(CheckRunLayout(Written(kOff, 2), 3, kOff, 2, 2, &warning).ok());
+  EXPECT_NE(warning.find("cannot be bit-exact"), std::string::npos);
+}
+
+TEST(RunLayoutTest, ACheckpointWithoutARecordIsAcceptedWithAWarning) {
+  std::string warning;
+  const std::map<std::string, int64_t> old = {{"holdfast/epoch", 3}};
+  ASSERT_TRUE(CheckRunLayout(old, 2, kInvariant16, 2, 2, &warning).ok());
+  EXPECT_NE(warning.find("written before holdfast recorded layouts"), std::string::npos);
+}
+
+TEST(RunLayoutTest, EraseLeavesTheUsersCounters) {
+  std::map<std::string, int64_t> counters = Written(kInvariant16, 2);
+  EXPECT_EQ(counters.size(), 4u);
+  EraseRunLayout(&counters);
+  EXPECT_EQ(counters, (std::map<std::string, int64_t>{{"holdfast/epoch", 3}}));
+}
+
+}  // namespace
+}  // namespace holdfast
