@@ -53,6 +53,8 @@ void Dense::Forward(const Matrix& x, Matrix* y, const StepContext& ctx) {
 }
 
 void Dense::Backward(const Matrix& x, const Matrix&, const Matrix& dy, Matrix* dx) {
+  HOLDFAST_CHECK(!fixed_order_ || exact_gradients_ != nullptr,
+                 "fixed-order backward needs an ExactGradientPlan (a training Forward)");
   if (exact_gradients_ != nullptr) {
     const ExactGradientPlan& plan = *exact_gradients_;
     const int64_t rows = dy.rows();
@@ -72,8 +74,6 @@ void Dense::Backward(const Matrix& x, const Matrix&, const Matrix& dy, Matrix* d
     internal::MicroShardDenseGradient({x.data(), dy.data(), inputs_, units_, plan.shard_offsets,
                                        GridScale(exponents[0]), GridScale(exponents[1]),
                                        store_->exact_grad(kernel_), store_->exact_grad(bias_)});
-  } else if (fixed_order_) {
-    HOLDFAST_CHECK(false, "fixed-order backward needs an ExactGradientPlan");
   }
   if (fixed_order_) {
     if (dx != nullptr) {
