@@ -70,6 +70,7 @@ Trainer::Trainer(Sequential& model, Optimizer& optimizer, const Loss& loss, cons
       replica_(options.replica != nullptr ? options.replica : &single_process_) {
   Validate(model, data, options);
   replica_->BeginTraining(model, optimizer, loss, data, options);
+  plan_.agree_max = [this](std::span<int64_t> v) { replica_->AgreeMax(v); };
 }
 
 Range Trainer::LocalRows(int64_t batch_rows) {
@@ -86,7 +87,7 @@ Range Trainer::LocalRows(int64_t batch_rows) {
   }
   plan_.shard_offsets = shard_offsets_;
   plan_.global_rows = batch_rows;
-  plan_.agree_max = [this](std::span<int64_t> v) { replica_->AgreeMax(v); };
+  plan_.round_each_row = RoundsEachRow(batch_rows, shards);
   return {first, first + shard_offsets_.back()};
 }
 

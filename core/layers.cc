@@ -73,7 +73,8 @@ void Dense::Backward(const Matrix& x, const Matrix&, const Matrix& dy, Matrix* d
     store_->set_grad_exponent(bias_, exponents[1]);
     internal::MicroShardDenseGradient({x.data(), dy.data(), inputs_, units_, plan.shard_offsets,
                                        GridScale(exponents[0]), GridScale(exponents[1]),
-                                       store_->exact_grad(kernel_), store_->exact_grad(bias_)});
+                                       store_->exact_grad(kernel_), store_->exact_grad(bias_),
+                                       plan.round_each_row});
   }
   if (fixed_order_) {
     if (dx != nullptr) {

@@ -22,11 +22,27 @@ struct ExactGradientPlan {
   // row count; one more entry than micro-shards (just {0} for none).
   std::span<const int64_t> shard_offsets;
   int64_t global_rows = 0;  // rows of the global batch: the gradients' bound scales with it
+  // Round each row's products to the grid instead of each micro-shard's
+  // float chain (internal::MicroShardGradient): RoundsEachRow(global_rows, M).
+  bool round_each_row = false;
   // Replaces each value with its maximum over all replicas. Collective:
   // every replica's layers call it the same number of times, in the same
   // order, even with no rows.
   std::function<void(std::span<int64_t>)> agree_max;
 };
+
+// The arithmetic of a step's exact gradients, a function of the run alone:
+// with short micro-shards (fewer than kChainRows rows each on average) every
+// row's products are rounded to the grid (double multiply-adds, exact
+// products); otherwise each micro-shard's float FMA chain is, once per
+// micro-shard. Both are exact sums; the first costs two double multiply-adds
+// per product, the second one float multiply-add per product plus a
+// conversion per micro-shard, which is the dearer part below ~8 rows
+// (measured: bench/kernels).
+inline constexpr int64_t kChainRows = 8;
+inline bool RoundsEachRow(int64_t global_rows, int micro_shards) {
+  return global_rows < kChainRows * micro_shards;
+}
 
 // What a forward pass needs to know about the step it belongs to.
 struct StepContext {

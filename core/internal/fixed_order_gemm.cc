@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cfenv>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -62,6 +63,10 @@ void PackB(StridedMatrix b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, floa
       for (int64_t q = 0; q < panels; ++q) {
         float* dst = bp + (q * kc + kk) * kNr;
         const int64_t cols = std::min(kNr, nc - q * kNr);
+        if (cols == kNr) {  // a constant size: inlined moves, not a call
+          std::memcpy(dst, src + q * kNr, sizeof(float) * kNr);
+          continue;
+        }
         std::memcpy(dst, src + q * kNr, sizeof(float) * cols);
         for (int64_t jj = cols; jj < kNr; ++jj) dst[jj] = 0.0f;
       }
@@ -242,6 +247,10 @@ void PackDy(const float* dy, int64_t rows, int64_t out, int64_t j0, int64_t jw, 
     const int64_t cols = std::min(kNr, jw - q * kNr);
     for (int64_t r = 0; r < rows; ++r) {
       float* dst = dp + (q * rows + r) * kNr;
+      if (cols == kNr) {  // a constant size: inlined moves, not a call
+        std::memcpy(dst, dy + r * out + j0 + q * kNr, sizeof(float) * kNr);
+        continue;
+      }
       std::memcpy(dst, dy + r * out + j0 + q * kNr, sizeof(float) * cols);
       for (int64_t jj = cols; jj < kNr; ++jj) dst[jj] = 0.0f;
     }
@@ -372,6 +381,149 @@ void BiasGradient(const MicroShardGradient& g) {
   }
 }
 
+// ---- Weight gradients, each row rounded (round_each_row) -------------------------
+//
+// An anchored accumulator: the doubles in [2^52 u, 2^53 u) are exactly the
+// multiples of u = 2^-s, so with A = 1.5 * 2^52 u + S (S a multiple of u,
+// |S| < 2^51 u) and the FPU rounding toward -inf, fma(x, dy, A) is
+// A + floor(x * dy / u) * u: the product (exact in double) rounded down to
+// the grid and added exactly, in one instruction. Rounding down, unlike
+// rounding to nearest (whose ties go to the even neighbour, which depends on
+// S), does not depend on what was accumulated before, so the sum of the
+// rounded rows is the same however rows are grouped.
+
+constexpr int64_t kRowMr = 6, kRowNr = 8;   // a 6 x 8 tile of doubles: twelve 4-double accumulators
+constexpr int64_t kRowGradColumns = 64;     // a packed dY block of rows x 64 doubles
+
+double Anchor(int scale) { return 1.5 * std::ldexp(1.0, 52 - scale); }
+
+// An anchored accumulator's value in grid units: exact. Rounding down makes
+// a zero difference -0; it is returned as +0, as a sum starting at 0 ends,
+// so the sign of a zero gradient does not depend on the rows' grouping.
+double GridUnits(double accumulator, double anchor, double up) {
+  const double d = accumulator - anchor;
+  return d == 0.0 ? 0.0 : d * up;
+}
+
+// Sets the calling thread's rounding toward -inf for its lifetime. Only the
+// noinline functions called inside it depend on the mode (the compiler may
+// move arithmetic across fesetround, not into another function's body).
+class RoundDownScope {
+ public:
+  RoundDownScope() : saved_(std::fegetround()) { std::fesetround(FE_DOWNWARD); }
+  ~RoundDownScope() { std::fesetround(saved_); }
+  RoundDownScope(const RoundDownScope&) = delete;
+  RoundDownScope& operator=(const RoundDownScope&) = delete;
+
+ private:
+  int saved_;
+};
+
+// dy columns [j0, j0+jw) of every row as double panels of kRowNr:
+// dp[(q*rows + r)*kRowNr + jj], zero past jw (conversions are exact).
+void PackDyRows(const float* dy, int64_t rows, int64_t out, int64_t j0, int64_t jw, double* dp) {
+  for (int64_t q = 0; q * kRowNr < jw; ++q) {
+    const int64_t cols = std::min(kRowNr, jw - q * kRowNr);
+    for (int64_t r = 0; r < rows; ++r) {
+      double* dst = dp + (q * rows + r) * kRowNr;
+      const float* src = dy + r * out + j0 + q * kRowNr;
+      for (int64_t jj = 0; jj < kRowNr; ++jj) dst[jj] = jj < cols ? src[jj] : 0.0;
+    }
+  }
+}
+
+// x columns [i0, i0+irows) of every row as doubles, zero past irows: xp[r*kRowMr + ii].
+void PackXRows(const float* x, int64_t rows, int64_t in, int64_t i0, int64_t irows, double* xp) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t ii = 0; ii < kRowMr; ++ii) {
+      xp[r * kRowMr + ii] = ii < irows ? x[r * in + i0 + ii] : 0.0;
+    }
+  }
+}
+
+// tile[6][8] (row stride ldt) = the grid values (in units) of the sum over
+// rows of xp (x) dp, each product rounded down: needs RoundDownScope.
+__attribute__((noinline)) void RowRoundedTile(int64_t rows, const double* xp, const double* dp,
+                                              int scale, double* tile, int64_t ldt) {
+  const double anchor = Anchor(scale), up = std::ldexp(1.0, scale);
+#ifdef HOLDFAST_FIXED_ORDER_AVX2
+  const __m256d a = _mm256_set1_pd(anchor);
+  __m256d c[2 * kRowMr];
+#pragma GCC unroll 12
+  for (int v = 0; v < 2 * kRowMr; ++v) c[v] = a;
+  for (int64_t r = 0; r < rows; ++r, xp += kRowMr, dp += kRowNr) {
+    const __m256d d0 = _mm256_loadu_pd(dp), d1 = _mm256_loadu_pd(dp + 4);
+#pragma GCC unroll 6
+    for (int i = 0; i < kRowMr; ++i) {
+      const __m256d xi = _mm256_broadcast_sd(xp + i);
+      c[2 * i] = _mm256_fmadd_pd(xi, d0, c[2 * i]);
+      c[2 * i + 1] = _mm256_fmadd_pd(xi, d1, c[2 * i + 1]);
+    }
+  }
+  // (A - anchor) is exact, and so is the product by 2^s; a zero, which
+  // rounding down makes -0, is stored as +0 (as a sum starting at 0 ends).
+  const __m256d u = _mm256_set1_pd(up), zero = _mm256_setzero_pd();
+#pragma GCC unroll 12
+  for (int v = 0; v < 2 * kRowMr; ++v) {
+    const __m256d d = _mm256_sub_pd(c[v], a);
+    _mm256_storeu_pd(tile + (v / 2) * ldt + 4 * (v % 2),
+                     _mm256_and_pd(_mm256_mul_pd(d, u), _mm256_cmp_pd(d, zero, _CMP_NEQ_UQ)));
+  }
+#else
+  double c[kRowMr * kRowNr];
+  std::fill(c, c + kRowMr * kRowNr, anchor);
+  for (int64_t r = 0; r < rows; ++r, xp += kRowMr, dp += kRowNr) {
+    for (int64_t i = 0; i < kRowMr; ++i) {
+      for (int64_t j = 0; j < kRowNr; ++j) c[i * kRowNr + j] = std::fma(xp[i], dp[j], c[i * kRowNr + j]);
+    }
+  }
+  for (int64_t i = 0; i < kRowMr; ++i) {
+    for (int64_t j = 0; j < kRowNr; ++j) tile[i * ldt + j] = GridUnits(c[i * kRowNr + j], anchor, up);
+  }
+#endif
+}
+
+void RowRoundedKernelBlock(const MicroShardGradient& g, int64_t rows, int64_t i0, int64_t iw,
+                           int64_t j0, int64_t jw) {
+  thread_local std::vector<double> dp_buffer, xp_buffer;
+  dp_buffer.resize(static_cast<size_t>(CeilDiv(jw, kRowNr) * kRowNr * rows));
+  xp_buffer.resize(static_cast<size_t>(rows * kRowMr));
+  PackDyRows(g.dy, rows, g.out, j0, jw, dp_buffer.data());
+  alignas(32) double tile[kRowMr * kRowNr];
+  const RoundDownScope round_down;
+  for (int64_t p = 0; p * kRowMr < iw; ++p) {
+    const int64_t irows = std::min(kRowMr, iw - p * kRowMr);
+    const int64_t i = i0 + p * kRowMr;
+    PackXRows(g.x, rows, g.in, i, irows, xp_buffer.data());
+    for (int64_t q = 0; q * kRowNr < jw; ++q) {
+      const int64_t cols = std::min(kRowNr, jw - q * kRowNr);
+      const double* dpanel = dp_buffer.data() + q * rows * kRowNr;
+      double* out = g.kernel_grid + i * g.out + j0 + q * kRowNr;
+      if (irows == kRowMr && cols == kRowNr) {
+        RowRoundedTile(rows, xp_buffer.data(), dpanel, g.kernel_scale, out, g.out);
+        continue;
+      }
+      RowRoundedTile(rows, xp_buffer.data(), dpanel, g.kernel_scale, tile, kRowNr);
+      for (int64_t ii = 0; ii < irows; ++ii) {
+        for (int64_t jj = 0; jj < cols; ++jj) out[ii * g.out + jj] = tile[ii * kRowNr + jj];
+      }
+    }
+  }
+}
+
+// bias_grid[j] = the grid values of sum over rows of dy[r][j], each rounded
+// down: needs RoundDownScope.
+__attribute__((noinline)) void RowRoundedBias(const float* dy, int64_t rows, int64_t out,
+                                              int scale, double* bias_grid) {
+  const double anchor = Anchor(scale), up = std::ldexp(1.0, scale);
+  for (int64_t j = 0; j < out; ++j) bias_grid[j] = anchor;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = dy + r * out;
+    for (int64_t j = 0; j < out; ++j) bias_grid[j] += static_cast<double>(row[j]);
+  }
+  for (int64_t j = 0; j < out; ++j) bias_grid[j] = GridUnits(bias_grid[j], anchor, up);
+}
+
 void CheckShards(const MicroShardGradient& g) {
   HOLDFAST_CHECK(!g.shard_offsets.empty() && g.shard_offsets.front() == 0,
                  "micro-shard offsets must start at 0");
@@ -380,32 +532,69 @@ void CheckShards(const MicroShardGradient& g) {
   }
 }
 
-}  // namespace
-
-void MicroShardDenseGradient(const MicroShardGradient& g) {
-  CheckShards(g);
-  const int64_t rows = g.shard_offsets.back();
-  // A task owns a column block of dW (its dY columns packed once) and a
-  // share of dW's rows: enough tasks for two per thread.
+// Runs block(i0, iw, j0, jw) over dW (in x out) cut into tasks: a task owns
+// a column block of `columns` (its dY columns packed once) and a share of
+// dW's rows, in whole tiles of `tile_rows`: enough tasks for two per thread.
+template <typename Block>
+void ForEachGradientBlock(const MicroShardGradient& g, int64_t rows, int64_t columns,
+                          int64_t tile_rows, Block block) {
   const int threads = omp_get_max_threads();
-  const int64_t jblocks = CeilDiv(g.out, kGradColumns);
-  const int64_t isplits = std::min(CeilDiv(g.in, kMr), CeilDiv(2 * threads, jblocks));
-  const int64_t irows = CeilDiv(CeilDiv(g.in, isplits), kMr) * kMr;
+  const int64_t jblocks = CeilDiv(g.out, columns);
+  const int64_t isplits = std::min(CeilDiv(g.in, tile_rows), CeilDiv(2 * threads, jblocks));
+  const int64_t irows = CeilDiv(CeilDiv(g.in, isplits), tile_rows) * tile_rows;
   const int64_t iblocks = CeilDiv(g.in, irows);
   const int64_t tasks = iblocks * jblocks;
   const bool parallel =
       tasks > 1 && threads > 1 && g.in * g.out * std::max<int64_t>(rows, 1) >= kParallelFlops;
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
   for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t i0 = (t / jblocks) * irows, j0 = (t % jblocks) * kGradColumns;
-    KernelGradientBlock(g, rows, i0, std::min(irows, g.in - i0), j0,
-                        std::min(kGradColumns, g.out - j0));
+    const int64_t i0 = (t / jblocks) * irows, j0 = (t % jblocks) * columns;
+    block(i0, std::min(irows, g.in - i0), j0, std::min(columns, g.out - j0));
   }
+}
+
+}  // namespace
+
+void MicroShardDenseGradient(const MicroShardGradient& g) {
+  CheckShards(g);
+  const int64_t rows = g.shard_offsets.back();
+  if (g.round_each_row) {
+    ForEachGradientBlock(g, rows, kRowGradColumns, kRowMr,
+                         [&](int64_t i0, int64_t iw, int64_t j0, int64_t jw) {
+                           RowRoundedKernelBlock(g, rows, i0, iw, j0, jw);
+                         });
+    const RoundDownScope round_down;
+    RowRoundedBias(g.dy, rows, g.out, g.bias_scale, g.bias_grid);
+    return;
+  }
+  ForEachGradientBlock(g, rows, kGradColumns, kMr,
+                       [&](int64_t i0, int64_t iw, int64_t j0, int64_t jw) {
+                         KernelGradientBlock(g, rows, i0, iw, j0, jw);
+                       });
   BiasGradient(g);
 }
 
 void ReferenceMicroShardDenseGradient(const MicroShardGradient& g) {
   CheckShards(g);
+  if (g.round_each_row) {  // the definition, without the anchor or the rounding mode
+    const int64_t rows = g.shard_offsets.back();
+    const double kscale = std::ldexp(1.0, g.kernel_scale), bscale = std::ldexp(1.0, g.bias_scale);
+    for (int64_t i = 0; i < g.in; ++i) {
+      for (int64_t j = 0; j < g.out; ++j) {
+        double sum = 0;  // of integers below 2^53: exact
+        for (int64_t r = 0; r < rows; ++r) {
+          sum += std::floor(static_cast<double>(g.x[r * g.in + i]) * g.dy[r * g.out + j] * kscale);
+        }
+        g.kernel_grid[i * g.out + j] = sum;
+      }
+    }
+    for (int64_t j = 0; j < g.out; ++j) {
+      double sum = 0;
+      for (int64_t r = 0; r < rows; ++r) sum += std::floor(g.dy[r * g.out + j] * bscale);
+      g.bias_grid[j] = sum;
+    }
+    return;
+  }
   const float kscale = std::ldexp(1.0f, g.kernel_scale);
   const size_t shards = g.shard_offsets.size() - 1;
   for (int64_t i = 0; i < g.in; ++i) {

@@ -36,9 +36,17 @@ void ReferenceGemm(int64_t m, int64_t n, int64_t k, StridedMatrix a, StridedMatr
 // micro-shard t the float partials
 //   pk[i][j] = chain over its rows r ascending of fma(x[r][i], dy[r][j], .)
 //   pb[j]    = chain over its rows r ascending of (dy[r][j] + .)
-// are rounded to the grids 2^-kernel_scale and 2^-bias_scale and summed
-// exactly over t into kernel_grid (in x out) and bias_grid (out), as
-// integer-valued doubles (overwritten, not accumulated).
+// are rounded to the nearest point of the grids 2^-kernel_scale and
+// 2^-bias_scale and summed exactly over t into kernel_grid (in x out) and
+// bias_grid (out), as integer-valued doubles (overwritten, not accumulated).
+//
+// With round_each_row the micro-shards play no part: every row's exact
+// product x[r][i] * dy[r][j] (and dy[r][j]) is rounded down to the grid and
+// the rounded values summed exactly, i.e.
+//   kernel_grid[i][j] = sum over r of floor(x[r][i] * dy[r][j] * 2^kernel_scale).
+// Twice the multiply-adds of a float chain (they run in double), but no
+// per-micro-shard conversion: the cheaper rule when micro-shards are short
+// (see RoundsEachRow in core/layers.h).
 struct MicroShardGradient {
   const float* x;
   const float* dy;
@@ -47,6 +55,7 @@ struct MicroShardGradient {
   int kernel_scale, bias_scale;
   double* kernel_grid;
   double* bias_grid;
+  bool round_each_row = false;
 };
 void MicroShardDenseGradient(const MicroShardGradient& g);
 void ReferenceMicroShardDenseGradient(const MicroShardGradient& g);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <cfenv>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -115,19 +116,24 @@ TEST_P(MicroShardGradientTest, EqualsTheReferenceBitForBit) {
                        GridScale(BoundExponent(rows * bounds.bias)),
                        nullptr,
                        nullptr};
-  std::vector<double> rk(s.in * s.out), rb(s.out);
-  g.kernel_grid = rk.data();
-  g.bias_grid = rb.data();
-  ReferenceMicroShardDenseGradient(g);
-  for (int threads : {1, 2}) {
-    ThreadsGuard guard(threads);
-    std::vector<double> fk(s.in * s.out, -1), fb(s.out, -1);
-    g.kernel_grid = fk.data();
-    g.bias_grid = fb.data();
-    MicroShardDenseGradient(g);
-    EXPECT_TRUE(SameBits(fk, rk)) << "threads " << threads;
-    EXPECT_TRUE(SameBits(fb, rb)) << "threads " << threads;
+  for (bool each_row : {false, true}) {
+    g.round_each_row = each_row;
+    std::vector<double> rk(s.in * s.out), rb(s.out);
+    g.kernel_grid = rk.data();
+    g.bias_grid = rb.data();
+    ReferenceMicroShardDenseGradient(g);
+    for (int threads : {1, 2}) {
+      ThreadsGuard guard(threads);
+      std::vector<double> fk(s.in * s.out, -1), fb(s.out, -1);
+      g.kernel_grid = fk.data();
+      g.bias_grid = fb.data();
+      MicroShardDenseGradient(g);
+      EXPECT_TRUE(SameBits(fk, rk)) << "threads " << threads << " round_each_row " << each_row;
+      EXPECT_TRUE(SameBits(fb, rb)) << "threads " << threads << " round_each_row " << each_row;
+    }
   }
+  // The row-rounding kernel leaves the caller's rounding mode as it was.
+  EXPECT_EQ(std::fegetround(), FE_TONEAREST);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, MicroShardGradientTest,
@@ -135,6 +141,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MicroShardGradientTest,
                                            GradShape{7, 17, {0, 2, 3, 3, 6}},
                                            GradShape{784, 256, {0, 4, 8, 12, 16, 20}},
                                            GradShape{50, 130, {0, 16, 32, 48, 64}},
+                                           GradShape{37, 71, {0, 9, 20, 21, 50}},
                                            GradShape{13, 10, {0, 0}}));
 
 // The grid's point: the sum over micro-shards is the same integer however
@@ -182,6 +189,62 @@ TEST(MicroShardGradientTest, TheGridSumDoesNotDependOnTheGrouping) {
       EXPECT_NEAR(grad[i * out + j], exact, 1e-6 * magnitude + 1e-30) << i << "," << j;
     }
   }
+}
+
+// With round_each_row the grid sum is the same for ANY cut of the rows, not
+// only at micro-shard boundaries: rows summed in pieces of every size, the
+// pieces in reverse, equal the whole; and it keeps float precision.
+TEST(MicroShardGradientTest, RowRoundingDoesNotDependOnHowRowsAreCut) {
+  const int64_t in = 29, out = 19, rows = 41;
+  std::vector<float> x = Random(rows * in, 11), dy = Random(rows * out, 12);
+  for (size_t i = 0; i < dy.size(); ++i) dy[i] *= std::ldexp(1.0f, static_cast<int>(i % 40) - 20);
+  const RowBounds b = DenseRowBounds(x.data(), dy.data(), rows, in, out);
+  const int ks = GridScale(BoundExponent(rows * b.kernel)),
+            bs = GridScale(BoundExponent(rows * b.bias));
+  const std::vector<int64_t> all = {0, rows};
+  std::vector<double> whole(in * out), whole_bias(out);
+  MicroShardGradient g{x.data(), dy.data(), in, out, all, ks, bs, whole.data(), whole_bias.data(),
+                       /*round_each_row=*/true};
+  MicroShardDenseGradient(g);
+  for (int64_t piece : {1, 2, 7, 40}) {
+    std::vector<double> sum(in * out, 0.0), sum_bias(out, 0.0);
+    for (int64_t r0 = (rows - 1) / piece * piece; r0 >= 0; r0 -= piece) {
+      const int64_t n = std::min(piece, rows - r0);
+      const std::vector<int64_t> local = {0, n};
+      std::vector<double> part(in * out), part_bias(out);
+      MicroShardDenseGradient({x.data() + r0 * in, dy.data() + r0 * out, in, out, local, ks, bs,
+                               part.data(), part_bias.data(), true});
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += part[i];
+      for (size_t i = 0; i < sum_bias.size(); ++i) sum_bias[i] += part_bias[i];
+    }
+    EXPECT_TRUE(SameBits(sum, whole)) << "pieces of " << piece;
+    EXPECT_TRUE(SameBits(sum_bias, whole_bias)) << "pieces of " << piece;
+  }
+  std::vector<float> grad(in * out);
+  GridToFloat(whole, BoundExponent(rows * b.kernel), grad);
+  for (int64_t i = 0; i < in; ++i) {
+    for (int64_t j = 0; j < out; ++j) {
+      double exact = 0, magnitude = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        exact += static_cast<double>(x[r * in + i]) * dy[r * out + j];
+        magnitude += std::fabs(static_cast<double>(x[r * in + i]) * dy[r * out + j]);
+      }
+      EXPECT_NEAR(grad[i * out + j], exact, 1e-6 * magnitude + 1e-30) << i << "," << j;
+    }
+  }
+}
+
+// Rows that cancel exactly give +0, as a sum from 0 does, not the -0 that
+// rounding toward -inf makes of x - x: the sign of a zero gradient must not
+// depend on whether the cancelling rows were summed together.
+TEST(MicroShardGradientTest, RowRoundingCancelsToPositiveZero) {
+  const std::vector<float> x = {1.0f, 1.0f}, dy = {0.5f, -0.5f};
+  const std::vector<int64_t> offsets = {0, 2};
+  double kernel = -1, bias = -1;
+  MicroShardDenseGradient({x.data(), dy.data(), 1, 1, offsets, 10, 10, &kernel, &bias, true});
+  EXPECT_EQ(kernel, 0.0);
+  EXPECT_FALSE(std::signbit(kernel));
+  EXPECT_FALSE(std::signbit(bias));
 }
 
 // A NaN or inf anywhere makes both bounds infinite, so every replica agrees

@@ -20,6 +20,7 @@
 
 #include "core/fit.h"
 #include "core/hash.h"
+#include "core/layers.h"
 #include "core/loss.h"
 #include "distribute/thread_communicator.h"
 #include "tests/testutil/models.h"
@@ -671,13 +672,15 @@ TEST(MirroredStrategyTest, ExceptionOnOneRankDoesNotHangTheOthers) {
   }
 }
 
-// More ranks than micro-shards: the extra rank computes no rows, still joins
+// More ranks than micro-shards: the extra ranks compute no rows, still join
 // every collective (the grids' max-reduces included), and the bits are one
-// process's.
+// process's. One micro-shard of 10 rows: its float chain is rounded (the
+// epoch's last batch of 3 rows rounds each row).
 TEST(MirroredStrategyTest, MoreRanksThanMicroShardsGiveTheSameBits) {
   const Dataset data = Data();
   MirroredOptions mirrored;
-  mirrored.layout.micro_shards = 2;
+  mirrored.layout.micro_shards = 1;
+  ASSERT_FALSE(RoundsEachRow(kBatch, 1));
   const RunResult single = TrainSingleProcess(data, Options(), mirrored.layout);
   const std::vector<RunResult> ranks = TrainMirrored(3, mirrored, data, Options());
   for (const RunResult& r : ranks) {
@@ -689,11 +692,39 @@ TEST(MirroredStrategyTest, MoreRanksThanMicroShardsGiveTheSameBits) {
 
 // Another micro-shard count is another run: different bits (and a resume
 // across the two is refused, checkpoint/run_layout.h).
+// Batches of 40: 2 and 4 micro-shards round their float chains (of 20 and
+// 10 rows), 16 round each row.
 TEST(MirroredStrategyTest, TheMicroShardCountIsPartOfTheRun) {
   const Dataset data = Data();
-  const RunResult sixteen = TrainSingleProcess(data, Options(), LayoutOptions{});
-  const RunResult two = TrainSingleProcess(data, Options(), LayoutOptions{.micro_shards = 2});
-  EXPECT_NE(sixteen.params, two.params);
+  const FitOptions options = Options(kEpochs, 40);
+  ASSERT_FALSE(RoundsEachRow(40, 4));
+  ASSERT_TRUE(RoundsEachRow(40, 16));
+  const RunResult two = TrainSingleProcess(data, options, LayoutOptions{.micro_shards = 2});
+  const RunResult four = TrainSingleProcess(data, options, LayoutOptions{.micro_shards = 4});
+  const RunResult sixteen = TrainSingleProcess(data, options, LayoutOptions{.micro_shards = 16});
+  EXPECT_NE(two.params, four.params);
+  EXPECT_NE(four.params, sixteen.params);
+  EXPECT_NE(two.params, sixteen.params);
+}
+
+// Micro-shards long enough for float chains (4 of 8 rows per batch of 32;
+// the epoch's last batch of 11 rows rounds each row), dealt to 2, 3 and 4
+// ranks: one process's bits at every step.
+TEST(MirroredStrategyTest, ChainedMicroShardsGiveOneProcesssBitsOnEveryWorld) {
+  const Dataset data = Data();
+  const FitOptions options = Options(kEpochs, 32);
+  ASSERT_FALSE(RoundsEachRow(32, 4));
+  MirroredOptions mirrored;
+  mirrored.layout.micro_shards = 4;
+  const RunResult single = TrainSingleProcess(data, options, mirrored.layout);
+  for (int world : {2, 3, 4}) {
+    SCOPED_TRACE("world " + std::to_string(world));
+    for (const RunResult& r : TrainMirrored(world, mirrored, data, options)) {
+      EXPECT_EQ(r.hashes.steps, single.hashes.steps);
+      EXPECT_EQ(r.params, single.params);
+      EXPECT_EQ(r.eval.loss, single.eval.loss);
+    }
+  }
 }
 
 // The strategy can be used for a second Fit (resuming where the first
