@@ -427,6 +427,10 @@ void PackDyRows(const float* dy, int64_t rows, int64_t out, int64_t j0, int64_t 
     for (int64_t r = 0; r < rows; ++r) {
       double* dst = dp + (q * rows + r) * kRowNr;
       const float* src = dy + r * out + j0 + q * kRowNr;
+      if (cols == kRowNr) {
+        for (int64_t jj = 0; jj < kRowNr; ++jj) dst[jj] = src[jj];
+        continue;
+      }
       for (int64_t jj = 0; jj < kRowNr; ++jj) dst[jj] = jj < cols ? src[jj] : 0.0;
     }
   }
@@ -434,6 +438,12 @@ void PackDyRows(const float* dy, int64_t rows, int64_t out, int64_t j0, int64_t 
 
 // x columns [i0, i0+irows) of every row as doubles, zero past irows: xp[r*kRowMr + ii].
 void PackXRows(const float* x, int64_t rows, int64_t in, int64_t i0, int64_t irows, double* xp) {
+  if (irows == kRowMr) {  // no padding: a fixed-size inner loop the compiler unrolls
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t ii = 0; ii < kRowMr; ++ii) xp[r * kRowMr + ii] = x[r * in + i0 + ii];
+    }
+    return;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t ii = 0; ii < kRowMr; ++ii) {
       xp[r * kRowMr + ii] = ii < irows ? x[r * in + i0 + ii] : 0.0;
@@ -444,8 +454,8 @@ void PackXRows(const float* x, int64_t rows, int64_t in, int64_t i0, int64_t iro
 // tile[6][8] (row stride ldt) = the grid values (in units) of the sum over
 // rows of xp (x) dp, each product rounded down: needs RoundDownScope.
 __attribute__((noinline)) void RowRoundedTile(int64_t rows, const double* xp, const double* dp,
-                                              int scale, double* tile, int64_t ldt) {
-  const double anchor = Anchor(scale), up = std::ldexp(1.0, scale);
+                                              double anchor, double up, double* tile,
+                                              int64_t ldt) {
 #ifdef HOLDFAST_FIXED_ORDER_AVX2
   const __m256d a = _mm256_set1_pd(anchor);
   __m256d c[2 * kRowMr];
@@ -490,6 +500,7 @@ void RowRoundedKernelBlock(const MicroShardGradient& g, int64_t rows, int64_t i0
   xp_buffer.resize(static_cast<size_t>(rows * kRowMr));
   PackDyRows(g.dy, rows, g.out, j0, jw, dp_buffer.data());
   alignas(32) double tile[kRowMr * kRowNr];
+  const double anchor = Anchor(g.kernel_scale), up = std::ldexp(1.0, g.kernel_scale);
   const RoundDownScope round_down;
   for (int64_t p = 0; p * kRowMr < iw; ++p) {
     const int64_t irows = std::min(kRowMr, iw - p * kRowMr);
@@ -500,10 +511,10 @@ void RowRoundedKernelBlock(const MicroShardGradient& g, int64_t rows, int64_t i0
       const double* dpanel = dp_buffer.data() + q * rows * kRowNr;
       double* out = g.kernel_grid + i * g.out + j0 + q * kRowNr;
       if (irows == kRowMr && cols == kRowNr) {
-        RowRoundedTile(rows, xp_buffer.data(), dpanel, g.kernel_scale, out, g.out);
+        RowRoundedTile(rows, xp_buffer.data(), dpanel, anchor, up, out, g.out);
         continue;
       }
-      RowRoundedTile(rows, xp_buffer.data(), dpanel, g.kernel_scale, tile, kRowNr);
+      RowRoundedTile(rows, xp_buffer.data(), dpanel, anchor, up, tile, kRowNr);
       for (int64_t ii = 0; ii < irows; ++ii) {
         for (int64_t jj = 0; jj < cols; ++jj) out[ii * g.out + jj] = tile[ii * kRowNr + jj];
       }
@@ -624,25 +635,43 @@ void ReferenceMicroShardDenseGradient(const MicroShardGradient& g) {
   }
 }
 
+namespace {
+
+// The largest |v| of n floats as its bit pattern (sign cleared). For
+// non-negative floats the bit patterns order as the values do, and every
+// NaN or inf pattern is at least 0x7f800000: one integer max finds both the
+// largest magnitude and whether any value is not finite, and vectorises.
+uint32_t MaxMagnitudeBits(const float* v, int64_t n) {
+  uint32_t m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, v + i, sizeof bits);
+    m = std::max(m, bits & 0x7fffffffu);
+  }
+  return m;
+}
+
+constexpr uint32_t kInfBits = 0x7f800000u;
+
+float FromBits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+}  // namespace
+
 RowBounds DenseRowBounds(const float* x, const float* dy, int64_t rows, int64_t in, int64_t out) {
   RowBounds b;
-  bool finite = true;  // a max drops NaN (and inf * 0 is NaN): checked on the side
   for (int64_t r = 0; r < rows; ++r) {
-    float mx = 0.0f, my = 0.0f;
-    const float* xr = x + r * in;
-    const float* yr = dy + r * out;
-    for (int64_t i = 0; i < in; ++i) {
-      mx = std::max(mx, std::fabs(xr[i]));
-      finite &= std::isfinite(xr[i]);
+    const uint32_t mx = MaxMagnitudeBits(x + r * in, in), my = MaxMagnitudeBits(dy + r * out, out);
+    if (mx >= kInfBits || my >= kInfBits) {  // a max would drop a NaN, and inf * 0 is NaN
+      b.kernel = b.bias = std::numeric_limits<double>::infinity();
+      return b;
     }
-    for (int64_t j = 0; j < out; ++j) {
-      my = std::max(my, std::fabs(yr[j]));
-      finite &= std::isfinite(yr[j]);
-    }
-    b.kernel = std::max(b.kernel, static_cast<double>(mx) * static_cast<double>(my));
-    b.bias = std::max(b.bias, static_cast<double>(my));
+    b.kernel = std::max(b.kernel, static_cast<double>(FromBits(mx)) * FromBits(my));
+    b.bias = std::max(b.bias, static_cast<double>(FromBits(my)));
   }
-  if (!finite) b.kernel = b.bias = std::numeric_limits<double>::infinity();
   return b;
 }
 
