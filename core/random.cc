@@ -1,26 +1,16 @@
 #include "core/random.h"
 
+#include <Random123/philox.h>
+
 namespace holdfast {
-namespace {
-constexpr uint32_t kMul0 = 0xD2511F53, kMul1 = 0xCD9E8D57;
-constexpr uint32_t kWeyl0 = 0x9E3779B9, kWeyl1 = 0xBB67AE85;
 
-inline PhiloxCounter Round(const PhiloxCounter& c, const PhiloxKey& k) {
-  const uint64_t p0 = static_cast<uint64_t>(kMul0) * c[0];
-  const uint64_t p1 = static_cast<uint64_t>(kMul1) * c[2];
-  return {static_cast<uint32_t>(p1 >> 32) ^ c[1] ^ k[0], static_cast<uint32_t>(p1),
-          static_cast<uint32_t>(p0 >> 32) ^ c[3] ^ k[1], static_cast<uint32_t>(p0)};
-}
-}  // namespace
-
+// Random123's reference Philox4x32-10 (the generator its authors publish
+// and test with known-answer vectors), not a re-implementation of our own.
 PhiloxCounter Philox4x32(PhiloxCounter counter, PhiloxKey key) {
-  counter = Round(counter, key);
-  for (int i = 1; i < 10; ++i) {
-    key[0] += kWeyl0;
-    key[1] += kWeyl1;
-    counter = Round(counter, key);
-  }
-  return counter;
+  const r123::Philox4x32_R<10>::ctr_type c = {{counter[0], counter[1], counter[2], counter[3]}};
+  const r123::Philox4x32_R<10>::key_type k = {{key[0], key[1]}};
+  const r123::Philox4x32_R<10>::ctr_type out = r123::Philox4x32_R<10>()(c, k);
+  return {out[0], out[1], out[2], out[3]};
 }
 
 uint32_t PhiloxStream::NextU32() {

@@ -14,7 +14,8 @@ namespace holdfast {
 using PhiloxCounter = std::array<uint32_t, 4>;
 using PhiloxKey = std::array<uint32_t, 2>;
 
-// Philox4x32 with 10 rounds; matches the Random123 known-answer vectors.
+// Philox4x32 with 10 rounds: Random123's (Debian librandom123-dev), whose
+// known-answer vectors the tests check.
 PhiloxCounter Philox4x32(PhiloxCounter counter, PhiloxKey key);
 
 inline PhiloxKey KeyFromSeed(uint64_t seed) {
