@@ -141,9 +141,10 @@ int main(int argc, char** argv) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, out, in, 1.0f, x.data(), in,
                     w.data(), out, 1.0f, y.data(), out);
       });
-      fns.push_back(
-          [&] { FixedOrderGemm(rows, out, in, {x.data(), in, 1}, {w.data(), out, 1}, bias.data(),
-                               y.data(), out); });
+      fns.push_back([&] {
+        FixedOrderGemm(rows, out, in, {x.data(), in, 1}, {w.data(), out, 1}, bias.data(), y.data(),
+                       out);
+      });
       fns.push_back([&] {  // dX = dY W^T
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, in, out, 1.0f, dy.data(), out,
                     w.data(), out, 0.0f, dx.data(), in);

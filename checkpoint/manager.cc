@@ -37,12 +37,6 @@ using nlohmann::json;
 
 using internal::kMaxManifestBytes;
 
-std::string CheckpointName(int64_t step) { return "ckpt-" + std::to_string(step); }
-
-std::string ShardName(int writer, int writers) {
-  return "shard-" + std::to_string(writer) + "-of-" + std::to_string(writers) + ".bin";
-}
-
 std::string UtcNow(double unix_seconds) {
   const std::time_t t = static_cast<std::time_t>(unix_seconds);
   std::tm tm;
@@ -343,7 +337,7 @@ ShardToWrite CheckpointManager::ShardOf(const Ticket& ticket, const Slices& slic
 std::string CheckpointManager::WriteOwnShard(const Ticket& ticket, const ShardToWrite& shard,
                                              std::unique_ptr<WritableFile>* file, bool direct) {
   const int rank = comm_->rank();
-  const std::string name = ShardName(rank, ticket.writers);
+  const std::string name = ShardFileName(rank, ticket.writers);
   const std::string path = JoinPath(ticket.area, name);
   StatusOr<std::unique_ptr<WritableFile>> created =
       direct ? env_->NewDirectWritableFile(path) : env_->NewWritableFile(path);
@@ -391,7 +385,7 @@ Status CheckpointManager::SaveSync() {
   // Phase 0: the chief opens a prepare area with a fresh name.
   std::string area;
   if (chief) {
-    const std::string tmp = JoinPath(dir, "." + name + ".tmp-" + RandomNonce());
+    const std::string tmp = JoinPath(dir, PrepareAreaName(step, RandomNonce()));
     Status s = env_->CreateDir(dir);
     if (s.ok()) s = env_->CreateDir(tmp);
     // (append, not "+" + ...: GCC 12 warns falsely on the latter, bug 105651)
@@ -472,7 +466,7 @@ Status CheckpointManager::StartAsyncSave() {
   const int64_t step = checkpoint_->step();
   const int rank = comm_->rank();
   auto ticket = std::make_shared<const Ticket>(MakeTicket(
-      step, JoinPath(options_.directory, "." + CheckpointName(step) + ".tmp-a" + a.session)));
+      step, JoinPath(options_.directory, PrepareAreaName(step, "a" + a.session))));
   const bool writer = rank < ticket->writers;
   ShardToWrite own;
   if (writer) {
@@ -754,27 +748,22 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
   std::optional<CheckpointContents> chosen;
   Status status = Status::Ok();
   if (comm_->rank() == 0 && env_->Exists(dir)) {
-    auto names = env_->ListDir(dir);
-    if (!names.ok()) {
-      status = names.status();
+    auto entries = ListCheckpoints(env_, dir);
+    if (!entries.ok()) {
+      status = entries.status();
     } else {
-      std::vector<std::pair<int64_t, std::string>> candidates;
-      for (const std::string& name : *names) {
-        int64_t step = 0;
-        if (ParsePrepareAreaName(name)) {
-          // An interrupted save: never committed, never read.
-          (void)RemoveTree(env_, JoinPath(dir, name));
-        } else if (ParseCheckpointName(name, &step)) {
-          candidates.emplace_back(step, name);
-        }
-      }
-      std::sort(candidates.rbegin(), candidates.rend());
       BlobDestinations live;
       for (const NamedBlob& blob : checkpoint_->Blobs()) live.emplace(blob.name, blob.values);
       std::string damaged;
-      for (const auto& [step, name] : candidates) {
-        const std::string path = JoinPath(dir, name);
-        if (!env_->Exists(JoinPath(path, kManifestFile))) continue;  // half-deleted, not committed
+      for (auto it = entries->rbegin(); it != entries->rend(); ++it) {  // newest first
+        // An interrupted save: never committed, never read.
+        if (it->kind == DirectoryEntry::kPrepareArea) (void)RemoveTree(env_, it->path);
+      }
+      for (auto it = entries->rbegin(); it != entries->rend(); ++it) {
+        // Uncommitted (a removal cut short, a save's rename undone): never read.
+        if (it->kind != DirectoryEntry::kCommitted) continue;
+        const std::string& path = it->path;
+        const std::string& name = it->name;
         // The manifest alone tells whether it belongs to this model; then
         // the shards are read straight into the live state, which is
         // written only once the whole checkpoint has been verified.
@@ -875,18 +864,15 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreOrInitialize(
 
 std::vector<CheckpointInfo> CheckpointManager::Checkpoints() const {
   std::vector<CheckpointInfo> out;
-  auto names = env_->ListDir(options_.directory);
-  if (!names.ok()) return out;
-  for (const std::string& name : *names) {
-    if (!ParseCheckpointName(name)) continue;
-    const std::string path = JoinPath(options_.directory, name);
-    auto manifest = ReadManifest(env_, path);
-    if (!manifest.ok()) continue;  // not committed, or damaged: not listed
-    out.push_back({name, path, manifest->step, manifest->created_unix, manifest->bytes(),
+  auto entries = ListCheckpoints(env_, options_.directory);
+  if (!entries.ok()) return out;
+  for (const DirectoryEntry& e : *entries) {
+    if (e.kind != DirectoryEntry::kCommitted) continue;
+    auto manifest = ReadManifest(env_, e.path);
+    if (!manifest.ok()) continue;  // damaged: not listed
+    out.push_back({e.name, e.path, manifest->step, manifest->created_unix, manifest->bytes(),
                    manifest->world_size});
   }
-  std::sort(out.begin(), out.end(),
-            [](const CheckpointInfo& a, const CheckpointInfo& b) { return a.step < b.step; });
   return out;
 }
 
@@ -907,14 +893,13 @@ Status CheckpointManager::ApplyKeepPolicy() {
   // cut short, a manifest destroyed) and older than every kept checkpoint
   // can never be restored: they are garbage.
   if (!all.empty()) {
-    HOLDFAST_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(options_.directory));
+    HOLDFAST_ASSIGN_OR_RETURN(std::vector<DirectoryEntry> entries,
+                              ListCheckpoints(env_, options_.directory));
     const size_t first_kept = all.size() - std::min(all.size(), keep_newest);
-    for (const std::string& name : names) {
-      int64_t step = 0;
-      if (!ParseCheckpointName(name, &step) || step >= all[first_kept].step) continue;
-      const std::string path = JoinPath(options_.directory, name);
-      if (!ReadManifest(env_, path).ok()) {
-        HOLDFAST_RETURN_IF_ERROR(RemoveTree(env_, path));
+    for (const DirectoryEntry& e : entries) {
+      if (e.kind == DirectoryEntry::kPrepareArea || e.step >= all[first_kept].step) continue;
+      if (!ReadManifest(env_, e.path).ok()) {
+        HOLDFAST_RETURN_IF_ERROR(RemoveTree(env_, e.path));
         removed = true;
       }
     }
@@ -944,19 +929,15 @@ Status CheckpointManager::DeleteAll() {
   std::string outcome;
   if (comm_->rank() == 0) {
     Status s = Status::Ok();
-    auto names = env_->ListDir(options_.directory);
-    if (names.ok()) {
-      for (const std::string& name : *names) {
-        const std::string path = JoinPath(options_.directory, name);
-        if (ParseCheckpointName(name)) {
-          s = RemoveCheckpoint(env_, path);
-        } else if (ParsePrepareAreaName(name)) {
-          s = RemoveTree(env_, path);
-        } else if (name == kLatestFile) {
-          s = env_->RemoveFile(path);
-        }
+    auto entries = ListCheckpoints(env_, options_.directory);
+    if (entries.ok()) {
+      for (const DirectoryEntry& e : *entries) {
+        s = e.kind == DirectoryEntry::kPrepareArea ? RemoveTree(env_, e.path)
+                                                   : RemoveCheckpoint(env_, e.path);
         if (!s.ok()) break;
       }
+      const std::string latest = JoinPath(options_.directory, kLatestFile);
+      if (s.ok() && env_->Exists(latest)) s = env_->RemoveFile(latest);
       if (s.ok()) s = env_->SyncDir(options_.directory);
     }
     outcome = EncodeStatus(s);

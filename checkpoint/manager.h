@@ -2,11 +2,8 @@
 // chief-coordinated two-phase commit, keeps the newest ones by policy, and
 // restores the newest valid one, falling back past damaged ones.
 //
-// Layout of `directory`:
-//   LATEST                        name of the newest committed checkpoint (a hint)
-//   ckpt-<step>/MANIFEST.json     written last; the checkpoint exists iff it does
-//   ckpt-<step>/shard-<r>-of-<W>.bin   writer r's slice of every blob
-//   .ckpt-<step>.tmp-<nonce>/     prepare area, never read, removed on recovery
+// The layout of `directory` (LATEST, ckpt-<step>/MANIFEST.json and shards,
+// prepare areas) is checkpoint/names.h's.
 //
 // Save: every writer writes and fsyncs its shard in the prepare area and
 // reports {ok, bytes, hash, error} to the chief; the chief writes and fsyncs

@@ -1,7 +1,6 @@
 #include "checkpoint/reader.h"
 
 #include <algorithm>
-#include <regex>
 
 #include "checkpoint/internal/manifest.h"
 #include "checkpoint/internal/shard_format.h"
@@ -15,33 +14,11 @@ std::string ManifestChecksum(nlohmann::json manifest) {
   return HexU64(Xxh3(manifest.dump()));
 }
 
-bool IsShardFileName(const std::string& name) {
-  static const std::regex kShardName("shard-[0-9]{1,9}-of-[0-9]{1,9}\\.bin");
-  return std::regex_match(name, kShardName);
-}
-
 }  // namespace internal
 
 namespace {
 using nlohmann::json;
-
-bool MatchStep(const std::string& name, const std::regex& pattern, int64_t* step) {
-  std::smatch m;
-  if (!std::regex_match(name, m, pattern)) return false;
-  if (step != nullptr) *step = std::stoll(m[1]);
-  return true;
-}
 }  // namespace
-
-bool ParseCheckpointName(const std::string& name, int64_t* step) {
-  static const std::regex kCheckpointName("ckpt-([0-9]{1,18})");
-  return MatchStep(name, kCheckpointName, step);
-}
-
-bool ParsePrepareAreaName(const std::string& name, int64_t* step) {
-  static const std::regex kPrepareName("\\.ckpt-([0-9]{1,18})\\.tmp-[0-9a-f]+");
-  return MatchStep(name, kPrepareName, step);
-}
 
 uint64_t CheckpointContents::bytes() const {
   uint64_t total = 0;
@@ -81,7 +58,7 @@ StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
     for (const json& s : manifest.at("shards")) {
       ShardInfo info{s.at("file").get<std::string>(), s.at("bytes").get<uint64_t>(),
                      s.at("xxh3").get<std::string>(), s.at("rank").get<int>()};
-      if (!internal::IsShardFileName(info.file)) {
+      if (!IsShardFileName(info.file)) {
         return DataLossError(dir + ": manifest names a shard outside the checkpoint: " + info.file);
       }
       c.shards.push_back(std::move(info));

@@ -11,17 +11,10 @@
 #include <vector>
 
 #include "checkpoint/env.h"
+#include "checkpoint/names.h"
 #include "core/status.h"
 
 namespace holdfast {
-
-// The directory layout of checkpoint/manager.h, for every tool that reads it.
-inline constexpr const char* kManifestFile = "MANIFEST.json";
-inline constexpr const char* kLatestFile = "LATEST";
-// "ckpt-<step>": true and the step, for a (committed or not) checkpoint name.
-bool ParseCheckpointName(const std::string& name, int64_t* step = nullptr);
-// ".ckpt-<step>.tmp-<nonce>": a save's prepare area, never read.
-bool ParsePrepareAreaName(const std::string& name, int64_t* step = nullptr);
 
 struct ShardInfo {
   std::string file;

@@ -64,13 +64,7 @@ std::string Shorten(std::string message, const std::string& checkpoint_path) {
 // ---------------------------------------------------------------------------
 // What is in a checkpoint directory.
 
-struct Entry {
-  enum Kind { kCommitted, kUncommitted, kPrepare };  // also the order within one step
-  Kind kind;
-  int64_t step;
-  std::string name;
-  std::string path;
-};
+using Entry = DirectoryEntry;
 
 bool HasCheckpointChildren(const std::string& dir) {
   std::error_code ec;
@@ -120,26 +114,6 @@ int RejectPath(PathKind kind, const std::string& path, const std::string& why) {
     default:
       return kExitOk;
   }
-}
-
-// Oldest first; within a step a committed checkpoint before a prepare area.
-StatusOr<std::vector<Entry>> Scan(Env* env, const std::string& dir) {
-  HOLDFAST_ASSIGN_OR_RETURN(std::vector<std::string> names, env->ListDir(dir));
-  std::vector<Entry> entries;
-  for (const std::string& name : names) {
-    int64_t step = 0;
-    const std::string path = JoinPath(dir, name);
-    if (ParseCheckpointName(name, &step)) {
-      const bool committed = env->Exists(JoinPath(path, kManifestFile));
-      entries.push_back({committed ? Entry::kCommitted : Entry::kUncommitted, step, name, path});
-    } else if (ParsePrepareAreaName(name, &step)) {
-      entries.push_back({Entry::kPrepare, step, name, path});
-    }
-  }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return std::tie(a.step, a.kind, a.name) < std::tie(b.step, b.kind, b.name);
-  });
-  return entries;
 }
 
 // The name LATEST holds, or "" if it is missing or unreadable.
@@ -406,7 +380,7 @@ int RunLs(const std::string& dir_arg, bool verify, bool as_json) {
   }
   if (kind != PathKind::kCheckpointDir) return RejectPath(kind, dir, why);
   Env* env = Env::Default();
-  auto entries = Scan(env, dir);
+  auto entries = ListCheckpoints(env, dir);
   if (!entries.ok()) {
     PrintError("cannot list " + dir + ": " + entries.status().message());
     return kExitFailure;
@@ -453,7 +427,7 @@ int RunLs(const std::string& dir_arg, bool verify, bool as_json) {
     }
     if (&row == restore) marks.push_back("restore");
     if (!row.damage.ok()) marks.push_back("DAMAGED: " + Shorten(row.damage.message(), e.path));
-    if (e.kind == Entry::kPrepare) marks.push_back(kIncompleteNote);
+    if (e.kind == Entry::kPrepareArea) marks.push_back(kIncompleteNote);
     if (e.kind == Entry::kUncommitted) marks.push_back(kUncommittedNote);
     std::string note;
     for (const std::string& mark : marks) note += (note.empty() ? "" : ", ") + mark;
@@ -649,7 +623,7 @@ int RunInspect(const std::string& arg, bool as_json) {
   }
   Env* env = Env::Default();
   if (kind == PathKind::kCheckpointDir) {
-    auto entries = Scan(env, path);
+    auto entries = ListCheckpoints(env, path);
     if (!entries.ok()) {
       PrintError("cannot list " + path + ": " + entries.status().message());
       return kExitFailure;
@@ -759,7 +733,7 @@ int RunVerify(const std::string& arg, bool as_json) {
     return v.ok ? kExitOk : kExitFailure;
   }
 
-  auto entries = Scan(env, path);
+  auto entries = ListCheckpoints(env, path);
   if (!entries.ok()) {
     PrintError("cannot list " + path + ": " + entries.status().message());
     return kExitFailure;
@@ -797,7 +771,7 @@ int RunVerify(const std::string& arg, bool as_json) {
       for (size_t i = 0; i < marks.size(); ++i) status += (i == 0 ? " (" : ", ") + marks[i];
       if (!marks.empty()) status += ")";
     } else {
-      status = e.kind == Entry::kPrepare ? kIncompleteNote : kUncommittedNote;
+      status = e.kind == Entry::kPrepareArea ? kIncompleteNote : kUncommittedNote;
     }
     table.Add({e.name, std::to_string(m ? m->step : e.step),
                m ? std::to_string(m->world_size) : "-", m ? std::to_string(m->shards.size()) : "-",

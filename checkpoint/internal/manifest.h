@@ -13,8 +13,4 @@ inline constexpr uint64_t kMaxManifestBytes = 16 << 20;
 // "checksum" field, so a flipped digit anywhere is caught.
 std::string ManifestChecksum(nlohmann::json manifest);
 
-// Shard file names allowed in a manifest: plain names inside the
-// checkpoint directory, never "..", never "/".
-bool IsShardFileName(const std::string& name);
-
 }  // namespace holdfast::internal

@@ -392,8 +392,8 @@ void BiasGradient(const MicroShardGradient& g) {
 // S), does not depend on what was accumulated before, so the sum of the
 // rounded rows is the same however rows are grouped.
 
-constexpr int64_t kRowMr = 6, kRowNr = 8;   // a 6 x 8 tile of doubles: twelve 4-double accumulators
-constexpr int64_t kRowGradColumns = 64;     // a packed dY block of rows x 64 doubles
+constexpr int64_t kRowMr = 6, kRowNr = 8;  // a 6 x 8 tile of doubles: twelve 4-double accumulators
+constexpr int64_t kRowGradColumns = 64;    // a packed dY block of rows x 64 doubles
 
 double Anchor(int scale) { return 1.5 * std::ldexp(1.0, 52 - scale); }
 
@@ -454,8 +454,7 @@ void PackXRows(const float* x, int64_t rows, int64_t in, int64_t i0, int64_t iro
 // tile[6][8] (row stride ldt) = the grid values (in units) of the sum over
 // rows of xp (x) dp, each product rounded down: needs RoundDownScope.
 __attribute__((noinline)) void RowRoundedTile(int64_t rows, const double* xp, const double* dp,
-                                              double anchor, double up, double* tile,
-                                              int64_t ldt) {
+                                              double anchor, double up, double* tile, int64_t ldt) {
 #ifdef HOLDFAST_FIXED_ORDER_AVX2
   const __m256d a = _mm256_set1_pd(anchor);
   __m256d c[2 * kRowMr];
@@ -484,11 +483,13 @@ __attribute__((noinline)) void RowRoundedTile(int64_t rows, const double* xp, co
   std::fill(c, c + kRowMr * kRowNr, anchor);
   for (int64_t r = 0; r < rows; ++r, xp += kRowMr, dp += kRowNr) {
     for (int64_t i = 0; i < kRowMr; ++i) {
-      for (int64_t j = 0; j < kRowNr; ++j) c[i * kRowNr + j] = std::fma(xp[i], dp[j], c[i * kRowNr + j]);
+      for (int64_t j = 0; j < kRowNr; ++j)
+        c[i * kRowNr + j] = std::fma(xp[i], dp[j], c[i * kRowNr + j]);
     }
   }
   for (int64_t i = 0; i < kRowMr; ++i) {
-    for (int64_t j = 0; j < kRowNr; ++j) tile[i * ldt + j] = GridUnits(c[i * kRowNr + j], anchor, up);
+    for (int64_t j = 0; j < kRowNr; ++j)
+      tile[i * ldt + j] = GridUnits(c[i * kRowNr + j], anchor, up);
   }
 #endif
 }
@@ -524,8 +525,8 @@ void RowRoundedKernelBlock(const MicroShardGradient& g, int64_t rows, int64_t i0
 
 // bias_grid[j] = the grid values of sum over rows of dy[r][j], each rounded
 // down: needs RoundDownScope.
-__attribute__((noinline)) void RowRoundedBias(const float* dy, int64_t rows, int64_t out,
-                                              int scale, double* bias_grid) {
+__attribute__((noinline)) void RowRoundedBias(const float* dy, int64_t rows, int64_t out, int scale,
+                                              double* bias_grid) {
   const double anchor = Anchor(scale), up = std::ldexp(1.0, scale);
   for (int64_t j = 0; j < out; ++j) bias_grid[j] = anchor;
   for (int64_t r = 0; r < rows; ++r) {
