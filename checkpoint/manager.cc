@@ -23,6 +23,7 @@
 #include "checkpoint/internal/shard_format.h"
 #include "checkpoint/internal/snapshot_copy.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/retention.h"
 #include "checkpoint/run_layout.h"
 #include "core/check.h"
 #include "core/data_order.h"
@@ -885,10 +886,7 @@ std::optional<CheckpointInfo> CheckpointManager::Latest() const {
 Status CheckpointManager::ApplyKeepPolicy() {
   const std::vector<CheckpointInfo> all = Checkpoints();
   const size_t keep_newest = static_cast<size_t>(options_.max_to_keep);
-  // Removals are made durable so that what was removed stays removed; a
-  // commit that removes nothing costs no directory fsync here.
   bool removed = false;
-  auto finish = [&] { return removed ? env_->SyncDir(options_.directory) : Status::Ok(); };
   // Directories named like checkpoints that no manifest commits (a removal
   // cut short, a manifest destroyed) and older than every kept checkpoint
   // can never be restored: they are garbage.
@@ -904,24 +902,15 @@ Status CheckpointManager::ApplyKeepPolicy() {
       }
     }
   }
-  if (all.size() <= keep_newest) return finish();
-  // keep_every_n_hours, stateless: in each n-hour window since the oldest
-  // checkpoint, the oldest checkpoint of the window is kept for good.
-  const double window = options_.keep_every_n_hours * 3600.0;
-  std::map<int64_t, bool> window_has_keeper;
-  for (size_t i = 0; i + keep_newest < all.size(); ++i) {
-    if (window > 0) {
-      const int64_t w =
-          static_cast<int64_t>(std::floor((all[i].created_unix - all[0].created_unix) / window));
-      if (!window_has_keeper[w]) {
-        window_has_keeper[w] = true;
-        continue;
-      }
-    }
+  std::vector<double> created;
+  for (const CheckpointInfo& c : all) created.push_back(c.created_unix);
+  for (size_t i : CheckpointsToRemove(created, options_.max_to_keep, options_.keep_every_n_hours)) {
     HOLDFAST_RETURN_IF_ERROR(RemoveCheckpoint(env_, all[i].path));
     removed = true;
   }
-  return finish();
+  // Removals are made durable so that what was removed stays removed; a
+  // commit that removes nothing costs no directory fsync here.
+  return removed ? env_->SyncDir(options_.directory) : Status::Ok();
 }
 
 Status CheckpointManager::DeleteAll() {
