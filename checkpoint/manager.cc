@@ -86,15 +86,6 @@ std::string FailedVote(const Status& why) {
   return json({{"ok", false}, {"error", why.ToString()}}).dump();
 }
 
-// A Status carried across ranks as text: "<code number>|<message>".
-std::string EncodeStatus(const Status& s) {
-  return std::to_string(static_cast<int>(s.code())) + "|" + s.message();
-}
-Status DecodeStatus(const std::string& text) {
-  const size_t bar = text.find('|');
-  return Status(static_cast<StatusCode>(std::stoi(text.substr(0, bar))), text.substr(bar + 1));
-}
-
 // Removes a committed checkpoint: the manifest first, so that a crash half
 // way leaves a directory that is plainly not a checkpoint.
 Status RemoveCheckpoint(Env* env, const std::string& path) {
@@ -421,22 +412,21 @@ Status CheckpointManager::SaveSync() {
       syncs.emplace_back([this, &ticket] { return env_->SyncDir(ticket.area); });
     }
   }
-  const std::vector<std::string> synced = comm_->Gather(EncodeStatus(SyncTogether(syncs)), 0);
+  const std::vector<Status> synced = comm_->GatherStatus(SyncTogether(syncs), 0);
 
   // Phase 2 (decide): the chief commits or aborts; everyone learns which.
-  std::string outcome;
+  Status outcome = Status::Ok();
   if (chief) {
     std::string failures;
     if (!manifest.ok()) failures = manifest.status().message();
     for (size_t r = 0; r < synced.size(); ++r) {
-      const Status s = DecodeStatus(synced[r]);
-      if (s.ok()) continue;
+      if (synced[r].ok()) continue;
       if (!failures.empty()) failures += "; ";
-      failures += "rank " + std::to_string(r) + ": " + s.ToString();
+      failures += "rank " + std::to_string(r) + ": " + synced[r].ToString();
     }
-    outcome = EncodeStatus(failures.empty() ? Publish(ticket) : AbortCommit(ticket, failures));
+    outcome = failures.empty() ? Publish(ticket) : AbortCommit(ticket, failures);
   }
-  Status committed = DecodeStatus(comm_->BroadcastString(outcome, 0));
+  Status committed = comm_->BroadcastStatus(outcome, 0);
   if (committed.ok()) {
     last_committed_step_ = interval_start_step_ = step;
     ++stats_.committed;
@@ -466,8 +456,8 @@ Status CheckpointManager::StartAsyncSave() {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t step = checkpoint_->step();
   const int rank = comm_->rank();
-  auto ticket = std::make_shared<const Ticket>(MakeTicket(
-      step, JoinPath(options_.directory, PrepareAreaName(step, "a" + a.session))));
+  auto ticket = std::make_shared<const Ticket>(
+      MakeTicket(step, JoinPath(options_.directory, PrepareAreaName(step, "a" + a.session))));
   const bool writer = rank < ticket->writers;
   ShardToWrite own;
   if (writer) {
@@ -607,11 +597,11 @@ Status CheckpointManager::WaitForSave() {
   AsyncSave& a = *async_;
   a.worker.WaitIdle();
   const std::vector<std::string> votes = comm_->Gather(a.vote, 0);
-  std::string outcome;
+  Status outcome = Status::Ok();
   if (comm_->rank() == 0) {
-    outcome = EncodeStatus(a.commit_started ? a.commit_status : CommitOnChief(*a.ticket, votes));
+    outcome = a.commit_started ? a.commit_status : CommitOnChief(*a.ticket, votes);
   }
-  const Status status = DecodeStatus(comm_->BroadcastString(outcome, 0));
+  const Status status = comm_->BroadcastStatus(outcome, 0);
   options_.replica->SetCheckpointBusy(false);
   return FinishAsyncSave(status);
 }
@@ -804,18 +794,16 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
     }
   }
   // Everyone learns the outcome; then the chief's state reaches every rank.
-  const std::string outcome =
-      comm_->BroadcastString(!status.ok() ? std::string("E").append(EncodeStatus(status))
-                                          : std::string(chosen ? "L" : "N"),
-                             0);
-  if (comm_->rank() == 0 && outcome[0] != 'E') {
+  HOLDFAST_RETURN_IF_ERROR(comm_->BroadcastStatus(status, 0));
+  int64_t found = chosen ? 1 : 0;
+  comm_->Broadcast(&found, sizeof found, 0);
+  if (comm_->rank() == 0) {
     if (const char* report = std::getenv(kRestoreReportEnv); report != nullptr && *report) {
       (void)AtomicWriteFile(env_, report,
                             chosen ? "step " + std::to_string(chosen->step) + "\n" : "none\n");
     }
   }
-  if (outcome[0] == 'E') return DecodeStatus(outcome.substr(1));
-  if (outcome[0] == 'N') {
+  if (found == 0) {
     // A fresh start: checkpoint_interval counts from here.
     interval_start_step_ = checkpoint_->step();
     return std::optional<int64_t>();
@@ -915,9 +903,8 @@ Status CheckpointManager::ApplyKeepPolicy() {
 
 Status CheckpointManager::DeleteAll() {
   (void)WaitForSave();
-  std::string outcome;
+  Status s = Status::Ok();
   if (comm_->rank() == 0) {
-    Status s = Status::Ok();
     auto entries = ListCheckpoints(env_, options_.directory);
     if (entries.ok()) {
       for (const DirectoryEntry& e : *entries) {
@@ -929,9 +916,8 @@ Status CheckpointManager::DeleteAll() {
       if (s.ok() && env_->Exists(latest)) s = env_->RemoveFile(latest);
       if (s.ok()) s = env_->SyncDir(options_.directory);
     }
-    outcome = EncodeStatus(s);
   }
-  return DecodeStatus(comm_->BroadcastString(outcome, 0));
+  return comm_->BroadcastStatus(s, 0);
 }
 
 }  // namespace holdfast

@@ -74,6 +74,29 @@ void EndJob(Communicator& comm, int exit_code, const std::string& program,
   std::_Exit(exit_code);  // not reached: GCC does not carry [[noreturn]] through a virtual call
 }
 
+namespace {
+
+// A Status carried across ranks as text: "<code number>|<message>".
+std::string EncodeStatus(const Status& s) {
+  return std::to_string(static_cast<int>(s.code())) + "|" + s.message();
+}
+Status DecodeStatus(const std::string& text) {
+  const size_t bar = text.find('|');
+  return Status(static_cast<StatusCode>(std::stoi(text.substr(0, bar))), text.substr(bar + 1));
+}
+
+}  // namespace
+
+Status Communicator::BroadcastStatus(const Status& s, int root) {
+  return DecodeStatus(BroadcastString(rank() == root ? EncodeStatus(s) : std::string(), root));
+}
+
+std::vector<Status> Communicator::GatherStatus(const Status& s, int root) {
+  std::vector<Status> out;
+  for (const std::string& text : Gather(EncodeStatus(s), root)) out.push_back(DecodeStatus(text));
+  return out;
+}
+
 std::string Communicator::BroadcastString(const std::string& s, int root) {
   int64_t length = rank() == root ? static_cast<int64_t>(s.size()) : 0;
   Broadcast(&length, sizeof length, root);

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "core/status.h"
+
 namespace holdfast {
 
 enum class DataType { kFloat32, kFloat64, kInt64 };
@@ -74,6 +76,11 @@ class Communicator {
   MinMax AllReduceMinMax(std::span<const int64_t> values);
   // Broadcast of a string whose length only the root knows.
   std::string BroadcastString(const std::string& s, int root);
+  // The root's `s` on every rank (the others pass anything): how one rank's
+  // decision (a commit's outcome, a restore's error) reaches all of them.
+  Status BroadcastStatus(const Status& s, int root);
+  // Every rank's `s`, in rank order, on the root; empty elsewhere.
+  std::vector<Status> GatherStatus(const Status& s, int root);
 };
 
 // Ends the whole job after an error this rank may have alone: prints

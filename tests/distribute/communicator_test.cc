@@ -151,6 +151,37 @@ TEST_P(CollectivesTest, BroadcastStringOfAnyLength) {
   }
 }
 
+// A status (code and message, '|' and all) reaches every rank from the
+// root, and every rank's reaches the root in rank order.
+TEST_P(CollectivesTest, StatusesTravelWhole) {
+  const int w = world();
+  auto status_of = [](int rank) {
+    return rank % 2 == 0 ? Status::Ok()
+                         : AbortedError("rank " + std::to_string(rank) + " | disk full");
+  };
+  for (int root : {0, w - 1}) {
+    std::vector<Status> broadcast(w, Status::Ok());
+    std::vector<std::vector<Status>> gathered(w);
+    RunInProcessRanks(w, [&](Communicator& comm) {
+      broadcast[comm.rank()] = comm.BroadcastStatus(status_of(comm.rank()), root);
+      gathered[comm.rank()] = comm.GatherStatus(status_of(comm.rank()), root);
+    });
+    for (int r = 0; r < w; ++r) {
+      EXPECT_EQ(broadcast[r].code(), status_of(root).code()) << "root " << root << ", rank " << r;
+      EXPECT_EQ(broadcast[r].message(), status_of(root).message());
+      if (r != root) {
+        EXPECT_TRUE(gathered[r].empty());
+        continue;
+      }
+      ASSERT_EQ(gathered[r].size(), static_cast<size_t>(w));
+      for (int from = 0; from < w; ++from) {
+        EXPECT_EQ(gathered[r][from].code(), status_of(from).code());
+        EXPECT_EQ(gathered[r][from].message(), status_of(from).message());
+      }
+    }
+  }
+}
+
 TEST_P(CollectivesTest, GatherArrivesInRankOrderAtTheRootOnly) {
   const int w = world();
   const size_t n = count();
