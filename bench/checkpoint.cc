@@ -52,6 +52,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/exit_codes.h"
 #include "checkpoint/backup_and_restore.h"
 #include "checkpoint/env.h"
 #include "checkpoint/manager.h"
@@ -69,8 +70,8 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-constexpr int kExitUsage = 2;
-constexpr int kExitFailure = 1;
+using holdfast::kExitFailure;
+using holdfast::kExitUsage;
 
 volatile uint64_t g_sink = 0;
 

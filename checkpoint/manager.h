@@ -28,6 +28,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/env.h"
 #include "checkpoint/preemption.h"
+#include "core/exit_codes.h"
 #include "core/fit.h"
 #include "core/status.h"
 #include "distribute/communicator.h"
@@ -87,10 +88,8 @@ struct SaveStats {
   double snapshot_seconds = 0;
 };
 
-// When this environment variable names a file, RestoreLatest (on the chief)
-// writes there what it restored: "step N" or "none". `holdfast launch` sets
-// it to report each attempt's resume point.
-inline constexpr const char* kRestoreReportEnv = "HOLDFAST_RESTORE_REPORT";
+// RestoreLatest reports what it restored to the file kRestoreReportEnv
+// (core/exit_codes.h) names, if set.
 
 struct CheckpointInfo {
   std::string name;  // "ckpt-1200"

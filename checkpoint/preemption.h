@@ -21,12 +21,12 @@
 #include <csignal>
 #include <vector>
 
+#include "core/exit_codes.h"
+
 namespace holdfast {
 
-// The exit code of a job that stopped for preemption after committing a
-// checkpoint (EX_TEMPFAIL): "restart me". Launchers and batch scripts requeue
-// on it.
-inline constexpr int kExitPreempted = 75;
+// kExitPreempted (core/exit_codes.h): the exit code of a job that stopped
+// for preemption after committing a checkpoint.
 
 struct PreemptionOptions {
   // SIGUSR1 is what a SLURM batch script forwards (see cluster/slurm); TERM

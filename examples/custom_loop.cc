@@ -27,6 +27,7 @@
 #include "checkpoint/manager.h"
 #include "checkpoint/preemption.h"
 #include "core/dataset.h"
+#include "core/exit_codes.h"
 #include "core/fit.h"
 #include "core/hash.h"
 #include "distribute/mirrored_strategy.h"
@@ -34,8 +35,8 @@
 
 namespace {
 
-constexpr int kExitUsage = 2;
-constexpr int kExitFailure = 1;
+using holdfast::kExitFailure;
+using holdfast::kExitUsage;
 
 struct Flags {
   std::string data = holdfast::kFashionMnistDir;

@@ -23,6 +23,7 @@
 #include "cluster/cluster_spec.h"
 #include "core/callbacks.h"
 #include "core/dataset.h"
+#include "core/exit_codes.h"
 #include "core/fit.h"
 #include "core/hash.h"
 #include "core/version.h"
@@ -41,8 +42,8 @@ using holdfast::ReLU;
 using holdfast::Sequential;
 using holdfast::SGD;
 
-constexpr int kExitUsage = 2;
-constexpr int kExitFailure = 1;
+using holdfast::kExitFailure;
+using holdfast::kExitUsage;
 
 struct Flags {
   std::string data = holdfast::kFashionMnistDir;

@@ -13,16 +13,15 @@
 #include <cstdint>
 #include <string>
 
+#include "core/exit_codes.h"
+
 namespace CLI {
 class App;
 }  // namespace CLI
 
 namespace holdfast::launcher {
 
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitFailure = 1;
-inline constexpr int kExitUsage = 2;
-
+// Exit codes: core/exit_codes.h.
 // Adds the `ckpt` subcommand and its ls / inspect / verify subcommands to
 // `app`. When one of them runs (inside app.parse), it prints its output and
 // stores its exit code in *exit_code; `exit_code` must outlive `app`.

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/exit_codes.h"
 #include "core/version.h"
 #include "launcher/ckpt_command.h"
 #include "launcher/launch_command.h"
@@ -59,7 +60,7 @@ int main(int argc, char** argv) {
       "Exit codes: 0 done, 2 usage or bad input, 1 other failure; `launch`: the job's outcome "
       "(75: preempted, requeue it).");
 
-  int exit_code = holdfast::launcher::kExitOk;
+  int exit_code = holdfast::kExitOk;
   holdfast::launcher::AddLaunchCommand(app, &exit_code);
   holdfast::launcher::AddCkptCommand(app, &exit_code);
 
@@ -77,10 +78,10 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "holdfast: %s\n", UsageErrorLine(app, e).c_str());
-    return holdfast::launcher::kExitUsage;
+    return holdfast::kExitUsage;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "holdfast: %s\n", e.what());
-    return holdfast::launcher::kExitFailure;
+    return holdfast::kExitFailure;
   }
   return exit_code;
 }

@@ -25,9 +25,8 @@
 #include <utility>
 #include <vector>
 
-#include "checkpoint/manager.h"
-#include "checkpoint/preemption.h"
 #include "cluster/cluster_spec.h"
+#include "core/exit_codes.h"
 #include "launcher/ckpt_command.h"
 
 extern char** environ;
@@ -211,7 +210,7 @@ std::vector<std::string> JobArgv(const LaunchArgs& a, int np, const std::string&
     }
     // Remote ranks get only the environment they are given; rank 0 writes the
     // restore report wherever it runs.
-    argv.insert(argv.end(), {"-x", kRestoreReportEnv, "-x", "HOLDFAST_ATTEMPT"});
+    argv.insert(argv.end(), {"-x", kRestoreReportEnv, "-x", kAttemptEnv});
   }
   argv.insert(argv.end(), a.mpi_args.begin(), a.mpi_args.end());
   argv.insert(argv.end(), a.command.begin(), a.command.end());
@@ -586,7 +585,7 @@ int Launch(const LaunchArgs& a) {
     const auto start = Clock::now();
     const pid_t pid = Spawn(argv,
                             {std::string(kRestoreReportEnv) + "=" + report,
-                             "HOLDFAST_ATTEMPT=" + std::to_string(attempt)},
+                             std::string(kAttemptEnv) + "=" + std::to_string(attempt)},
                             &error);
     if (pid < 0) {
       std::fprintf(stderr, "holdfast launch: %s\n", error.c_str());
