@@ -4,14 +4,19 @@
 // order on every rank and end by agreeing on the verdict, so a failure on any
 // rank fails the test (and the exit code) on every rank.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -170,8 +175,32 @@ TEST_F(MpiTest, GatherArrivesInRankOrderAtTheRootOnly) {
   }
 }
 
-TEST_F(MpiTest, Barrier) {
-  for (int i = 0; i < 10; ++i) Comm().Barrier();
+// No rank leaves a barrier before every rank reached it: each rank marks
+// its arrival with a file in a directory all ranks share, the last rank
+// arriving 150 ms late, and after the barrier every rank must see every mark.
+TEST_F(MpiTest, BarrierHoldsEveryRankUntilAllArrive) {
+  namespace fs = std::filesystem;
+  std::string dir;
+  if (Comm().rank() == 0) {
+    dir = (fs::temp_directory_path() / ("holdfast-barrier-" + std::to_string(::getpid()))).string();
+    fs::create_directories(dir);
+  }
+  dir = Comm().BroadcastString(dir, 0);
+  const int last = Comm().size() - 1;
+  for (int round = 0; round < 3; ++round) {
+    auto mark = [&](int rank) {
+      return fs::path(dir) / ("round-" + std::to_string(round) + "-rank-" + std::to_string(rank));
+    };
+    if (Comm().rank() == last) std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    std::ofstream(mark(Comm().rank())) << "here\n";
+    Comm().Barrier();
+    for (int r = 0; r < Comm().size(); ++r) {
+      EXPECT_TRUE(fs::exists(mark(r))) << "rank " << Comm().rank() << " left the barrier of round "
+                                       << round << " before rank " << r << " arrived";
+    }
+  }
+  Comm().Barrier();
+  if (Comm().rank() == 0) fs::remove_all(dir);
 }
 
 // ---------------------------------------------------------------------------
