@@ -1,0 +1,182 @@
+// BackupAndRestore itself (its preemption path is in preemption_test.cc):
+// save points, the exact resume at the next batch, the run-identity checks,
+// what stays in the backup directory, damaged backups.
+#include "checkpoint/backup_and_restore.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+
+#include "core/loss.h"
+#include "tests/testutil/checkpoint_helpers.h"
+#include "tests/testutil/models.h"
+#include "tests/testutil/testutil.h"
+
+namespace holdfast {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Ends Fit after step `at` (after the other callbacks saw it): a job killed
+// right after that step, with whatever the backup holds by then.
+class StopAfterStep : public Callback {
+ public:
+  explicit StopAfterStep(int64_t at) : at_(at) {}
+  void OnBatchEnd(TrainingState& s) override {
+    if (s.step() == at_) s.stop_training = true;
+  }
+
+ private:
+  int64_t at_;
+};
+
+// 64 samples in batches of 8: 8 steps per epoch, 3 epochs.
+FitOptions Options(uint64_t seed = 3) {
+  FitOptions o;
+  o.epochs = 3;
+  o.batch_size = 8;
+  o.seed = seed;
+  return o;
+}
+
+struct TrainedRun {
+  Trainee trainee = MakeClassifier(11, /*dropout=*/true);
+  std::optional<ResumePoint> resumed;
+  SaveStats stats;
+};
+
+// Trains with a BackupAndRestore of `backup` (none when backup_dir is
+// empty) and the `extra` callbacks after it.
+TrainedRun Train(const BackupAndRestoreOptions& backup, std::vector<Callback*> extra = {},
+                 FitOptions options = Options()) {
+  TrainedRun run;
+  std::optional<BackupAndRestore> callback;
+  if (!backup.backup_dir.empty()) {
+    callback.emplace(backup);
+    options.callbacks.push_back(&*callback);
+  }
+  options.callbacks.insert(options.callbacks.end(), extra.begin(), extra.end());
+  (void)Fit(*run.trainee.model, *run.trainee.optimizer, SoftmaxCrossEntropy(), MakeBlobs(64, 3),
+            options);
+  if (callback) {
+    run.resumed = callback->resumed_from();
+    run.stats = callback->save_stats();
+  }
+  return run;
+}
+
+int CommittedCheckpoints(const std::string& dir) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    n += fs::exists(e.path() / "MANIFEST.json");
+  }
+  return n;
+}
+
+TEST(BackupAndRestoreTest, EpochSavesResumeAtTheNextBatchBitExact) {
+  const uint64_t expected = Train({}).trainee.Hash();
+  TempDir dir;
+  // Killed after step 13: the last save was at the end of epoch 1 (step 8).
+  StopAfterStep kill(13);
+  (void)Train({.backup_dir = dir.path()}, {&kill});
+  EXPECT_EQ(CommittedCheckpoints(dir.path()), 1);
+  TrainedRun resumed = Train({.backup_dir = dir.path()});
+  ASSERT_TRUE(resumed.resumed.has_value());
+  // Saved in OnEpochEnd: epoch 0 with all its 8 batches done, so the
+  // resumed run's first batch is epoch 1's first.
+  EXPECT_EQ(resumed.resumed->step, 8);
+  EXPECT_EQ(resumed.resumed->epoch, 0);
+  EXPECT_EQ(resumed.resumed->batch, 8);
+  EXPECT_EQ(resumed.trainee.Hash(), expected);
+}
+
+// Saves every 3 steps, killed after step 13: resumes mid-epoch at step 12,
+// with the epoch's running metric sums, and ends with the same bits. Also
+// asynchronous.
+TEST(BackupAndRestoreTest, StepSavesResumeMidEpochBitExact) {
+  const uint64_t expected = Train({}).trainee.Hash();
+  for (bool async : {false, true}) {
+    SCOPED_TRACE(async ? "async" : "sync");
+    TempDir dir;
+    StopAfterStep kill(13);
+    (void)Train({.backup_dir = dir.path(), .save_freq = 3, .async = async}, {&kill});
+    TrainedRun resumed = Train({.backup_dir = dir.path(), .save_freq = 3, .async = async});
+    ASSERT_TRUE(resumed.resumed.has_value());
+    EXPECT_EQ(resumed.resumed->step, 12);
+    EXPECT_EQ(resumed.resumed->epoch, 1);
+    EXPECT_EQ(resumed.resumed->batch, 4);
+    EXPECT_EQ(resumed.trainee.Hash(), expected);
+  }
+}
+
+TEST(BackupAndRestoreTest, AFinishedRunDeletesItsBackupUnlessAskedToKeepIt) {
+  TempDir deleted, kept;
+  TrainedRun a = Train({.backup_dir = deleted.path(), .save_freq = 5});
+  EXPECT_GE(a.stats.committed, 4);
+  EXPECT_EQ(CommittedCheckpoints(deleted.path()), 0);
+  EXPECT_FALSE(fs::exists(fs::path(deleted.path()) / "LATEST"));
+  (void)Train({.backup_dir = kept.path(), .save_freq = 5, .delete_checkpoint = false});
+  EXPECT_EQ(CommittedCheckpoints(kept.path()), 1);
+}
+
+TEST(BackupAndRestoreTest, DoubleCheckpointingKeepsThePreviousOne) {
+  TempDir dir;
+  (void)Train({.backup_dir = dir.path(),
+               .save_freq = 5,
+               .double_checkpoint = true,
+               .delete_checkpoint = false});
+  EXPECT_EQ(CommittedCheckpoints(dir.path()), 2);
+}
+
+// A backup of another run is refused with the setting named, before any
+// state is touched.
+TEST(BackupAndRestoreTest, ABackupOfAnotherRunIsRefusedNamingWhatDiffers) {
+  TempDir dir;
+  StopAfterStep kill(6);
+  (void)Train({.backup_dir = dir.path(), .save_freq = 3}, {&kill});
+  try {
+    (void)Train({.backup_dir = dir.path(), .save_freq = 3}, {}, Options(/*seed=*/4));
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("seed 3, this run has 4"), std::string::npos) << e.what();
+  }
+  FitOptions other_batch = Options();
+  other_batch.batch_size = 16;
+  EXPECT_THROW((void)Train({.backup_dir = dir.path()}, {}, other_batch), std::invalid_argument);
+  // A checkpoint that a plain CheckpointManager wrote has no position.
+  TempDir plain;
+  LocalCommunicator comm;
+  Trainee t = MakeClassifier(11, /*dropout=*/true);
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  CheckpointManager m(&c, &comm, {.directory = plain.path()});
+  ASSERT_OK(m.Save());
+  try {
+    (void)Train({.backup_dir = plain.path()});
+    FAIL() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("not written by BackupAndRestore"), std::string::npos)
+        << e.what();
+  }
+}
+
+// Every checkpoint damaged: an error, or a fresh start when asked.
+TEST(BackupAndRestoreTest, ADamagedBackupFailsOrStartsFreshWhenAsked) {
+  const uint64_t fresh = Train({}).trainee.Hash();
+  TempDir dir;
+  StopAfterStep kill(6);
+  (void)Train({.backup_dir = dir.path(), .save_freq = 3}, {&kill});
+  const fs::path shard = fs::path(dir.path()) / "ckpt-6" / "shard-0-of-1.bin";
+  ASSERT_TRUE(fs::exists(shard));
+  FlipByte(shard, fs::file_size(shard) / 2);
+  EXPECT_THROW((void)Train({.backup_dir = dir.path(), .save_freq = 3}), std::runtime_error);
+  TrainedRun started =
+      Train({.backup_dir = dir.path(), .save_freq = 3, .start_fresh_if_damaged = true});
+  EXPECT_FALSE(started.resumed.has_value());
+  EXPECT_EQ(started.trainee.Hash(), fresh);
+}
+
+}  // namespace
+}  // namespace holdfast
