@@ -52,12 +52,12 @@
 #include <thread>
 #include <vector>
 
-#include "core/exit_codes.h"
 #include "checkpoint/backup_and_restore.h"
 #include "checkpoint/env.h"
 #include "checkpoint/manager.h"
 #include "core/data_order.h"
 #include "core/dataset.h"
+#include "core/exit_codes.h"
 #include "core/fit.h"
 #include "core/hash.h"
 #include "core/version.h"
@@ -1060,12 +1060,13 @@ class Bench {
     const std::string backup_dir = (fs::path(scratch_) / "stall-backup").string();
     TimingEnv env;  // reset by the StepTimer at every step
     holdfast::BackupAndRestoreOptions bo;
-    bo.backup_dir = backup_dir;
+    bo.checkpoint.directory = backup_dir;
+    bo.checkpoint.max_to_keep = 1;  // as Keras' callback
+    bo.checkpoint.env = &env;
+    bo.checkpoint.async = f_.async_checkpoint;
     bo.save_freq = f_.save_freq;
     bo.delete_checkpoint = true;  // each run starts fresh
     bo.fail_on_save_error = true;
-    bo.env = &env;
-    bo.async = f_.async_checkpoint;
 
     struct RunResult {
       std::vector<double> seconds;

@@ -21,16 +21,18 @@ constexpr const char* kSeen = "holdfast/metrics/samples";
 
 BackupAndRestore::BackupAndRestore(BackupAndRestoreOptions options, Communicator* comm)
     : options_(std::move(options)), comm_(comm) {
-  if (options_.backup_dir.empty())
-    throw std::invalid_argument("BackupAndRestore needs a backup_dir");
+  if (options_.checkpoint.directory.empty())
+    throw std::invalid_argument("BackupAndRestore needs a backup directory (checkpoint.directory)");
   if (options_.save_freq < 0)
     throw std::invalid_argument("save_freq must be 0 (epoch) or positive");
+  if (options_.checkpoint.checkpoint_interval != 0)
+    throw std::invalid_argument("BackupAndRestore saves by save_freq: leave checkpoint_interval 0");
   if (comm_ == nullptr) {
     own_comm_ = std::make_unique<LocalCommunicator>();
     comm_ = own_comm_.get();
   }
-  if (options_.save_before_preemption) {
-    preemption_ = std::make_unique<PreemptionHandler>(options_.preemption);
+  if (options_.checkpoint.save_before_preemption) {
+    until_bound_ = std::make_unique<PreemptionHandler>(options_.checkpoint.preemption);
   }
 }
 
@@ -38,15 +40,20 @@ BackupAndRestore::~BackupAndRestore() = default;
 
 void BackupAndRestore::Bind(TrainingState& s) {
   if (checkpoint_ && &checkpoint_->model() == s.model) return;
+  if (options_.checkpoint.replica != nullptr && options_.checkpoint.replica != s.replica) {
+    throw std::invalid_argument("BackupAndRestore's checkpoint.replica is not the one Fit uses");
+  }
+  if (s.replica->world_size() != comm_->size() || s.replica->rank() != comm_->rank()) {
+    throw std::invalid_argument(
+        "BackupAndRestore's communicator (rank " + std::to_string(comm_->rank()) + " of " +
+        std::to_string(comm_->size()) + ") is not that of Fit's strategy (rank " +
+        std::to_string(s.replica->rank()) + " of " + std::to_string(s.replica->world_size()) + ")");
+  }
   checkpoint_ = std::make_unique<Checkpoint>(s.model, s.optimizer);
-  CheckpointOptions co;
-  co.directory = options_.backup_dir;
-  co.max_to_keep = options_.double_checkpoint ? 2 : 1;
-  co.chief_writes_all = options_.chief_writes_all;
-  co.env = options_.env;
-  co.async = options_.async;
+  CheckpointOptions co = options_.checkpoint;
   co.replica = s.replica;
   manager_ = std::make_unique<CheckpointManager>(checkpoint_.get(), comm_, co);
+  until_bound_.reset();  // the manager's handler catches from here on (the flag is shared)
 }
 
 void BackupAndRestore::OnTrainBegin(TrainingState& s) {
@@ -55,8 +62,7 @@ void BackupAndRestore::OnTrainBegin(TrainingState& s) {
   if (!restored.ok()) {
     const Status& st = restored.status();
     if (st.code() == StatusCode::kFailedPrecondition) {
-      throw std::invalid_argument("backup " + options_.backup_dir +
-                                  " belongs to another run: " + st.message());
+      throw std::invalid_argument("backup " + dir() + " belongs to another run: " + st.message());
     }
     if (st.code() == StatusCode::kDataLoss && options_.start_fresh_if_damaged) {
       if (comm_->rank() == 0) {
@@ -65,18 +71,17 @@ void BackupAndRestore::OnTrainBegin(TrainingState& s) {
       }
       return;
     }
-    throw std::runtime_error("cannot restore from " + options_.backup_dir + ": " + st.message());
+    throw std::runtime_error("cannot restore from " + dir() + ": " + st.message());
   }
   const std::map<std::string, int64_t>& c = checkpoint_->counters;
   auto expect = [&](const char* key, int64_t now, const char* what) {
     const auto it = c.find(key);
     if (it == c.end()) {
-      throw std::invalid_argument("backup " + options_.backup_dir +
-                                  " was not written by BackupAndRestore");
+      throw std::invalid_argument("backup " + dir() + " was not written by BackupAndRestore");
     }
     if (it->second != now) {
-      throw std::invalid_argument("backup " + options_.backup_dir + " was written with " + what +
-                                  " " + std::to_string(it->second) + ", this run has " +
+      throw std::invalid_argument("backup " + dir() + " was written with " + what + " " +
+                                  std::to_string(it->second) + ", this run has " +
                                   std::to_string(now));
     }
   };
@@ -98,7 +103,7 @@ void BackupAndRestore::OnTrainBegin(TrainingState& s) {
   if (comm_->rank() == 0) {
     std::printf("holdfast: resuming from step %lld (epoch %d, batch %lld) of %s\n",
                 static_cast<long long>(s.step()), s.epoch + 1, static_cast<long long>(s.batch),
-                options_.backup_dir.c_str());
+                dir().c_str());
     std::fflush(stdout);
   }
 }
@@ -134,26 +139,29 @@ Status BackupAndRestore::SaveNow(TrainingState& s) {
 }
 
 void BackupAndRestore::OnBatchBegin(TrainingState& s) {
-  // The request rides in this step's control words: every rank sees it in
-  // OnBatchEnd of the same step.
-  if (preemption_ && preemption_->requested()) s.replica->RequestStop();
+  // A signal's stop request then rides in this step's control words: every
+  // rank learns of it in OnBatchEnd of the same step.
+  if (options_.checkpoint.save_before_preemption) {
+    Bind(s);
+    manager_->RequestStopIfPreempted();
+  }
 }
 
 void BackupAndRestore::OnBatchEnd(TrainingState& s) {
-  if (options_.async) {
+  if (options_.checkpoint.async) {
     Bind(s);
     Report(manager_->Poll());
   }
   if (options_.save_freq > 0 && s.step() % options_.save_freq == 0) (void)SaveNow(s);
-  if (preemption_ && s.replica->control().stop_requests > 0) {
+  if (options_.checkpoint.save_before_preemption && s.replica->control().stop_requests > 0) {
     Bind(s);
     Stage(s);
     // Synchronous, after any save in flight: the agreed step is committed
     // on every rank before anyone exits.
-    const Status status = manager_->SaveAndWait();
-    Report(status);
-    const bool committed = status.ok() && manager_->last_committed_step() == s.step();
-    preempted_ = Preemption{s.step(), committed, preemption_->signal_number()};
+    const StatusOr<bool> saved = manager_->SaveIfPreempted();
+    Report(saved.status());
+    const bool committed = saved.ok() && manager_->last_committed_step() == s.step();
+    preempted_ = Preemption{s.step(), committed, manager_->preemption_signal()};
     s.stop_training = true;
     if (comm_->rank() == 0) {
       std::printf(

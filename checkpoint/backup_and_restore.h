@@ -18,14 +18,24 @@
 
 namespace holdfast {
 
+// Keras' BackupAndRestore vocabulary over CheckpointManager: where and how
+// checkpoints are written is the manager's (CheckpointOptions); this adds
+// only what the callback itself decides.
 struct BackupAndRestoreOptions {
-  std::string backup_dir;
+  // The manager's options. `directory` is Keras' backup_dir; max_to_keep
+  // is 2 by default, double checkpointing: restore falls back to the
+  // previous checkpoint when the newest is damaged (Keras keeps 1); with
+  // save_before_preemption, when any rank gets one of the signals every rank
+  // commits a checkpoint at the same step and Fit returns with preempted()
+  // set (the program then exits with kExitPreempted); async saves cost
+  // training a copy of the state and write behind the next steps
+  // (preemption and the end of training still commit synchronously).
+  // `replica` is Fit's, set by the callback; checkpoint_interval must stay 0
+  // (save_freq decides when to save).
+  CheckpointOptions checkpoint;
   // 0: save at the end of every epoch (Keras' "epoch"); N > 0: every N
   // global steps.
   int64_t save_freq = 0;
-  // Keep the previous checkpoint too and fall back to it when the newest is
-  // damaged.
-  bool double_checkpoint = false;
   // Delete the backup once training has finished (Keras' default). A run
   // that was stopped or interrupted keeps it.
   bool delete_checkpoint = true;
@@ -35,20 +45,6 @@ struct BackupAndRestoreOptions {
   // A failed save ends training (std::runtime_error) instead of a warning
   // and a retry at the next save point.
   bool fail_on_save_error = false;
-  // For clusters without a shared filesystem (see CheckpointOptions).
-  bool chief_writes_all = false;
-  // Install a PreemptionHandler: when any rank gets one of its signals, every
-  // rank commits a checkpoint at the same step and Fit returns with
-  // preempted() set (the program then exits with kExitPreempted).
-  bool save_before_preemption = false;
-  PreemptionOptions preemption = {};
-  Env* env = nullptr;  // null: Env::Default()
-  // Asynchronous saves (see CheckpointOptions::async): a save point costs
-  // training a copy of the state; the write and commit happen behind the
-  // next steps. A failed save is reported (or thrown) at the step where
-  // every rank learns of it. Preemption and the end of training still
-  // commit synchronously.
-  bool async = false;
 };
 
 // A run stopped for preemption.
@@ -68,7 +64,8 @@ struct ResumePoint {
 class BackupAndRestore final : public Callback {
  public:
   // `comm` (null: this process alone) must be the communicator of the
-  // strategy Fit uses, and must outlive the callback.
+  // strategy Fit uses (checked when training begins), and must outlive the
+  // callback. Throws std::invalid_argument for options that cannot work.
   explicit BackupAndRestore(BackupAndRestoreOptions options, Communicator* comm = nullptr);
   ~BackupAndRestore() override;
 
@@ -100,6 +97,7 @@ class BackupAndRestore final : public Callback {
   void Stage(const TrainingState& s);
   // A failed save: thrown (fail_on_save_error) or a warning from the chief.
   void Report(const Status& status);
+  const std::string& dir() const { return options_.checkpoint.directory; }
 
   BackupAndRestoreOptions options_;
   std::unique_ptr<Communicator> own_comm_;
@@ -107,7 +105,9 @@ class BackupAndRestore final : public Callback {
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<CheckpointManager> manager_;
   std::optional<ResumePoint> resumed_from_;
-  std::unique_ptr<PreemptionHandler> preemption_;
+  // Catches preemption signals from construction until the manager, which
+  // saves on them, holds its own handler (Fit may start much later).
+  std::unique_ptr<PreemptionHandler> until_bound_;
   std::optional<Preemption> preempted_;
 };
 

@@ -99,7 +99,18 @@ CheckpointManager::CheckpointManager(Checkpoint* checkpoint, Communicator* comm,
   HOLDFAST_CHECK(checkpoint_ != nullptr && comm_ != nullptr, "CheckpointManager needs both");
   if (options_.max_to_keep < 1) options_.max_to_keep = 1;
   if (options_.save_before_preemption) {
+    HOLDFAST_CHECK(
+        options_.replica != nullptr,
+        "save_before_preemption needs the training's Replica (CheckpointOptions::replica)");
     preemption_ = std::make_unique<PreemptionHandler>(options_.preemption);
+  }
+  if (options_.replica != nullptr) {
+    HOLDFAST_CHECK(options_.replica->world_size() == comm_->size() &&
+                       options_.replica->rank() == comm_->rank(),
+                   "the Replica (rank "
+                       << options_.replica->rank() << " of " << options_.replica->world_size()
+                       << ") and the Communicator (rank " << comm_->rank() << " of "
+                       << comm_->size() << ") belong to other ranks");
   }
   if (options_.async) {
     HOLDFAST_CHECK(options_.replica != nullptr, "async checkpoints need the training's Replica");
@@ -111,9 +122,18 @@ CheckpointManager::~CheckpointManager() = default;
 
 bool CheckpointManager::save_in_flight() const { return async_ && async_->ticket; }
 
-StatusOr<bool> CheckpointManager::SaveIfPreempted(Replica& replica) {
-  if (preemption_ && preemption_->requested()) replica.RequestStop();
-  if (replica.control().stop_requests == 0) return false;
+void CheckpointManager::RequestStopIfPreempted() {
+  if (preemption_ && preemption_->requested()) options_.replica->RequestStop();
+}
+
+int CheckpointManager::preemption_signal() const {
+  return preemption_ ? preemption_->signal_number() : 0;
+}
+
+StatusOr<bool> CheckpointManager::SaveIfPreempted() {
+  if (!preemption_) return false;
+  RequestStopIfPreempted();
+  if (options_.replica->control().stop_requests == 0) return false;
   HOLDFAST_RETURN_IF_ERROR(SaveAndWait());
   return true;
 }

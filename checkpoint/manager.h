@@ -54,7 +54,9 @@ struct CheckpointOptions {
   // committed or restored checkpoint, or since a fresh start found none
   // (tf.train.CheckpointManager's checkpoint_interval); 0: every call commits.
   int64_t checkpoint_interval = 0;
-  // Install a PreemptionHandler; the loop calls SaveIfPreempted after each step.
+  // Install a PreemptionHandler (for the manager's life) and save when any
+  // rank is signalled: the loop calls SaveIfPreempted after each step
+  // (needs `replica`).
   bool save_before_preemption = false;
   PreemptionOptions preemption = {};
   Env* env = nullptr;  // null: Env::Default()
@@ -70,9 +72,11 @@ struct CheckpointOptions {
   // The loop must call Poll() (or Save()) after every step, and
   // WaitForSave() before it ends.
   bool async = false;
-  // The training's replica: required with async; must outlive the manager.
-  // Its layout (core/fit.h) is recorded in every checkpoint and checked on
-  // restore (checkpoint/run_layout.h); without one, neither.
+  // The training's replica, given once, here: required with async and with
+  // save_before_preemption; must outlive the manager and belong to the same
+  // ranks as the manager's Communicator. Its layout (core/fit.h) is recorded
+  // in every checkpoint and checked on restore (checkpoint/run_layout.h);
+  // without one, neither.
   Replica* replica = nullptr;
 };
 
@@ -159,15 +163,21 @@ class CheckpointManager {
   // delete_checkpoint after a finished fit). Collective.
   Status DeleteAll();
 
-  // For custom loops with save_before_preemption: call after every step
-  // (collective). When a preemption signal reached this process it raises
-  // the replica's stop request, which reaches every rank with the next
-  // step's all-reduce; at the step where the replicas agree to stop it
-  // commits a checkpoint (whatever checkpoint_interval says) and returns
-  // true: the loop should end and the program exit with kExitPreempted. A
-  // failed save is returned as the error (the previous checkpoint stands).
-  // Async: an in-flight save is finished first.
-  StatusOr<bool> SaveIfPreempted(Replica& replica);
+  // With save_before_preemption: call after every step (collective). When
+  // a preemption signal reached this process it raises the replica's stop
+  // request, which reaches every rank with the next step's all-reduce; at
+  // the step where the replicas agree to stop it commits a checkpoint
+  // (whatever checkpoint_interval says) and returns true: the loop should
+  // end and the program exit with kExitPreempted. A failed save is returned
+  // as the error (the previous checkpoint stands). Async: an in-flight save
+  // is finished first.
+  StatusOr<bool> SaveIfPreempted();
+  // Optional, before a step: raises the stop request of a signal that came
+  // meanwhile, so that it rides in this step's all-reduce (one step sooner
+  // than from SaveIfPreempted). Not collective.
+  void RequestStopIfPreempted();
+  // The first preemption signal this process got, 0 if none.
+  int preemption_signal() const;
 
   const CheckpointOptions& options() const { return options_; }
 

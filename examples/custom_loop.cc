@@ -122,7 +122,8 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
       f.checkpoint_interval > 0 ? f.checkpoint_interval : plan.num_batches();
   // SIGTERM or SIGUSR1 to any rank: every rank saves at one step, exit 75.
   manager_options.save_before_preemption = true;
-  // Asynchronous saves learn their progress from the step's control words.
+  // Asynchronous saves learn their progress from the step's control words,
+  // and a preemption reaches every rank through them.
   manager_options.async = f.async_checkpoint;
   manager_options.replica = &trainer.replica();
   holdfast::CheckpointManager manager(&checkpoint, &comm, manager_options);
@@ -191,7 +192,7 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
       if (!saved.ok() && chief) {
         std::fprintf(stderr, "custom_loop: warning: %s\n", saved.ToString().c_str());
       }
-      auto preempted = manager.SaveIfPreempted(trainer.replica());
+      auto preempted = manager.SaveIfPreempted();
       if (!preempted.ok())
         holdfast::EndJob(comm, kExitFailure, "custom_loop",
                          "preempted: " + preempted.status().message());

@@ -234,15 +234,15 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
   std::unique_ptr<holdfast::BackupAndRestore> backup;
   if (!f.backup_dir.empty()) {
     holdfast::BackupAndRestoreOptions bo;
-    bo.backup_dir = f.backup_dir;
+    bo.checkpoint.directory = f.backup_dir;
+    bo.checkpoint.max_to_keep = f.double_checkpoint ? 2 : 1;
+    bo.checkpoint.chief_writes_all = f.chief_writes_all;
+    bo.checkpoint.async = f.async_checkpoint;
+    bo.checkpoint.save_before_preemption = f.save_before_preemption;
+    bo.checkpoint.preemption = PreemptionOptions(f);
     bo.save_freq = f.save_freq == "epoch" ? 0 : std::stoll(f.save_freq);
-    bo.double_checkpoint = f.double_checkpoint;
     bo.delete_checkpoint = !f.keep_checkpoint;
     bo.start_fresh_if_damaged = f.start_fresh_if_damaged;
-    bo.chief_writes_all = f.chief_writes_all;
-    bo.async = f.async_checkpoint;
-    bo.save_before_preemption = f.save_before_preemption;
-    bo.preemption = PreemptionOptions(f);
     backup = std::make_unique<holdfast::BackupAndRestore>(bo, &auto_strategy.communicator());
   }
   if (chief && !f.quiet) {

@@ -47,13 +47,13 @@ struct TrainedRun {
   SaveStats stats;
 };
 
-// Trains with a BackupAndRestore of `backup` (none when backup_dir is
-// empty) and the `extra` callbacks after it.
+// Trains with a BackupAndRestore of `backup` (none when its directory
+// is empty) and the `extra` callbacks after it.
 TrainedRun Train(const BackupAndRestoreOptions& backup, std::vector<Callback*> extra = {},
                  FitOptions options = Options()) {
   TrainedRun run;
   std::optional<BackupAndRestore> callback;
-  if (!backup.backup_dir.empty()) {
+  if (!backup.checkpoint.directory.empty()) {
     callback.emplace(backup);
     options.callbacks.push_back(&*callback);
   }
@@ -81,9 +81,9 @@ TEST(BackupAndRestoreTest, EpochSavesResumeAtTheNextBatchBitExact) {
   TempDir dir;
   // Killed after step 13: the last save was at the end of epoch 1 (step 8).
   StopAfterStep kill(13);
-  (void)Train({.backup_dir = dir.path()}, {&kill});
+  (void)Train({.checkpoint = {.directory = dir.path()}}, {&kill});
   EXPECT_EQ(CommittedCheckpoints(dir.path()), 1);
-  TrainedRun resumed = Train({.backup_dir = dir.path()});
+  TrainedRun resumed = Train({.checkpoint = {.directory = dir.path()}});
   ASSERT_TRUE(resumed.resumed.has_value());
   // Saved in OnEpochEnd: epoch 0 with all its 8 batches done, so the
   // resumed run's first batch is epoch 1's first.
@@ -102,8 +102,10 @@ TEST(BackupAndRestoreTest, StepSavesResumeMidEpochBitExact) {
     SCOPED_TRACE(async ? "async" : "sync");
     TempDir dir;
     StopAfterStep kill(13);
-    (void)Train({.backup_dir = dir.path(), .save_freq = 3, .async = async}, {&kill});
-    TrainedRun resumed = Train({.backup_dir = dir.path(), .save_freq = 3, .async = async});
+    const BackupAndRestoreOptions backup = {.checkpoint = {.directory = dir.path(), .async = async},
+                                            .save_freq = 3};
+    (void)Train(backup, {&kill});
+    TrainedRun resumed = Train(backup);
     ASSERT_TRUE(resumed.resumed.has_value());
     EXPECT_EQ(resumed.resumed->step, 12);
     EXPECT_EQ(resumed.resumed->epoch, 1);
@@ -114,21 +116,46 @@ TEST(BackupAndRestoreTest, StepSavesResumeMidEpochBitExact) {
 
 TEST(BackupAndRestoreTest, AFinishedRunDeletesItsBackupUnlessAskedToKeepIt) {
   TempDir deleted, kept;
-  TrainedRun a = Train({.backup_dir = deleted.path(), .save_freq = 5});
+  TrainedRun a = Train({.checkpoint = {.directory = deleted.path()}, .save_freq = 5});
   EXPECT_GE(a.stats.committed, 4);
   EXPECT_EQ(CommittedCheckpoints(deleted.path()), 0);
   EXPECT_FALSE(fs::exists(fs::path(deleted.path()) / "LATEST"));
-  (void)Train({.backup_dir = kept.path(), .save_freq = 5, .delete_checkpoint = false});
+  (void)Train({.checkpoint = {.directory = kept.path(), .max_to_keep = 1},
+               .save_freq = 5,
+               .delete_checkpoint = false});
   EXPECT_EQ(CommittedCheckpoints(kept.path()), 1);
 }
 
-TEST(BackupAndRestoreTest, DoubleCheckpointingKeepsThePreviousOne) {
+TEST(BackupAndRestoreTest, DoubleCheckpointingIsTheDefaultAndOneCanBeKept) {
+  for (int keep : {1, 2}) {
+    TempDir dir;
+    BackupAndRestoreOptions backup = {
+        .checkpoint = {.directory = dir.path()}, .save_freq = 5, .delete_checkpoint = false};
+    if (keep == 1) backup.checkpoint.max_to_keep = 1;
+    (void)Train(backup);
+    EXPECT_EQ(CommittedCheckpoints(dir.path()), keep);
+  }
+}
+
+// Options that cannot work are refused at construction; a communicator
+// other than Fit's strategy's when training begins.
+TEST(BackupAndRestoreTest, OptionsThatCannotWorkAreRefused) {
+  EXPECT_THROW(BackupAndRestore({}), std::invalid_argument);
   TempDir dir;
-  (void)Train({.backup_dir = dir.path(),
-               .save_freq = 5,
-               .double_checkpoint = true,
-               .delete_checkpoint = false});
-  EXPECT_EQ(CommittedCheckpoints(dir.path()), 2);
+  EXPECT_THROW(BackupAndRestore({.checkpoint = {.directory = dir.path()}, .save_freq = -1}),
+               std::invalid_argument);
+  EXPECT_THROW(
+      BackupAndRestore({.checkpoint = {.directory = dir.path(), .checkpoint_interval = 5}}),
+      std::invalid_argument);
+  RunInProcessRanks(2, [&](Communicator& comm) {
+    // The ranks' communicator, but Fit runs in one process: they disagree.
+    BackupAndRestore backup({.checkpoint = {.directory = dir.path()}}, &comm);
+    Trainee t = MakeClassifier(1);
+    FitOptions o = Options();
+    o.callbacks = {&backup};
+    EXPECT_THROW(Fit(*t.model, *t.optimizer, SoftmaxCrossEntropy(), MakeBlobs(64, 3), o),
+                 std::invalid_argument);
+  });
 }
 
 // A backup of another run is refused with the setting named, before any
@@ -136,16 +163,17 @@ TEST(BackupAndRestoreTest, DoubleCheckpointingKeepsThePreviousOne) {
 TEST(BackupAndRestoreTest, ABackupOfAnotherRunIsRefusedNamingWhatDiffers) {
   TempDir dir;
   StopAfterStep kill(6);
-  (void)Train({.backup_dir = dir.path(), .save_freq = 3}, {&kill});
+  (void)Train({.checkpoint = {.directory = dir.path()}, .save_freq = 3}, {&kill});
   try {
-    (void)Train({.backup_dir = dir.path(), .save_freq = 3}, {}, Options(/*seed=*/4));
+    (void)Train({.checkpoint = {.directory = dir.path()}, .save_freq = 3}, {}, Options(/*seed=*/4));
     FAIL() << "expected std::invalid_argument";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("seed 3, this run has 4"), std::string::npos) << e.what();
   }
   FitOptions other_batch = Options();
   other_batch.batch_size = 16;
-  EXPECT_THROW((void)Train({.backup_dir = dir.path()}, {}, other_batch), std::invalid_argument);
+  EXPECT_THROW((void)Train({.checkpoint = {.directory = dir.path()}}, {}, other_batch),
+               std::invalid_argument);
   // A checkpoint that a plain CheckpointManager wrote has no position.
   TempDir plain;
   LocalCommunicator comm;
@@ -154,7 +182,7 @@ TEST(BackupAndRestoreTest, ABackupOfAnotherRunIsRefusedNamingWhatDiffers) {
   CheckpointManager m(&c, &comm, {.directory = plain.path()});
   ASSERT_OK(m.Save());
   try {
-    (void)Train({.backup_dir = plain.path()});
+    (void)Train({.checkpoint = {.directory = plain.path()}});
     FAIL() << "expected std::invalid_argument";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("not written by BackupAndRestore"), std::string::npos)
@@ -162,18 +190,21 @@ TEST(BackupAndRestoreTest, ABackupOfAnotherRunIsRefusedNamingWhatDiffers) {
   }
 }
 
-// Every checkpoint damaged: an error, or a fresh start when asked.
+// The only checkpoint damaged: an error, or a fresh start when asked.
 TEST(BackupAndRestoreTest, ADamagedBackupFailsOrStartsFreshWhenAsked) {
   const uint64_t fresh = Train({}).trainee.Hash();
   TempDir dir;
   StopAfterStep kill(6);
-  (void)Train({.backup_dir = dir.path(), .save_freq = 3}, {&kill});
+  (void)Train({.checkpoint = {.directory = dir.path(), .max_to_keep = 1}, .save_freq = 3}, {&kill});
   const fs::path shard = fs::path(dir.path()) / "ckpt-6" / "shard-0-of-1.bin";
   ASSERT_TRUE(fs::exists(shard));
   FlipByte(shard, fs::file_size(shard) / 2);
-  EXPECT_THROW((void)Train({.backup_dir = dir.path(), .save_freq = 3}), std::runtime_error);
-  TrainedRun started =
-      Train({.backup_dir = dir.path(), .save_freq = 3, .start_fresh_if_damaged = true});
+  EXPECT_THROW(
+      (void)Train({.checkpoint = {.directory = dir.path(), .max_to_keep = 1}, .save_freq = 3}),
+      std::runtime_error);
+  TrainedRun started = Train({.checkpoint = {.directory = dir.path(), .max_to_keep = 1},
+                              .save_freq = 3,
+                              .start_fresh_if_damaged = true});
   EXPECT_FALSE(started.resumed.has_value());
   EXPECT_EQ(started.trainee.Hash(), fresh);
 }

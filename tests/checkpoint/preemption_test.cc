@@ -113,7 +113,8 @@ TrainedRun Train(const std::string& dir, std::vector<Callback*> extra, Env* env 
   o.seed = 3;
   if (!dir.empty()) {
     backup.emplace(BackupAndRestoreOptions{
-        .backup_dir = dir, .save_freq = save_freq, .save_before_preemption = true, .env = env});
+        .checkpoint = {.directory = dir, .save_before_preemption = true, .env = env},
+        .save_freq = save_freq});
     o.callbacks.push_back(&*backup);
   }
   o.callbacks.insert(o.callbacks.end(), extra.begin(), extra.end());
@@ -175,7 +176,8 @@ TEST(PreemptionFitTest, ASignalDuringAPeriodicSaveIsNotLostAndASecondOneChangesN
 
 TEST(PreemptionFitTest, ASignalBeforeTrainingStartsStopsAfterTheFirstStep) {
   TempDir dir;
-  BackupAndRestore backup({.backup_dir = dir.path(), .save_before_preemption = true});
+  BackupAndRestore backup(
+      {.checkpoint = {.directory = dir.path(), .save_before_preemption = true}});
   raise(SIGTERM);  // e.g. while the data was loading
   Trainee t = MakeClassifier(12);
   FitOptions o;
@@ -198,16 +200,18 @@ TEST(PreemptionManagerTest, SaveIfPreemptedCommitsAtTheAgreedStep) {
   Trainer trainer(*t.model, *t.optimizer, loss, data, o);
   Checkpoint checkpoint(t.model.get(), t.optimizer.get());
   LocalCommunicator comm;
-  CheckpointManager manager(
-      &checkpoint, &comm,
-      {.directory = dir.path(), .checkpoint_interval = 100, .save_before_preemption = true});
+  CheckpointManager manager(&checkpoint, &comm,
+                            {.directory = dir.path(),
+                             .checkpoint_interval = 100,
+                             .save_before_preemption = true,
+                             .replica = &trainer.replica()});
   const BatchPlan plan(data.size(), 8, false);
   const auto order = EpochPermutation(1, 0, 64);
   int64_t stopped_at = -1;
   for (int64_t b = 0; b < plan.num_batches(); ++b) {
     if (b == 3) raise(SIGUSR1);
     trainer.Step(order, plan.Batch(b));
-    auto preempted = manager.SaveIfPreempted(trainer.replica());
+    auto preempted = manager.SaveIfPreempted();
     ASSERT_OK(preempted);
     if (*preempted) {
       stopped_at = t.optimizer->iterations();
