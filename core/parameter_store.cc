@@ -14,7 +14,7 @@ size_t ParameterStore::Declare(std::string name, std::vector<int64_t> shape) {
     HOLDFAST_CHECK(d > 0, "tensor " << name << " has a non-positive dimension");
     size *= static_cast<size_t>(d);
   }
-  const size_t offset = (total_ + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
+  const size_t offset = AlignUp(total_);
   tensors_.push_back({std::move(name), std::move(shape), offset, size});
   total_ = offset + size;
   return tensors_.size() - 1;
@@ -22,7 +22,7 @@ size_t ParameterStore::Declare(std::string name, std::vector<int64_t> shape) {
 
 void ParameterStore::Finalize() {
   HOLDFAST_CHECK(!finalized_, "Finalize called twice");
-  total_ = (total_ + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
+  total_ = AlignUp(total_);
   params_.assign(total_, 0.0f);
   grads_.assign(kControlFloats + total_, 0.0f);
   grad_exponents_.assign(tensors_.size(), kUnsetExponent);
@@ -61,15 +61,16 @@ MatrixMap ParameterStore::GradMatrix(size_t index) {
   return MatrixMap(grad_base() + t.offset, rows, static_cast<int64_t>(t.size) / rows);
 }
 
-std::string DescribeTensor(const TensorSpec& t) {
+std::string DescribeShape(const std::vector<int64_t>& shape) {
   std::ostringstream out;
-  out << t.name << ':';
-  for (size_t d = 0; d < t.shape.size(); ++d) {
+  for (size_t d = 0; d < shape.size(); ++d) {
     if (d > 0) out << 'x';
-    out << t.shape[d];
+    out << shape[d];
   }
   return out.str();
 }
+
+std::string DescribeTensor(const TensorSpec& t) { return t.name + ':' + DescribeShape(t.shape); }
 
 std::string ParameterStore::Signature() const {
   std::string out;

@@ -46,12 +46,19 @@ struct TensorSpec {
 
 // "dense_0/kernel:784x256".
 std::string DescribeTensor(const TensorSpec& t);
+// "784x256".
+std::string DescribeShape(const std::vector<int64_t>& shape);
 
 class ParameterStore {
  public:
   // Offsets are rounded up to this many floats (64 bytes) so that every
   // tensor starts on a cache line; the padding stays zero in every buffer.
   static constexpr size_t kAlignFloats = 16;
+  // `floats` rounded up to kAlignFloats: where the next tensor starts, and
+  // (of the last tensor's end) the buffers' size.
+  static constexpr size_t AlignUp(size_t floats) {
+    return (floats + kAlignFloats - 1) / kAlignFloats * kAlignFloats;
+  }
   // The gradient buffer is preceded by one cache line of control floats.
   // A data-parallel strategy fills it with per-step words (metrics, "a rank
   // asks to stop") so they ride in the gradient all-reduce: the line sits

@@ -1,5 +1,6 @@
 #include "core/sequential.h"
 
+#include <charconv>
 #include <sstream>
 #include <stdexcept>
 
@@ -78,6 +79,57 @@ double Sequential::ForwardFlopsPerSample() const {
     if (t.shape.size() == 2) flops += 2.0 * static_cast<double>(t.size);
   }
   return flops;
+}
+
+std::optional<std::vector<TensorSpec>> TensorsOfSignature(const std::string& signature,
+                                                          size_t max_floats, size_t* total_floats) {
+  // Layers split at '|' outside a layer's "(config)".
+  std::vector<std::string> layers(1);
+  int depth = 0;
+  for (const char c : signature) {
+    if (c == '(') ++depth;
+    if (depth == 0 && c == '|') {
+      layers.emplace_back();
+    } else if (depth == 0) {
+      layers.back() += c;
+    }
+    if (c == ')' && depth > 0) --depth;
+  }
+  if (layers[0].rfind("in:", 0) != 0) return std::nullopt;
+  std::vector<TensorSpec> tensors;
+  size_t end = 0;
+  for (size_t i = 1; i < layers.size(); ++i) {
+    size_t start = 0;
+    while (start <= layers[i].size()) {
+      size_t semi = layers[i].find(';', start);
+      if (semi == std::string::npos) semi = layers[i].size();
+      const std::string spec = layers[i].substr(start, semi - start);
+      start = semi + 1;
+      const size_t colon = spec.rfind(':');
+      if (colon == std::string::npos) continue;  // a layer without parameters
+      TensorSpec t{spec.substr(0, colon), {}, 0, 1};
+      const std::string dims = spec.substr(colon + 1);
+      for (size_t p = 0; p <= dims.size();) {
+        size_t x = dims.find('x', p);
+        if (x == std::string::npos) x = dims.size();
+        int64_t d = 0;
+        const auto [ptr, ec] = std::from_chars(dims.data() + p, dims.data() + x, d);
+        if (ec != std::errc() || ptr != dims.data() + x || d <= 0 || d > (int64_t{1} << 40)) {
+          return std::nullopt;
+        }
+        t.shape.push_back(d);
+        t.size *= static_cast<size_t>(d);
+        if (t.size > max_floats) return std::nullopt;
+        p = x + 1;
+      }
+      t.offset = ParameterStore::AlignUp(end);
+      end = t.offset + t.size;
+      if (end > max_floats) return std::nullopt;
+      tensors.push_back(std::move(t));
+    }
+  }
+  *total_floats = ParameterStore::AlignUp(end);
+  return tensors;
 }
 
 }  // namespace holdfast

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -66,5 +67,13 @@ class Sequential {
   std::vector<Matrix> activations_;  // [i+1] = output of layer i; [0] unused
   Matrix dy_, dx_;                   // scratch for backward, reused across steps
 };
+
+// The inverse of Sequential::Signature, for tools that read a checkpoint
+// without its model: the tensors a signature names, laid out as the model's
+// ParameterStore lays them out, and in *total_floats the buffers' size.
+// nullopt when the signature does not parse or its tensors would need more
+// than `max_floats` floats (it may come from a damaged file).
+std::optional<std::vector<TensorSpec>> TensorsOfSignature(const std::string& signature,
+                                                          size_t max_floats, size_t* total_floats);
 
 }  // namespace holdfast

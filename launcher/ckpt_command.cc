@@ -20,6 +20,7 @@
 #include "checkpoint/env.h"
 #include "checkpoint/reader.h"
 #include "core/parameter_store.h"
+#include "core/sequential.h"
 
 namespace holdfast::launcher {
 namespace {
@@ -259,86 +260,25 @@ struct Stats {
   }
 };
 
-struct Tensor {
-  std::string name;
-  std::vector<int64_t> shape;
-  uint64_t offset = 0, size = 0;
-
-  std::string ShapeText() const {
-    std::string s;
-    for (size_t d = 0; d < shape.size(); ++d) {
-      if (d > 0) s += 'x';
-      s += std::to_string(shape[d]);
-    }
-    return s;
-  }
-};
-
-// The params blob's tensors, read from a model signature
-// ("in:2|dense_0/kernel:2x16;dense_0/bias:16|relu_1|...") and laid out as
-// ParameterStore lays them out (each tensor aligned, the end padded).
-// Empty when the signature does not parse or does not add up to `floats`:
-// it is only a hint.
-std::vector<Tensor> ParamsLayout(const std::string& signature, uint64_t floats) {
-  // Layers split at '|' outside a layer's "(config)".
-  std::vector<std::string> layers(1);
-  int depth = 0;
-  for (const char c : signature) {
-    if (c == '(') ++depth;
-    if (depth == 0 && c == '|') {
-      layers.emplace_back();
-    } else if (depth == 0) {
-      layers.back() += c;
-    }
-    if (c == ')' && depth > 0) --depth;
-  }
-  if (layers.empty() || layers[0].rfind("in:", 0) != 0) return {};
-  std::vector<Tensor> tensors;
-  const uint64_t align = ParameterStore::kAlignFloats;
-  uint64_t end = 0;
-  for (size_t i = 1; i < layers.size(); ++i) {
-    size_t start = 0;
-    while (start <= layers[i].size()) {
-      size_t semi = layers[i].find(';', start);
-      if (semi == std::string::npos) semi = layers[i].size();
-      const std::string spec = layers[i].substr(start, semi - start);
-      start = semi + 1;
-      const size_t colon = spec.rfind(':');
-      if (colon == std::string::npos) continue;  // a layer without parameters
-      Tensor t{spec.substr(0, colon), {}, 0, 1};
-      const std::string dims = spec.substr(colon + 1);
-      for (size_t p = 0; p <= dims.size();) {
-        size_t x = dims.find('x', p);
-        if (x == std::string::npos) x = dims.size();
-        int64_t d = 0;
-        const auto [ptr, ec] = std::from_chars(dims.data() + p, dims.data() + x, d);
-        if (ec != std::errc() || ptr != dims.data() + x || d <= 0 || d > (int64_t{1} << 40)) {
-          return {};
-        }
-        t.shape.push_back(d);
-        t.size *= static_cast<uint64_t>(d);
-        if (t.size > floats) return {};
-        p = x + 1;
-      }
-      t.offset = (end + align - 1) / align * align;
-      end = t.offset + t.size;
-      if (end > floats) return {};
-      tensors.push_back(std::move(t));
-    }
-  }
-  if (tensors.empty() || (end + align - 1) / align * align != floats) return {};
-  return tensors;
+// The params blob's tensors, from the model signature (core's parser, the
+// inverse of Sequential::Signature). Empty when the signature does not
+// parse or does not add up to `floats`: it is only a hint.
+std::vector<TensorSpec> ParamsLayout(const std::string& signature, uint64_t floats) {
+  size_t total = 0;
+  std::optional<std::vector<TensorSpec>> tensors = TensorsOfSignature(signature, floats, &total);
+  if (!tensors || tensors->empty() || total != floats) return {};
+  return *tensors;
 }
 
 // Statistics of a blob: over the tensors when the layout is known (so the
 // alignment padding is left out), else over every float.
-Stats BlobStats(const std::vector<float>& blob, const std::vector<Tensor>& layout) {
+Stats BlobStats(const std::vector<float>& blob, const std::vector<TensorSpec>& layout) {
   Stats s;
   if (layout.empty()) {
     s.Add(blob);
     return s;
   }
-  for (const Tensor& t : layout) s.Add(std::span<const float>(blob).subspan(t.offset, t.size));
+  for (const TensorSpec& t : layout) s.Add(std::span<const float>(blob).subspan(t.offset, t.size));
   return s;
 }
 
@@ -512,18 +452,18 @@ json InspectJson(const std::string& path, const CheckpointContents& c, const Sta
   for (const auto& [name, floats] : c.blob_floats) {
     if (name == "params") params_floats = floats;
   }
-  const std::vector<Tensor> layout = ParamsLayout(c.model_signature, params_floats);
+  const std::vector<TensorSpec> layout = ParamsLayout(c.model_signature, params_floats);
   json blobs = json::array();
   for (const auto& [name, floats] : c.blob_floats) {
     json b = {{"name", name}, {"floats", floats}};
     const auto blob = c.blobs.find(name);
     const bool shared_layout = !layout.empty() && floats == params_floats;
     if (blob != c.blobs.end()) {
-      BlobStats(blob->second, shared_layout ? layout : std::vector<Tensor>{}).ToJson(b);
+      BlobStats(blob->second, shared_layout ? layout : std::vector<TensorSpec>{}).ToJson(b);
     }
     if (name == "params" && shared_layout) {
       json tensors = json::array();
-      for (const Tensor& t : layout) {
+      for (const TensorSpec& t : layout) {
         json jt = {{"name", t.name}, {"shape", t.shape}, {"offset", t.offset}, {"floats", t.size}};
         if (blob != c.blobs.end()) BlobStats(blob->second, {t}).ToJson(jt);
         tensors.push_back(jt);
@@ -583,7 +523,7 @@ void PrintInspect(const std::string& path, const CheckpointContents& c, const St
   for (const auto& [name, floats] : c.blob_floats) {
     if (name == "params") params_floats = floats;
   }
-  const std::vector<Tensor> layout = ParamsLayout(c.model_signature, params_floats);
+  const std::vector<TensorSpec> layout = ParamsLayout(c.model_signature, params_floats);
   Table blobs({"NAME", "FLOATS", "SHAPE", "MIN", "MAX", "MEAN", "RMS", "NAN", "INF"},
               {false, true, false, true, true, true, true, true, true});
   for (const auto& [name, floats] : c.blob_floats) {
@@ -592,14 +532,15 @@ void PrintInspect(const std::string& path, const CheckpointContents& c, const St
     std::vector<std::string> row = {name, std::to_string(floats), "-"};
     if (blob != c.blobs.end()) {
       for (std::string& cell :
-           BlobStats(blob->second, shared_layout ? layout : std::vector<Tensor>{}).Cells()) {
+           BlobStats(blob->second, shared_layout ? layout : std::vector<TensorSpec>{}).Cells()) {
         row.push_back(std::move(cell));
       }
     }
     blobs.Add(row);
     if (name != "params" || !shared_layout) continue;
-    for (const Tensor& t : layout) {
-      std::vector<std::string> trow = {"  " + t.name, std::to_string(t.size), t.ShapeText()};
+    for (const TensorSpec& t : layout) {
+      std::vector<std::string> trow = {"  " + t.name, std::to_string(t.size),
+                                       DescribeShape(t.shape)};
       if (blob != c.blobs.end()) {
         for (std::string& cell : BlobStats(blob->second, {t}).Cells()) trow.push_back(cell);
       }

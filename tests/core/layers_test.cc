@@ -123,6 +123,33 @@ TEST(ParameterStoreTest, SignatureFormat) {
   EXPECT_NE(store.Signature(), other.Signature());
 }
 
+// A model's signature parses back into its store's exact layout (names,
+// shapes, aligned offsets, size): what `holdfast ckpt` shows of a checkpoint
+// without the model.
+TEST(SequentialTest, TheSignatureParsesBackIntoTheStoresLayout) {
+  Sequential model(7);
+  model.Add<Dense>(5).Add<ReLU>().Add<Dropout>(0.25f).Add<Dense>(3);
+  model.Build(1);
+  size_t total = 0;
+  const auto tensors = TensorsOfSignature(model.Signature(), model.store().size(), &total);
+  ASSERT_TRUE(tensors.has_value()) << model.Signature();
+  EXPECT_EQ(total, model.store().size());
+  ASSERT_EQ(tensors->size(), model.store().tensors().size());
+  for (size_t i = 0; i < tensors->size(); ++i) {
+    const TensorSpec& want = model.store().tensors()[i];
+    EXPECT_EQ((*tensors)[i].name, want.name);
+    EXPECT_EQ((*tensors)[i].shape, want.shape);
+    EXPECT_EQ((*tensors)[i].offset, want.offset);
+    EXPECT_EQ((*tensors)[i].size, want.size);
+  }
+  // Too big for the bound, or not a signature at all: nothing.
+  EXPECT_FALSE(TensorsOfSignature(model.Signature(), 10, &total).has_value());
+  for (const char* bad : {"", "dense_0/kernel:3x4", "in:3|d/k:3x0", "in:3|d/k:3xq",
+                          "in:3|d/k:99999999999999x99999999999999"}) {
+    EXPECT_FALSE(TensorsOfSignature(bad, 1 << 20, &total).has_value()) << bad;
+  }
+}
+
 TEST(ParameterStoreTest, MatrixViewsAreRowMajorIntoTheBuffers) {
   ParameterStore store;
   size_t k = store.Declare("k", {3, 4});
