@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "core/exact_sum.h"
+#include "core/internal/exact_gradient.h"
 #include "core/internal/fixed_order_gemm.h"
 
 namespace {

@@ -7,6 +7,7 @@
 
 #include "core/check.h"
 #include "core/exact_sum.h"
+#include "core/internal/exact_gradient.h"
 #include "core/internal/fixed_order_gemm.h"
 #include "core/random.h"
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/exact_sum.h"
+#include "core/internal/exact_gradient.h"
 
 namespace holdfast::internal {
 namespace {
@@ -203,7 +204,15 @@ TEST(MicroShardGradientTest, RowRoundingDoesNotDependOnHowRowsAreCut) {
             bs = GridScale(BoundExponent(rows * b.bias));
   const std::vector<int64_t> all = {0, rows};
   std::vector<double> whole(in * out), whole_bias(out);
-  MicroShardGradient g{x.data(), dy.data(), in, out, all, ks, bs, whole.data(), whole_bias.data(),
+  MicroShardGradient g{x.data(),
+                       dy.data(),
+                       in,
+                       out,
+                       all,
+                       ks,
+                       bs,
+                       whole.data(),
+                       whole_bias.data(),
                        /*round_each_row=*/true};
   MicroShardDenseGradient(g);
   for (int64_t piece : {1, 2, 7, 40}) {
