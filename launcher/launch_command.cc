@@ -1,8 +1,6 @@
 #include "launcher/launch_command.h"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -10,16 +8,12 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
-#include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -28,8 +22,8 @@
 #include "cluster/cluster_spec.h"
 #include "core/exit_codes.h"
 #include "launcher/ckpt_command.h"
-
-extern char** environ;
+#include "launcher/hosts.h"
+#include "launcher/process.h"
 
 namespace holdfast::launcher {
 namespace {
@@ -70,24 +64,10 @@ constexpr std::pair<const char*, const char*> kMultiHostMca[] = {
     {"orte_leave_session_attached", "1"},
 };
 
-// One line of a hostfile: `name [slots=N] [...]`.
-struct HostEntry {
-  std::string name;
-  int slots = 1;
-};
-
 using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// The signals the launcher handles itself (blocked, read with sigtimedwait).
-sigset_t HandledSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGCHLD}) sigaddset(&set, s);
-  return set;
 }
 
 bool InSlurm() { return std::getenv("SLURM_JOB_ID") != nullptr; }
@@ -120,66 +100,6 @@ std::optional<std::string> MpiParameter(const LaunchArgs& a, const std::string& 
   }
   if (const char* v = std::getenv(("OMPI_MCA_" + name).c_str())) return std::string(v);
   return std::nullopt;
-}
-
-std::vector<std::string> SplitWords(const std::string& s) {
-  std::vector<std::string> words;
-  std::istringstream in(s);
-  for (std::string w; in >> w;) words.push_back(w);
-  return words;
-}
-
-// Parses an Open MPI hostfile: one host a line, `slots=N` (default 1), `#`
-// comments; a host named twice has the sum of its slots.
-bool ReadHostfile(const std::string& path, std::vector<HostEntry>* hosts, std::string* error) {
-  std::ifstream in(path);
-  if (!in) {
-    *error = "cannot read hostfile " + path + ": " + std::strerror(errno);
-    return false;
-  }
-  int line_number = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++line_number;
-    line = line.substr(0, line.find('#'));
-    const std::vector<std::string> words = SplitWords(line);
-    if (words.empty()) continue;
-    HostEntry entry{.name = words[0]};
-    for (size_t i = 1; i < words.size(); ++i) {
-      if (words[i].rfind("slots=", 0) == 0) {
-        char* end = nullptr;
-        const long slots = std::strtol(words[i].c_str() + 6, &end, 10);
-        if (*end != '\0' || slots < 1 || slots > 1 << 20) {
-          *error = path + ":" + std::to_string(line_number) + ": bad '" + words[i] + "'";
-          return false;
-        }
-        entry.slots = static_cast<int>(slots);
-      }
-    }
-    auto same = std::find_if(hosts->begin(), hosts->end(),
-                             [&](const HostEntry& h) { return h.name == entry.name; });
-    if (same != hosts->end()) {
-      same->slots += entry.slots;
-    } else {
-      hosts->push_back(entry);
-    }
-  }
-  if (hosts->empty()) {
-    *error = "hostfile " + path + " names no host";
-    return false;
-  }
-  return true;
-}
-
-int TotalSlots(const std::vector<HostEntry>& hosts) {
-  int total = 0;
-  for (const HostEntry& h : hosts) total += h.slots;
-  return total;
-}
-
-std::string HostNames(const std::vector<HostEntry>& hosts) {
-  std::string names;
-  for (const HostEntry& h : hosts) names += (names.empty() ? "" : " ") + h.name;
-  return names;
 }
 
 // `hostfile` is the file this attempt runs on (the hosts that answered), or
@@ -215,86 +135,6 @@ std::vector<std::string> JobArgv(const LaunchArgs& a, int np, const std::string&
   argv.insert(argv.end(), a.mpi_args.begin(), a.mpi_args.end());
   argv.insert(argv.end(), a.command.begin(), a.command.end());
   return argv;
-}
-
-// Starts argv in its own process group with default signal handling and an
-// empty mask (the launcher's blocked set is not inherited), and `extra_env`;
-// `quiet`: stdin, stdout and stderr on /dev/null.
-pid_t Spawn(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env,
-            std::string* error, bool quiet = false) {
-  posix_spawn_file_actions_t files;
-  posix_spawn_file_actions_init(&files);
-  if (quiet) {
-    posix_spawn_file_actions_addopen(&files, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&files, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&files, 2, "/dev/null", O_WRONLY, 0);
-  }
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t empty, defaults = HandledSignals();
-  sigemptyset(&empty);
-  posix_spawnattr_setsigmask(&attr, &empty);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-  std::vector<char*> args;
-  for (const auto& s : argv) args.push_back(const_cast<char*>(s.c_str()));
-  args.push_back(nullptr);
-  std::vector<std::string> env_storage;
-  for (char** e = environ; *e != nullptr; ++e) env_storage.emplace_back(*e);
-  env_storage.insert(env_storage.end(), extra_env.begin(), extra_env.end());
-  std::vector<char*> env;
-  for (auto& e : env_storage) env.push_back(e.data());
-  env.push_back(nullptr);
-  pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, args[0], &files, &attr, args.data(), env.data());
-  posix_spawnattr_destroy(&attr);
-  posix_spawn_file_actions_destroy(&files);
-  if (rc != 0) {
-    *error = "cannot run " + argv[0] + ": " + std::strerror(rc);
-    return -1;
-  }
-  return pid;
-}
-
-// This process's children, from /proc (a subreaper's adopted orphans too).
-std::vector<pid_t> Children() {
-  std::vector<pid_t> children;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
-    const std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "stat");
-    std::string stat;
-    std::getline(in, stat);
-    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-    const size_t close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 1));
-    std::string state;
-    pid_t ppid = 0;
-    if (rest >> state >> ppid && ppid == getpid()) children.push_back(std::stoi(name));
-  }
-  return children;
-}
-
-// Ends and reaps what the last attempt left behind outside its process group:
-// processes that outlived their parent and were re-parented to this launcher
-// (a child subreaper, see Launch); not the children it had when it started
-// (`inherited`, e.g. a shell's process substitution). The srun through which
-// mpirun starts its daemons on the other nodes of a SLURM allocation runs in
-// a group of its own, and one that cannot reach a lost node outlives mpirun.
-void EndLeftovers(const std::vector<pid_t>& inherited) {
-  for (int round = 0; round < 100; ++round) {
-    std::vector<pid_t> left = Children();
-    std::erase_if(left, [&](pid_t p) {
-      return std::find(inherited.begin(), inherited.end(), p) != inherited.end();
-    });
-    if (left.empty()) return;
-    for (pid_t child : left) kill(child, SIGKILL);
-    for (pid_t child : left) waitpid(child, nullptr, 0);
-  }
 }
 
 struct AttemptResult {
@@ -360,64 +200,6 @@ AttemptResult RunAttempt(const LaunchArgs& a, pid_t pid, const std::vector<pid_t
   }
 }
 
-// Runs argv (no shell) and returns what it printed on stdout, or nullopt
-// when it could not run or did not exit 0.
-std::optional<std::string> OutputOf(const std::vector<std::string>& argv) {
-  int fds[2];
-  if (pipe(fds) != 0) return std::nullopt;
-  posix_spawn_file_actions_t files;
-  posix_spawn_file_actions_init(&files);
-  posix_spawn_file_actions_adddup2(&files, fds[1], 1);
-  posix_spawn_file_actions_addclose(&files, fds[0]);
-  std::vector<char*> args;
-  for (const auto& s : argv) args.push_back(const_cast<char*>(s.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, args[0], &files, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&files);
-  close(fds[1]);
-  std::string out;
-  char buffer[4096];
-  for (ssize_t n; rc == 0 && (n = read(fds[0], buffer, sizeof buffer)) != 0;) {
-    if (n > 0) out.append(buffer, n);
-    if (n < 0 && errno != EINTR) break;
-  }
-  close(fds[0]);
-  int status = 0;
-  if (rc != 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
-      WEXITSTATUS(status) != 0) {
-    return std::nullopt;
-  }
-  return out;
-}
-
-// The nodes of this SLURM allocation (`scontrol show hostnames`), each with
-// its tasks (SLURM_TASKS_PER_NODE: "2(x3),1"; 1 each when absent).
-bool ReadSlurmHosts(std::vector<HostEntry>* hosts, std::string* error) {
-  const char* list = std::getenv("SLURM_JOB_NODELIST");
-  if (list == nullptr) list = std::getenv("SLURM_NODELIST");
-  if (list == nullptr) {
-    *error = "SLURM_JOB_NODELIST is not set";
-    return false;
-  }
-  const std::optional<std::string> names = OutputOf({"scontrol", "show", "hostnames", list});
-  if (!names) {
-    *error = std::string("`scontrol show hostnames ") + list + "` failed";
-    return false;
-  }
-  const char* tasks_per_node = std::getenv("SLURM_TASKS_PER_NODE");
-  const std::vector<int> tasks = SlurmTasksPerNode(tasks_per_node != nullptr ? tasks_per_node : "");
-  for (const std::string& name : SplitWords(*names)) {
-    const size_t i = hosts->size();
-    hosts->push_back({.name = name, .slots = i < tasks.size() ? tasks[i] : 1});
-  }
-  if (hosts->empty()) {
-    *error = std::string("no nodes in SLURM_JOB_NODELIST=") + list;
-    return false;
-  }
-  return true;
-}
-
 // How to ask `host` to run `true`: inside a SLURM allocation (`slurm`), a
 // one-task job step there, as mpirun starts its daemons; else the launch agent
 // mpirun uses (plm_rsh_agent, default ssh): `agent host true`.
@@ -480,14 +262,6 @@ std::vector<HostEntry> ProbeHosts(const LaunchArgs& a, const std::vector<HostEnt
     }
   }
   return answered;
-}
-
-// Writes `hosts` as a hostfile at `path`.
-bool WriteHostfile(const std::string& path, const std::vector<HostEntry>& hosts) {
-  std::ofstream out(path, std::ios::trunc);
-  for (const HostEntry& h : hosts) out << h.name << " slots=" << h.slots << "\n";
-  out.close();
-  return static_cast<bool>(out);
 }
 
 std::string ReadReport(const std::string& path) {
