@@ -27,11 +27,4 @@ namespace holdfast::launcher {
 // stores its exit code in *exit_code; `exit_code` must outlive `app`.
 void AddCkptCommand(CLI::App& app, int* exit_code);
 
-// Formatting helpers, public for tests.
-// 512 -> "512 B", 1536 -> "1.5 KiB", then MiB, GiB, TiB with one decimal.
-std::string HumanBytes(uint64_t bytes);
-// Seconds in the past -> "12s ago", "3m ago", "2h ago", "5d ago"; negative
-// (a clock ahead of this one) -> "in the future".
-std::string HumanAge(double seconds);
-
 }  // namespace holdfast::launcher

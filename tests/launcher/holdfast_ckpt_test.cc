@@ -15,6 +15,7 @@
 #include "distribute/communicator.h"
 #include "distribute/thread_communicator.h"
 #include "launcher/ckpt_command.h"
+#include "launcher/table.h"
 #include "tests/testutil/models.h"
 #include "tests/testutil/subprocess.h"
 #include "tests/testutil/testutil.h"

@@ -1,0 +1,68 @@
+#include "launcher/blob_stats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include "core/sequential.h"
+#include "launcher/table.h"
+
+namespace holdfast::launcher {
+
+using json = nlohmann::ordered_json;
+
+void Stats::Add(std::span<const float> values) {
+  count += values.size();
+  for (const float f : values) {
+    if (std::isnan(f)) {
+      ++nan;
+    } else if (std::isinf(f)) {
+      ++inf;
+    } else {
+      const double v = f;
+      ++finite;
+      min = std::min(min, v);
+      max = std::max(max, v);
+      sum += v;
+      sum_squares += v * v;
+    }
+  }
+}
+
+double Stats::rms() const { return std::sqrt(sum_squares / static_cast<double>(finite)); }
+
+std::vector<std::string> Stats::Cells() const {
+  if (finite == 0) return {"-", "-", "-", "-", std::to_string(nan), std::to_string(inf)};
+  return {FormatG(min),   FormatG(max),        FormatG(mean()),
+          FormatG(rms()), std::to_string(nan), std::to_string(inf)};
+}
+
+void Stats::ToJson(json& j) const {
+  const bool any = finite > 0;
+  j["min"] = any ? json(min) : json(nullptr);
+  j["max"] = any ? json(max) : json(nullptr);
+  j["mean"] = any ? json(mean()) : json(nullptr);
+  j["rms"] = any ? json(rms()) : json(nullptr);
+  j["finite"] = finite;
+  j["nan"] = nan;
+  j["inf"] = inf;
+}
+
+std::vector<TensorSpec> ParamsLayout(const std::string& signature, uint64_t floats) {
+  size_t total = 0;
+  std::optional<std::vector<TensorSpec>> tensors = TensorsOfSignature(signature, floats, &total);
+  if (!tensors || tensors->empty() || total != floats) return {};
+  return *tensors;
+}
+
+Stats BlobStats(const std::vector<float>& blob, const std::vector<TensorSpec>& layout) {
+  Stats s;
+  if (layout.empty()) {
+    s.Add(blob);
+    return s;
+  }
+  for (const TensorSpec& t : layout) s.Add(std::span<const float>(blob).subspan(t.offset, t.size));
+  return s;
+}
+
+}  // namespace holdfast::launcher

@@ -1,0 +1,40 @@
+// Statistics of a checkpoint's float blobs for `holdfast ckpt inspect`:
+// over the model's tensors when the signature gives their layout (so the
+// alignment padding is left out), else over every float.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/parameter_store.h"
+
+namespace holdfast::launcher {
+
+struct Stats {
+  uint64_t count = 0, finite = 0, nan = 0, inf = 0;
+  double min = std::numeric_limits<double>::infinity();
+  double max = -std::numeric_limits<double>::infinity();
+  double sum = 0, sum_squares = 0;
+
+  void Add(std::span<const float> values);
+  double mean() const { return sum / static_cast<double>(finite); }
+  double rms() const;
+  // MIN MAX MEAN RMS NAN INF
+  std::vector<std::string> Cells() const;
+  void ToJson(nlohmann::ordered_json& j) const;
+};
+
+// The params blob's tensors, from the model signature (core's parser, the
+// inverse of Sequential::Signature). Empty when the signature does not
+// parse or does not add up to `floats`: it is only a hint.
+std::vector<TensorSpec> ParamsLayout(const std::string& signature, uint64_t floats);
+
+// Statistics of a blob over `layout`'s tensors, or over every float when
+// the layout is empty.
+Stats BlobStats(const std::vector<float>& blob, const std::vector<TensorSpec>& layout);
+
+}  // namespace holdfast::launcher
