@@ -67,6 +67,15 @@ TrainedRun Train(const BackupAndRestoreOptions& backup, std::vector<Callback*> e
   return run;
 }
 
+// The run resumed at `at` and ended with the uninterrupted run's weights.
+void ExpectResumedAt(const TrainedRun& run, ResumePoint at, uint64_t expected_hash) {
+  ASSERT_TRUE(run.resumed.has_value());
+  EXPECT_EQ(run.resumed->epoch, at.epoch);
+  EXPECT_EQ(run.resumed->batch, at.batch);
+  EXPECT_EQ(run.resumed->step, at.step);
+  EXPECT_EQ(run.trainee.Hash(), expected_hash);
+}
+
 int CommittedCheckpoints(const std::string& dir) {
   int n = 0;
   std::error_code ec;
@@ -83,14 +92,9 @@ TEST(BackupAndRestoreTest, EpochSavesResumeAtTheNextBatchBitExact) {
   StopAfterStep kill(13);
   (void)Train({.checkpoint = {.directory = dir.path()}}, {&kill});
   EXPECT_EQ(CommittedCheckpoints(dir.path()), 1);
-  TrainedRun resumed = Train({.checkpoint = {.directory = dir.path()}});
-  ASSERT_TRUE(resumed.resumed.has_value());
   // Saved in OnEpochEnd: epoch 0 with all its 8 batches done, so the
   // resumed run's first batch is epoch 1's first.
-  EXPECT_EQ(resumed.resumed->step, 8);
-  EXPECT_EQ(resumed.resumed->epoch, 0);
-  EXPECT_EQ(resumed.resumed->batch, 8);
-  EXPECT_EQ(resumed.trainee.Hash(), expected);
+  ExpectResumedAt(Train({.checkpoint = {.directory = dir.path()}}), {0, 8, 8}, expected);
 }
 
 // Saves every 3 steps, killed after step 13: resumes mid-epoch at step 12,
@@ -105,12 +109,7 @@ TEST(BackupAndRestoreTest, StepSavesResumeMidEpochBitExact) {
     const BackupAndRestoreOptions backup = {.checkpoint = {.directory = dir.path(), .async = async},
                                             .save_freq = 3};
     (void)Train(backup, {&kill});
-    TrainedRun resumed = Train(backup);
-    ASSERT_TRUE(resumed.resumed.has_value());
-    EXPECT_EQ(resumed.resumed->step, 12);
-    EXPECT_EQ(resumed.resumed->epoch, 1);
-    EXPECT_EQ(resumed.resumed->batch, 4);
-    EXPECT_EQ(resumed.trainee.Hash(), expected);
+    ExpectResumedAt(Train(backup), {1, 4, 12}, expected);
   }
 }
 

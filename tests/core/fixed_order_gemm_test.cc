@@ -145,6 +145,25 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MicroShardGradientTest,
                                            GradShape{37, 71, {0, 9, 20, 21, 50}},
                                            GradShape{13, 10, {0, 0}}));
 
+// The weight gradient of `grid` (exponent `bound_exponent`) is within float
+// precision of the double-precision sum of x^T dy, element by element.
+void ExpectFloatPrecision(const std::vector<float>& x, const std::vector<float>& dy, int64_t in,
+                          int64_t out, const std::vector<double>& grid, int64_t bound_exponent) {
+  const int64_t rows = static_cast<int64_t>(x.size()) / in;
+  std::vector<float> grad(in * out);
+  GridToFloat(grid, bound_exponent, grad);
+  for (int64_t i = 0; i < in; ++i) {
+    for (int64_t j = 0; j < out; ++j) {
+      double exact = 0, magnitude = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        exact += static_cast<double>(x[r * in + i]) * dy[r * out + j];
+        magnitude += std::fabs(static_cast<double>(x[r * in + i]) * dy[r * out + j]);
+      }
+      EXPECT_NEAR(grad[i * out + j], exact, 1e-6 * magnitude + 1e-30) << i << "," << j;
+    }
+  }
+}
+
 // The grid's point: the sum over micro-shards is the same integer however
 // the micro-shards are grouped into ranks (here: summed per group, then the
 // groups summed in reverse), so any world size gives the same gradient.
@@ -178,18 +197,7 @@ TEST(MicroShardGradientTest, TheGridSumDoesNotDependOnTheGrouping) {
     EXPECT_TRUE(SameBits(sum_bias, whole_bias)) << groups << " groups";
   }
   // And the grid keeps float precision: against a double-precision sum.
-  std::vector<float> grad(in * out);
-  GridToFloat(whole, BoundExponent(rows * b.kernel), grad);
-  for (int64_t i = 0; i < in; ++i) {
-    for (int64_t j = 0; j < out; ++j) {
-      double exact = 0, magnitude = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        exact += static_cast<double>(x[r * in + i]) * dy[r * out + j];
-        magnitude += std::fabs(static_cast<double>(x[r * in + i]) * dy[r * out + j]);
-      }
-      EXPECT_NEAR(grad[i * out + j], exact, 1e-6 * magnitude + 1e-30) << i << "," << j;
-    }
-  }
+  ExpectFloatPrecision(x, dy, in, out, whole, BoundExponent(rows * b.kernel));
 }
 
 // With round_each_row the grid sum is the same for ANY cut of the rows, not
@@ -229,18 +237,7 @@ TEST(MicroShardGradientTest, RowRoundingDoesNotDependOnHowRowsAreCut) {
     EXPECT_TRUE(SameBits(sum, whole)) << "pieces of " << piece;
     EXPECT_TRUE(SameBits(sum_bias, whole_bias)) << "pieces of " << piece;
   }
-  std::vector<float> grad(in * out);
-  GridToFloat(whole, BoundExponent(rows * b.kernel), grad);
-  for (int64_t i = 0; i < in; ++i) {
-    for (int64_t j = 0; j < out; ++j) {
-      double exact = 0, magnitude = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        exact += static_cast<double>(x[r * in + i]) * dy[r * out + j];
-        magnitude += std::fabs(static_cast<double>(x[r * in + i]) * dy[r * out + j]);
-      }
-      EXPECT_NEAR(grad[i * out + j], exact, 1e-6 * magnitude + 1e-30) << i << "," << j;
-    }
-  }
+  ExpectFloatPrecision(x, dy, in, out, whole, BoundExponent(rows * b.kernel));
 }
 
 // Rows that cancel exactly give +0, as a sum from 0 does, not the -0 that
