@@ -36,8 +36,9 @@ Status CheckRunLayout(const std::map<std::string, int64_t>& counters, int writte
   const auto threads = counters.find(kThreadsCounter);
   if (mode == counters.end() || shards == counters.end() || threads == counters.end()) {
     *warning =
-        "it was written before holdfast recorded layouts, so this resume cannot be "
-        "bit-exact with the run that wrote it";
+        "it records no layout (written before holdfast recorded layouts, or by a manager "
+        "without the training's replica), so this resume cannot be bit-exact with the run "
+        "that wrote it";
     return Status::Ok();
   }
   const bool written_invariant = mode->second != 0;
