@@ -35,7 +35,7 @@ echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long)
 
 FLAGS=(-std=c++20 -g -O1 -fno-omit-frame-pointer -I"$SRC" -I"$BUILD/generated")
 LIBS=(-lxxhash -lboost_serialization)
-SOURCES=(checkpoint/internal/shard_format.cc checkpoint/reader.cc checkpoint/env.cc
+SOURCES=(checkpoint/internal/shard_format.cc checkpoint/reader.cc checkpoint/names.cc checkpoint/env.cc
          core/status.cc core/hash.cc core/check.cc)
 
 echo "building fuzzers with $("$CXX" --version | head -1)"
