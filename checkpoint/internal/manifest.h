@@ -1,4 +1,4 @@
-// What the manifest writer (manager.cc) and reader (reader.cc) share.
+// What the manifest writer (commit.cc) and reader (reader.cc) share.
 #pragma once
 
 #include <cstdint>

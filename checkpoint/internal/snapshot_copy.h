@@ -1,5 +1,5 @@
 // The copy an asynchronous save makes of its state on the training thread
-// (checkpoint/manager.cc): the only part of such a save that training waits
+// (checkpoint/async_save.cc): the only part of such a save that training waits
 // for, so it is built for speed rather than generality.
 #pragma once
 
