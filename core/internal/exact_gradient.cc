@@ -276,26 +276,25 @@ __attribute__((noinline)) void RowRoundedTile(int64_t rows, const double* xp, co
 
 void RowRoundedKernelBlock(const MicroShardGradient& g, int64_t rows, int64_t i0, int64_t iw,
                            int64_t j0, int64_t jw) {
-  thread_local std::vector<double> dp_buffer, xp_buffer;
-  dp_buffer.resize(static_cast<size_t>(CeilDiv(jw, kRowNr) * kRowNr * rows));
-  xp_buffer.resize(static_cast<size_t>(rows * kRowMr));
-  PackDyRows(g.dy, rows, g.out, j0, jw, dp_buffer.data());
+  double* dp = ThreadBuffer<double>(0, static_cast<size_t>(CeilDiv(jw, kRowNr) * kRowNr * rows));
+  double* xp = ThreadBuffer<double>(1, static_cast<size_t>(rows * kRowMr));
+  PackDyRows(g.dy, rows, g.out, j0, jw, dp);
   alignas(32) double tile[kRowMr * kRowNr];
   const double anchor = Anchor(g.kernel_scale), up = std::ldexp(1.0, g.kernel_scale);
   const RoundDownScope round_down;
   for (int64_t p = 0; p * kRowMr < iw; ++p) {
     const int64_t irows = std::min(kRowMr, iw - p * kRowMr);
     const int64_t i = i0 + p * kRowMr;
-    PackXRows(g.x, rows, g.in, i, irows, xp_buffer.data());
+    PackXRows(g.x, rows, g.in, i, irows, xp);
     for (int64_t q = 0; q * kRowNr < jw; ++q) {
       const int64_t cols = std::min(kRowNr, jw - q * kRowNr);
-      const double* dpanel = dp_buffer.data() + q * rows * kRowNr;
+      const double* dpanel = dp + q * rows * kRowNr;
       double* out = g.kernel_grid + i * g.out + j0 + q * kRowNr;
       if (irows == kRowMr && cols == kRowNr) {
-        RowRoundedTile(rows, xp_buffer.data(), dpanel, anchor, up, out, g.out);
+        RowRoundedTile(rows, xp, dpanel, anchor, up, out, g.out);
         continue;
       }
-      RowRoundedTile(rows, xp_buffer.data(), dpanel, anchor, up, tile, kRowNr);
+      RowRoundedTile(rows, xp, dpanel, anchor, up, tile, kRowNr);
       for (int64_t ii = 0; ii < irows; ++ii) {
         for (int64_t jj = 0; jj < cols; ++jj) out[ii * g.out + jj] = tile[ii * kRowNr + jj];
       }

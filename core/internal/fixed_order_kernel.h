@@ -24,11 +24,13 @@ inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kParallelFlops = int64_t{1} << 16;
 
-// A packing buffer of this thread, reused from call to call (which: 0..2).
-inline float* ThreadBuffer(int which, size_t floats) {
-  thread_local std::vector<float> buffers[3];
-  std::vector<float>& b = buffers[which];
-  if (b.size() < floats) b.resize(floats);
+// A packing buffer of this thread, reused from call to call (which: 0..2),
+// of floats (the products, the chains) or doubles (row rounding).
+template <typename T = float>
+inline T* ThreadBuffer(int which, size_t n) {
+  thread_local std::vector<T> buffers[3];
+  std::vector<T>& b = buffers[which];
+  if (b.size() < n) b.resize(n);
   return b.data();
 }
 
