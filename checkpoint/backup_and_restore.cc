@@ -43,11 +43,9 @@ void BackupAndRestore::Bind(TrainingState& s) {
   if (options_.checkpoint.replica != nullptr && options_.checkpoint.replica != s.replica) {
     throw std::invalid_argument("BackupAndRestore's checkpoint.replica is not the one Fit uses");
   }
-  if (s.replica->world_size() != comm_->size() || s.replica->rank() != comm_->rank()) {
-    throw std::invalid_argument(
-        "BackupAndRestore's communicator (rank " + std::to_string(comm_->rank()) + " of " +
-        std::to_string(comm_->size()) + ") is not that of Fit's strategy (rank " +
-        std::to_string(s.replica->rank()) + " of " + std::to_string(s.replica->world_size()) + ")");
+  if (const Status matches = CheckReplicaMatches(*s.replica, *comm_); !matches.ok()) {
+    throw std::invalid_argument("BackupAndRestore's communicator is not Fit's strategy's: " +
+                                matches.message());
   }
   checkpoint_ = std::make_unique<Checkpoint>(s.model, s.optimizer);
   CheckpointOptions co = options_.checkpoint;

@@ -90,6 +90,14 @@ using internal::UtcNow;
 using internal::VoteFile;
 using nlohmann::json;
 
+Status CheckReplicaMatches(const Replica& replica, const Communicator& comm) {
+  if (replica.world_size() == comm.size() && replica.rank() == comm.rank()) return Status::Ok();
+  return InvalidArgumentError("the Replica (rank " + std::to_string(replica.rank()) + " of " +
+                              std::to_string(replica.world_size()) +
+                              ") and the Communicator (rank " + std::to_string(comm.rank()) +
+                              " of " + std::to_string(comm.size()) + ") belong to other ranks");
+}
+
 CheckpointManager::CheckpointManager(Checkpoint* checkpoint, Communicator* comm,
                                      CheckpointOptions options)
     : checkpoint_(checkpoint),
@@ -105,12 +113,8 @@ CheckpointManager::CheckpointManager(Checkpoint* checkpoint, Communicator* comm,
     preemption_ = std::make_unique<PreemptionHandler>(options_.preemption);
   }
   if (options_.replica != nullptr) {
-    HOLDFAST_CHECK(options_.replica->world_size() == comm_->size() &&
-                       options_.replica->rank() == comm_->rank(),
-                   "the Replica (rank "
-                       << options_.replica->rank() << " of " << options_.replica->world_size()
-                       << ") and the Communicator (rank " << comm_->rank() << " of "
-                       << comm_->size() << ") belong to other ranks");
+    const Status matches = CheckReplicaMatches(*options_.replica, *comm_);
+    HOLDFAST_CHECK(matches.ok(), matches.message());
   }
   if (options_.async) {
     HOLDFAST_CHECK(options_.replica != nullptr, "async checkpoints need the training's Replica");

@@ -104,6 +104,11 @@ struct CheckpointInfo {
   int world_size = 0;
 };
 
+// OK when `replica` and `comm` are the same rank of the same world, else
+// InvalidArgument naming both: a manager and the training it saves must
+// belong together (CheckpointOptions::replica).
+Status CheckReplicaMatches(const Replica& replica, const Communicator& comm);
+
 class CheckpointManager {
  public:
   // `checkpoint` and `comm` must outlive the manager.
