@@ -242,7 +242,7 @@ def io_one_size(args, mb, scratch):
     for k in ("save", "raw_write", "load_cold", "raw_read_cold", "load_warm", "raw_read_warm"):
         out[k + "_seconds"] = rec[k]
         out[k + "_gbps"] = gb / median(rec[k])
-    # The second of two operations was systematically slower here (see bench/checkpoint.cc):
+    # The second of two operations was systematically slower here (see bench/checkpoint/io_mode.cc):
     # geometric mean of the medians of the two orders, so the order effect cancels.
     for k, by_order in ratios.items():
         a, b = median(by_order["torch_first"]), median(by_order["raw_first"])
@@ -428,7 +428,7 @@ def main(argv=None):
     p.add_argument("--sizes-mb", default="10,1000", help="io: state sizes in MB (1e6 bytes)")
     p.add_argument("--repeats", type=int, default=6, help="io: repeats per size (+1 warm-up)")
     p.add_argument("--settle-seconds", type=float, default=3,
-                   help="io: rest before every timed operation (see bench/checkpoint.cc); 0: none")
+                   help="io: rest before every timed operation (see bench/checkpoint/io_mode.cc); 0: none")
     p.add_argument("--hidden", default="2048,2048,2048", help="stall: hidden widths")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--dropout", type=float, default=0.2)
