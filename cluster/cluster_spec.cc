@@ -18,14 +18,14 @@ class Variables {
     const auto it = env_.find(name);
     return it == env_.end() ? nullptr : &it->second;
   }
-  // The first of `names` that is set to a non-negative integer.
-  bool Int(std::initializer_list<const char*> names, int* out) const {
+  // The first of `names` that is set to an integer of at least `min`.
+  bool Int(std::initializer_list<const char*> names, int* out, long min = 0) const {
     for (const char* name : names) {
       const std::string* v = Find(name);
       if (v == nullptr || v->empty()) continue;
       char* end = nullptr;
       const long n = std::strtol(v->c_str(), &end, 10);
-      if (*end == '\0' && n >= 0) {
+      if (*end == '\0' && n >= min) {
         *out = static_cast<int>(n);
         return true;
       }
@@ -59,7 +59,7 @@ ClusterSpec ClusterSpec::FromEnvironment() {
 ClusterSpec ClusterSpec::FromVariables(const std::map<std::string, std::string>& env) {
   const Variables v(env);
   ClusterSpec s;
-  const bool slurm = v.Find("SLURM_JOB_ID") != nullptr;
+  const bool slurm = !v.String("SLURM_JOB_ID").empty();
   if (v.Find("OMPI_COMM_WORLD_SIZE") != nullptr) {
     s.launcher = "openmpi";
     v.Int({"OMPI_COMM_WORLD_RANK"}, &s.rank);
@@ -85,6 +85,10 @@ ClusterSpec ClusterSpec::FromVariables(const std::map<std::string, std::string>&
     v.Int({"SLURM_RESTART_COUNT"}, &s.restart_count);
     s.nodes = v.String("SLURM_JOB_NODELIST");
     if (s.nodes.empty()) s.nodes = v.String("SLURM_NODELIST");
+    s.allocation_nodes = 1;
+    v.Int({"SLURM_JOB_NUM_NODES", "SLURM_NNODES"}, &s.allocation_nodes, /*min=*/1);
+    v.Int({"SLURM_NTASKS", "SLURM_NPROCS"}, &s.allocation_tasks, /*min=*/1);
+    s.tasks_per_node = v.String("SLURM_TASKS_PER_NODE");
   }
   v.Int({"HOLDFAST_ATTEMPT"}, &s.attempt);
   if (s.size < 1) s.size = 1;

@@ -1,8 +1,10 @@
 // ClusterSpec: where this process stands in its job, read from the
 // environment its launcher left: Open MPI's mpirun (OMPI_COMM_WORLD_*),
 // a PMIx launcher (PMIX_RANK; srun --mpi=pmix), SLURM (SLURM_PROCID,
-// SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_ID, SLURM_RESTART_COUNT, the node
-// list), `holdfast launch` (HOLDFAST_ATTEMPT), or nothing: one process.
+// SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_ID, SLURM_RESTART_COUNT, the
+// allocation's nodes and tasks), `holdfast launch` (HOLDFAST_ATTEMPT), or
+// nothing: one process. The one reader of these variables: the launcher
+// sizes its jobs from the same ClusterSpec.
 //
 // When several are present (mpirun inside a SLURM allocation), the MPI
 // launcher's rank and size win (those are the ranks that train) and the job
@@ -25,6 +27,11 @@ struct ClusterSpec {
   int restart_count = 0;               // SLURM requeues of this job
   int attempt = 1;                     // holdfast launch's attempt number
   std::string nodes;                   // SLURM_JOB_NODELIST, empty outside SLURM
+  // The SLURM allocation, as `holdfast launch` sizes a job from it: 0 and
+  // empty outside SLURM.
+  int allocation_nodes = 0;    // SLURM_JOB_NUM_NODES (SLURM_NNODES); 1 if unset
+  int allocation_tasks = 0;    // SLURM_NTASKS (SLURM_NPROCS); 0 if unset
+  std::string tasks_per_node;  // SLURM_TASKS_PER_NODE, e.g. "2(x3),1"
 
   // From this process's environment.
   static ClusterSpec FromEnvironment();
@@ -32,6 +39,7 @@ struct ClusterSpec {
   static ClusterSpec FromVariables(const std::map<std::string, std::string>& env);
 
   bool launched_by_mpi() const { return launcher == "openmpi" || launcher == "pmix"; }
+  bool in_slurm() const { return !job_id.empty(); }  // inside a SLURM allocation
   // One line for the log: "rank 0 of 4 (local 0 of 2) on node1, openmpi,
   // SLURM job 123 restart 1 on node[1-2], attempt 2".
   std::string Describe() const;

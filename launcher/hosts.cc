@@ -88,21 +88,19 @@ bool SlurmHosts(std::string_view node_names, std::string_view tasks_per_node,
   return true;
 }
 
-bool ReadSlurmHosts(std::vector<HostEntry>* hosts, std::string* error) {
-  const char* list = std::getenv("SLURM_JOB_NODELIST");
-  if (list == nullptr) list = std::getenv("SLURM_NODELIST");
-  if (list == nullptr) {
+bool ReadSlurmHosts(const ClusterSpec& cluster, std::vector<HostEntry>* hosts, std::string* error) {
+  if (cluster.nodes.empty()) {
     *error = "SLURM_JOB_NODELIST is not set";
     return false;
   }
-  const std::optional<std::string> names = OutputOf({"scontrol", "show", "hostnames", list});
+  const std::optional<std::string> names =
+      OutputOf({"scontrol", "show", "hostnames", cluster.nodes});
   if (!names) {
-    *error = std::string("`scontrol show hostnames ") + list + "` failed";
+    *error = "`scontrol show hostnames " + cluster.nodes + "` failed";
     return false;
   }
-  const char* tasks_per_node = std::getenv("SLURM_TASKS_PER_NODE");
-  if (!SlurmHosts(*names, tasks_per_node != nullptr ? tasks_per_node : "", hosts, error)) {
-    *error = std::string("no nodes in SLURM_JOB_NODELIST=") + list;
+  if (!SlurmHosts(*names, cluster.tasks_per_node, hosts, error)) {
+    *error = "no nodes in SLURM_JOB_NODELIST=" + cluster.nodes;
     return false;
   }
   return true;

@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster/cluster_spec.h"
+
 namespace holdfast::launcher {
 
 // One line of a hostfile: `name [slots=N] [...]`.
@@ -31,8 +33,9 @@ bool WriteHostfile(const std::string& path, const std::vector<HostEntry>& hosts)
 // 1 each when empty or short).
 bool SlurmHosts(std::string_view node_names, std::string_view tasks_per_node,
                 std::vector<HostEntry>* hosts, std::string* error);
-// SlurmHosts of this allocation (SLURM_JOB_NODELIST through scontrol).
-bool ReadSlurmHosts(std::vector<HostEntry>* hosts, std::string* error);
+// SlurmHosts of the allocation `cluster` runs in (its node list through
+// `scontrol show hostnames`).
+bool ReadSlurmHosts(const ClusterSpec& cluster, std::vector<HostEntry>* hosts, std::string* error);
 
 int TotalSlots(const std::vector<HostEntry>& hosts);
 // "a b c".

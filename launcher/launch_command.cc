@@ -70,24 +70,6 @@ double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-bool InSlurm() { return std::getenv("SLURM_JOB_ID") != nullptr; }
-
-// The number of nodes of the SLURM allocation this runs in; 0 outside one.
-int SlurmNodeCount() {
-  if (!InSlurm()) return 0;
-  for (const char* name : {"SLURM_JOB_NUM_NODES", "SLURM_NNODES"}) {
-    if (const char* v = std::getenv(name); v != nullptr && std::atoi(v) > 0) return std::atoi(v);
-  }
-  return 1;
-}
-
-int DefaultNp() {
-  for (const char* name : {"SLURM_NTASKS", "SLURM_NPROCS"}) {
-    if (const char* v = std::getenv(name); v != nullptr && std::atoi(v) > 0) return std::atoi(v);
-  }
-  return 1;
-}
-
 // The value of MCA parameter `name` as the job will see it: from --mpi-args
 // (`--mca name value`, also -mca and --gmca), else OMPI_MCA_<name>.
 std::optional<std::string> MpiParameter(const LaunchArgs& a, const std::string& name) {
@@ -106,18 +88,19 @@ std::optional<std::string> MpiParameter(const LaunchArgs& a, const std::string& 
 // empty without --hostfile or --min-np. Inside a SLURM allocation mpirun
 // places the ranks on its nodes itself (and starts its daemons there with
 // srun); a hostfile then narrows the allocation down to the hosts it names.
-std::vector<std::string> JobArgv(const LaunchArgs& a, int np, const std::string& hostfile) {
+std::vector<std::string> JobArgv(const LaunchArgs& a, const ClusterSpec& cluster, int np,
+                                 const std::string& hostfile) {
   if (a.no_mpi) return a.command;
   std::vector<std::string> argv = {a.mpirun, "-np", std::to_string(np)};
   // On one machine outside a scheduler, more ranks than cores is the user's
   // choice (and how tests run); mpirun refuses it by default.
-  if (!InSlurm() && hostfile.empty() &&
+  if (!cluster.in_slurm() && hostfile.empty() &&
       np > static_cast<int>(std::thread::hardware_concurrency())) {
     argv.push_back("--oversubscribe");
   }
   if (geteuid() == 0) argv.push_back("--allow-run-as-root");
   if (!hostfile.empty()) argv.insert(argv.end(), {"--hostfile", hostfile});
-  if (!hostfile.empty() || SlurmNodeCount() > 1) {
+  if (!hostfile.empty() || cluster.allocation_nodes > 1) {
     for (const auto& [name, value] : kMultiHostMca) {
       if (!MpiParameter(a, name)) argv.insert(argv.end(), {"--mca", name, value});
     }
@@ -125,7 +108,7 @@ std::vector<std::string> JobArgv(const LaunchArgs& a, int np, const std::string&
     // the step of an attempt that lost a node cannot end (that node does not
     // answer) and would otherwise hold the CPUs of the nodes the next
     // attempt runs on, so that its step never starts.
-    if (SlurmNodeCount() > 1 && !MpiParameter(a, "plm_slurm_args")) {
+    if (cluster.allocation_nodes > 1 && !MpiParameter(a, "plm_slurm_args")) {
       argv.insert(argv.end(), {"--mca", "plm_slurm_args", "--overlap"});
     }
     // Remote ranks get only the environment they are given; rank 0 writes the
@@ -280,8 +263,9 @@ int Launch(const LaunchArgs& a) {
                  "program args)\n");
     return kExitUsage;
   }
+  const ClusterSpec cluster = ClusterSpec::FromEnvironment();
   // --min-np without --hostfile probes the nodes of the SLURM allocation.
-  const bool slurm_hosts = a.min_np > 0 && a.hostfile.empty() && InSlurm();
+  const bool slurm_hosts = a.min_np > 0 && a.hostfile.empty() && cluster.in_slurm();
   if (a.min_np > 0 && a.hostfile.empty() && !slurm_hosts) {
     std::fprintf(stderr,
                  "holdfast launch: --min-np needs --hostfile or a SLURM allocation (the hosts "
@@ -291,12 +275,16 @@ int Launch(const LaunchArgs& a) {
   std::vector<HostEntry> hosts;
   if (!a.hostfile.empty() || slurm_hosts) {
     std::string error;
-    if (slurm_hosts ? !ReadSlurmHosts(&hosts, &error) : !ReadHostfile(a.hostfile, &hosts, &error)) {
+    if (slurm_hosts ? !ReadSlurmHosts(cluster, &hosts, &error)
+                    : !ReadHostfile(a.hostfile, &hosts, &error)) {
       std::fprintf(stderr, "holdfast launch: %s\n", error.c_str());
       return kExitUsage;
     }
   }
-  const int np = a.np > 0 ? a.np : !hosts.empty() ? TotalSlots(hosts) : DefaultNp();
+  const int np = a.np > 0                       ? a.np
+                 : !hosts.empty()               ? TotalSlots(hosts)
+                 : cluster.allocation_tasks > 0 ? cluster.allocation_tasks
+                                                : 1;
   if (a.min_np > np) {
     std::fprintf(stderr, "holdfast launch: --min-np %d is more than the %d ranks asked for\n",
                  a.min_np, np);
@@ -355,7 +343,7 @@ int Launch(const LaunchArgs& a) {
                      attempt_np, HostNames(answered).c_str(), np);
       }
     }
-    const std::vector<std::string> argv = JobArgv(a, attempt_np, attempt_hostfile);
+    const std::vector<std::string> argv = JobArgv(a, cluster, attempt_np, attempt_hostfile);
     const auto start = Clock::now();
     const pid_t pid = Spawn(argv,
                             {std::string(kRestoreReportEnv) + "=" + report,

@@ -21,8 +21,8 @@ using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
 double SecondsSince(Clock::time_point t0);
-double Median(std::vector<double> v);  // NaN when empty
-[[noreturn]] void Fail(const std::string& what);  // throws std::runtime_error
+double Median(std::vector<double> v);                                 // NaN when empty
+[[noreturn]] void Fail(const std::string& what);                      // throws std::runtime_error
 std::string Errno(const std::string& what, const std::string& path);  // "what path: strerror"
 
 // Busy CPU seconds of the whole machine (user, nice, system, irq, softirq,

@@ -136,7 +136,9 @@ class IoBench {
           if (!s.ok()) Fail("save failed: " + s.ToString());
         });
       };
-      auto do_raw = [&] { t_raw = h_.Timed([&] { split = RawWrite(comm_, raw_path, slices, dir); }); };
+      auto do_raw = [&] {
+        t_raw = h_.Timed([&] { split = RawWrite(comm_, raw_path, slices, dir); });
+      };
       if (r % 2) {
         do_save();
         do_raw();

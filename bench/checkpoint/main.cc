@@ -74,7 +74,6 @@ json Run(const Flags& f, holdfast::AutoStrategy& strategy) {
   return out;
 }
 
-
 void ParseFlags(CLI::App& app, Flags& f) {
   app.description(
       "holdfast checkpoints against raw sequential file I/O of the same bytes (save, restore), "
@@ -137,7 +136,6 @@ void ParseFlags(CLI::App& app, Flags& f) {
 
 }  // namespace
 }  // namespace checkpoint_bench
-
 
 int main(int argc, char** argv) {
   using namespace checkpoint_bench;

@@ -17,7 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-
 void WriteAll(int fd, const void* data, size_t bytes, const std::string& path) {
   const char* p = static_cast<const char*>(data);
   while (bytes > 0) {

@@ -27,8 +27,13 @@ namespace fs = std::filesystem;
 class StallBench {
  public:
   StallBench(Harness& h, holdfast::AutoStrategy& strategy, const StallData& data)
-      : h_(h), f_(h.flags()), comm_(h.comm()), chief_(h.chief()), world_(h.world()),
-        strategy_(strategy), data_(data) {}
+      : h_(h),
+        f_(h.flags()),
+        comm_(h.comm()),
+        chief_(h.chief()),
+        world_(h.world()),
+        strategy_(strategy),
+        data_(data) {}
 
   // Wall time of every step, measured between consecutive OnBatchEnd calls
   // (so it includes the data gather, forward, backward, sync, update and the
@@ -149,7 +154,8 @@ class StallBench {
       RunResult with_run, without_run;
       for (int k = 0; k < 2; ++k) {
         const bool with_saves = (k == 0) == (r % 2 == 1);
-        h_.Log(std::string("stall: repeat ") + std::to_string(r + 1) + ", " +
+        h_.Log(
+            std::string("stall: repeat ") + std::to_string(r + 1) + ", " +
             (with_saves ? "saving every " + std::to_string(f_.save_freq) + " steps" : "no saves"));
         (with_saves ? with_run : without_run) = train_once(with_saves, f_.steps);
       }

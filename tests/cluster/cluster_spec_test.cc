@@ -70,6 +70,37 @@ TEST(ClusterSpecTest, PlainSlurmTask) {
   EXPECT_EQ(s.size, 2);
 }
 
+TEST(ClusterSpecTest, TheAllocationIsReadWhoeverLaunched) {
+  // A batch script under `holdfast launch`: no rank variables, only the
+  // allocation's, which size the job.
+  const ClusterSpec s = ClusterSpec::FromVariables({{"SLURM_JOB_ID", "9"},
+                                                    {"SLURM_JOB_NODELIST", "n[1-3]"},
+                                                    {"SLURM_NNODES", "3"},
+                                                    {"SLURM_NPROCS", "5"},
+                                                    {"SLURM_TASKS_PER_NODE", "2(x2),1"}});
+  EXPECT_TRUE(s.in_slurm());
+  EXPECT_EQ(s.allocation_nodes, 3);
+  EXPECT_EQ(s.allocation_tasks, 5);
+  EXPECT_EQ(s.tasks_per_node, "2(x2),1");
+  EXPECT_EQ(s.nodes, "n[1-3]");
+  EXPECT_EQ(s.size, 1);  // this process is not one of the tasks
+
+  // SLURM_JOB_NUM_NODES wins over the older SLURM_NNODES; a job with no node
+  // count has one node; a zero task count is none.
+  const ClusterSpec t = ClusterSpec::FromVariables({{"SLURM_JOB_ID", "9"},
+                                                    {"SLURM_JOB_NUM_NODES", "2"},
+                                                    {"SLURM_NNODES", "4"},
+                                                    {"SLURM_NTASKS", "0"}});
+  EXPECT_EQ(t.allocation_nodes, 2);
+  EXPECT_EQ(t.allocation_tasks, 0);
+  EXPECT_EQ(ClusterSpec::FromVariables({{"SLURM_JOB_ID", "9"}}).allocation_nodes, 1);
+
+  const ClusterSpec outside = ClusterSpec::FromVariables({{"SLURM_NTASKS", "4"}});
+  EXPECT_FALSE(outside.in_slurm());
+  EXPECT_EQ(outside.allocation_nodes, 0);
+  EXPECT_EQ(outside.allocation_tasks, 0);
+}
+
 TEST(ClusterSpecTest, MalformedNumbersAreIgnored) {
   const ClusterSpec s = ClusterSpec::FromVariables(
       {{"OMPI_COMM_WORLD_SIZE", "two"}, {"OMPI_COMM_WORLD_RANK", "-1"}, {"HOLDFAST_ATTEMPT", "x"}});
