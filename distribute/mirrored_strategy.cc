@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "core/check.h"
 #include "core/hash.h"
@@ -217,12 +218,11 @@ void MirroredStrategy::AgreeMax(std::span<int64_t> values) { comm_->AllReduceMax
 
 void MirroredStrategy::SumMetrics(std::span<double> values) { comm_->AllReduceSum(values); }
 
-AutoStrategy::AutoStrategy(MirroredOptions options) {
+AutoStrategy::AutoStrategy(MirroredOptions options, WatchdogOptions watchdog) {
   if (MpiCommunicator::LaunchedByMpi()) {
     mpi_ = std::make_unique<MpiCommunicator>();
-    if (options.watchdog_seconds > 0 && mpi_->size() > 1) {
-      comm_ = std::make_unique<WatchdogCommunicator>(
-          mpi_.get(), WatchdogOptions{.seconds = options.watchdog_seconds});
+    if (watchdog.seconds > 0 && mpi_->size() > 1) {
+      comm_ = std::make_unique<WatchdogCommunicator>(mpi_.get(), std::move(watchdog));
     }
   } else {
     comm_ = std::make_unique<LocalCommunicator>();

@@ -26,6 +26,7 @@
 
 #include "core/fit.h"
 #include "distribute/communicator.h"
+#include "distribute/watchdog.h"
 
 namespace holdfast::internal {
 class SyncThread;
@@ -56,10 +57,6 @@ struct MirroredOptions {
   // of the result on 3+ ranks, must not change between a run and its resume.
   size_t fuse_bytes = size_t{16} << 20;
   Overlap overlap = Overlap::kAuto;
-  // AutoStrategy watches every collective of a multi-rank MPI job and ends
-  // the job when one waits this long (a dead, frozen or cut-off rank; see
-  // distribute/watchdog.h). 0: no watchdog.
-  double watchdog_seconds = 300;
   // Whether the run's bits may depend on threads, world size and hosts
   // (core/fit.h, docs/layout-invariance.md). Every rank must agree.
   LayoutOptions layout;
@@ -134,10 +131,12 @@ class MirroredStrategy final : public Replica {
 
 // The strategy for this process: MPI when started by an MPI launcher
 // (mpirun, srun --mpi=pmix), one local process otherwise. Owns its
-// communicator.
+// communicator, and watches every collective of a multi-rank MPI job with
+// `watchdog` (a dead, frozen or cut-off rank ends the job; see
+// distribute/watchdog.h); `watchdog.seconds` 0: no watchdog.
 class AutoStrategy {
  public:
-  explicit AutoStrategy(MirroredOptions options = {});
+  explicit AutoStrategy(MirroredOptions options = {}, WatchdogOptions watchdog = {});
   ~AutoStrategy();
   MirroredStrategy& strategy() { return *strategy_; }
   // What the strategy uses (the watchdog over MPI, when there is one):

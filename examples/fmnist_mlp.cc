@@ -218,7 +218,6 @@ holdfast::MirroredOptions StrategyOptions(const Flags& f) {
   mirrored.overlap = f.overlap == "on"    ? holdfast::Overlap::kOn
                      : f.overlap == "off" ? holdfast::Overlap::kOff
                                           : holdfast::Overlap::kAuto;
-  mirrored.watchdog_seconds = f.watchdog_seconds;
   mirrored.layout = holdfast::examples::ToLayoutOptions(f.layout);
   return mirrored;
 }
@@ -404,7 +403,8 @@ int main(int argc, char** argv) {
   }
   // Before anything that can fail on one rank only: the error paths below
   // need the communicator to end the job on every rank.
-  holdfast::AutoStrategy auto_strategy(StrategyOptions(flags));
+  holdfast::AutoStrategy auto_strategy(
+      StrategyOptions(flags), holdfast::WatchdogOptions{.seconds = flags.watchdog_seconds});
   holdfast::Communicator& comm = auto_strategy.communicator();
   try {
     return Run(flags, auto_strategy);

@@ -739,7 +739,6 @@ TEST(MirroredStrategyTest, SecondFitContinuesInStep) {
     MirroredStrategy strategy(&comm, MirroredOptions{.bucket_bytes = 256,
                                                      .fuse_bytes = 0,
                                                      .overlap = Overlap::kOn,
-                                                     .watchdog_seconds = 300,
                                                      .layout = {.invariant = false}});
     FitOptions o = Options(1);
     o.replica = &strategy;

@@ -321,7 +321,6 @@ TEST_F(MpiTest, StopRequestReachesEveryRank) {
   MirroredStrategy strategy(&Comm(), MirroredOptions{.bucket_bytes = 256,
                                                      .fuse_bytes = 0,
                                                      .overlap = Overlap::kOn,
-                                                     .watchdog_seconds = 300,
                                                      .layout = {.invariant = false}});
   Trainee t = MakeClassifier(kModelSeed, true, true, 32);
   StopOnRequest stop;
