@@ -31,8 +31,12 @@ BackupAndRestore::BackupAndRestore(BackupAndRestoreOptions options, Communicator
     own_comm_ = std::make_unique<LocalCommunicator>();
     comm_ = own_comm_.get();
   }
-  if (options_.checkpoint.save_before_preemption) {
-    until_bound_ = std::make_unique<PreemptionHandler>(options_.checkpoint.preemption);
+  // Signals are caught from here on, not only once Fit begins and the
+  // manager exists; the manager borrows this handler.
+  if (options_.checkpoint.save_before_preemption &&
+      options_.checkpoint.preemption_handler == nullptr) {
+    own_preemption_ = std::make_unique<PreemptionHandler>(options_.checkpoint.preemption);
+    options_.checkpoint.preemption_handler = own_preemption_.get();
   }
 }
 
@@ -51,7 +55,6 @@ void BackupAndRestore::Bind(TrainingState& s) {
   CheckpointOptions co = options_.checkpoint;
   co.replica = s.replica;
   manager_ = std::make_unique<CheckpointManager>(checkpoint_.get(), comm_, co);
-  until_bound_.reset();  // the manager's handler catches from here on (the flag is shared)
 }
 
 void BackupAndRestore::OnTrainBegin(TrainingState& s) {

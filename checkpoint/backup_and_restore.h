@@ -105,9 +105,9 @@ class BackupAndRestore final : public Callback {
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<CheckpointManager> manager_;
   std::optional<ResumePoint> resumed_from_;
-  // Catches preemption signals from construction until the manager, which
-  // saves on them, holds its own handler (Fit may start much later).
-  std::unique_ptr<PreemptionHandler> until_bound_;
+  // With save_before_preemption and no handler given: the process's handler,
+  // from construction (Fit may start much later), lent to the manager.
+  std::unique_ptr<PreemptionHandler> own_preemption_;
   std::optional<Preemption> preempted_;
 };
 

@@ -110,7 +110,11 @@ CheckpointManager::CheckpointManager(Checkpoint* checkpoint, Communicator* comm,
     HOLDFAST_CHECK(
         options_.replica != nullptr,
         "save_before_preemption needs the training's Replica (CheckpointOptions::replica)");
-    preemption_ = std::make_unique<PreemptionHandler>(options_.preemption);
+    preemption_ = options_.preemption_handler;
+    if (preemption_ == nullptr) {
+      own_preemption_ = std::make_unique<PreemptionHandler>(options_.preemption);
+      preemption_ = own_preemption_.get();
+    }
   }
   if (options_.replica != nullptr) {
     const Status matches = CheckReplicaMatches(*options_.replica, *comm_);

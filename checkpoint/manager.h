@@ -54,11 +54,15 @@ struct CheckpointOptions {
   // committed or restored checkpoint, or since a fresh start found none
   // (tf.train.CheckpointManager's checkpoint_interval); 0: every call commits.
   int64_t checkpoint_interval = 0;
-  // Install a PreemptionHandler (for the manager's life) and save when any
-  // rank is signalled: the loop calls SaveIfPreempted after each step
-  // (needs `replica`).
+  // Save when any rank is signalled: the loop calls SaveIfPreempted after
+  // each step (needs `replica`). One handler per process catches the
+  // signals: `preemption_handler` when the program holds one for its whole
+  // life (so that a signal during start-up or shutdown is caught too; it
+  // must outlive the manager), else one the manager installs for its own
+  // life with `preemption`.
   bool save_before_preemption = false;
   PreemptionOptions preemption = {};
+  PreemptionHandler* preemption_handler = nullptr;
   Env* env = nullptr;  // null: Env::Default()
   // Asynchronous saves (as PyTorch DCP's async_save, Orbax, CheckFreq). Save()
   // copies this rank's part of the state into a reusable buffer and returns;
@@ -239,8 +243,9 @@ class CheckpointManager {
   Communicator* comm_;
   CheckpointOptions options_;
   Env* env_;
-  std::unique_ptr<PreemptionHandler> preemption_;
-  int64_t last_committed_step_ = -1;  // by this manager, or restored; -1: none yet
+  std::unique_ptr<PreemptionHandler> own_preemption_;  // when none was given
+  PreemptionHandler* preemption_ = nullptr;            // set with save_before_preemption
+  int64_t last_committed_step_ = -1;                   // by this manager, or restored; -1: none yet
   // Where checkpoint_interval counts from: the last commit, restore or fresh
   // start, or the last asynchronous save begun.
   int64_t interval_start_step_ = -1;

@@ -20,7 +20,7 @@ extern "C" void OnPreemptionSignal(int signal) {
   g_signal.compare_exchange_strong(none, signal, std::memory_order_relaxed);
 }
 
-// Handlers may nest (a program-lifetime one around a library's): per signal,
+// Handlers may nest (in-process ranks, each with its own): per signal,
 // how many live handlers catch it and what it did before the first.
 struct Installed {
   int count = 0;
@@ -66,5 +66,10 @@ bool PreemptionHandler::requested() const { return signal_number() != 0; }
 int PreemptionHandler::signal_number() const { return g_signal.load(std::memory_order_relaxed); }
 void PreemptionHandler::Clear() { g_signal.store(0, std::memory_order_relaxed); }
 void PreemptionHandler::Raise(int signal) { OnPreemptionSignal(signal); }
+
+int PreemptionHandler::live_handlers() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return g_handlers;
+}
 
 }  // namespace holdfast

@@ -10,12 +10,15 @@
 // Fit (save_before_preemption); custom loops call
 // CheckpointManager::SaveIfPreempted after each step.
 //
-// Handlers nest: a program may hold one for its whole life (so that a
-// signal during start-up or shutdown is caught, not fatal) around the one a
-// BackupAndRestore or CheckpointManager installs; they share one flag. The
-// last one destroyed puts the previous dispositions back. A signal arriving
-// while a checkpoint is being written, or during evaluation, stays in the
-// flag; a second signal changes nothing.
+// One handler per process: a program holds one for its whole life (so that
+// a signal during start-up or shutdown is caught, not fatal) and lends it to
+// its BackupAndRestore or CheckpointManager
+// (CheckpointOptions::preemption_handler); given none, they install their
+// own. Handlers still nest where a process holds several (in-process ranks
+// in tests, each with its own manager): they share one flag, and the last
+// one destroyed puts the previous dispositions back. A signal arriving while
+// a checkpoint is being written, or during evaluation, stays in the flag; a
+// second signal changes nothing.
 #pragma once
 
 #include <csignal>
@@ -51,6 +54,10 @@ class PreemptionHandler {
   // Raises the flag as if `signal` had arrived (tests, and programs that
   // decide to stop for their own reasons).
   static void Raise(int signal);
+
+  // The PreemptionHandlers alive in this process (1 in a program that lends
+  // its handler; for tests).
+  static int live_handlers();
 
  private:
   std::vector<int> signals_;

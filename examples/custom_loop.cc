@@ -84,7 +84,9 @@ std::string Duration(double s) {
   return buf;
 }
 
-int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
+// `preemption`: the program's one handler, which the manager saves on.
+int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
+        holdfast::PreemptionHandler& preemption) {
   holdfast::Communicator& comm = auto_strategy.communicator();
   const bool chief = comm.rank() == 0;
   holdfast::examples::SetThreads(f.layout);
@@ -122,6 +124,7 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
       f.checkpoint_interval > 0 ? f.checkpoint_interval : plan.num_batches();
   // SIGTERM or SIGUSR1 to any rank: every rank saves at one step, exit 75.
   manager_options.save_before_preemption = true;
+  manager_options.preemption_handler = &preemption;
   // Asynchronous saves learn their progress from the step's control words,
   // and a preemption reaches every rank through them.
   manager_options.async = f.async_checkpoint;
@@ -301,14 +304,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "custom_loop: %s (see --help)\n", e.what());
     return kExitUsage;
   }
-  // Caught for the whole program (MPI start-up and shutdown included), not
-  // only while the manager lives: see fmnist_mlp.
+  // The one handler, for the whole program (MPI start-up and shutdown
+  // included), not only while the manager lives: see fmnist_mlp.
   holdfast::PreemptionHandler preemption;
   holdfast::MirroredOptions mirrored;
   mirrored.layout = holdfast::examples::ToLayoutOptions(f.layout);
   holdfast::AutoStrategy auto_strategy(mirrored);
   try {
-    return Run(f, auto_strategy);
+    return Run(f, auto_strategy, preemption);
   } catch (const holdfast::RanksDisagreeError& e) {
     std::fprintf(stderr, "custom_loop: %s\n", e.what());
     return kExitUsage;

@@ -224,12 +224,13 @@ holdfast::MirroredOptions StrategyOptions(const Flags& f) {
 
 // Trains and reports. Bad input throws std::invalid_argument, other failures
 // std::runtime_error; main decides how the job ends.
-int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
+// `preemption`: the program's handler, null without save-before-preemption.
+int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
+        holdfast::PreemptionHandler* preemption) {
   holdfast::MirroredStrategy& strategy = auto_strategy.strategy();
   const bool chief = strategy.rank() == 0;
   holdfast::examples::SetThreads(f.layout);
 
-  // First: it installs the preemption handler, and loading takes a while.
   std::unique_ptr<holdfast::BackupAndRestore> backup;
   if (!f.backup_dir.empty()) {
     holdfast::BackupAndRestoreOptions bo;
@@ -238,7 +239,7 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy) {
     bo.checkpoint.chief_writes_all = f.chief_writes_all;
     bo.checkpoint.async = f.async_checkpoint;
     bo.checkpoint.save_before_preemption = f.save_before_preemption;
-    bo.checkpoint.preemption = PreemptionOptions(f);
+    bo.checkpoint.preemption_handler = preemption;
     bo.save_freq = f.save_freq == "epoch" ? 0 : std::stoll(f.save_freq);
     bo.delete_checkpoint = !f.keep_checkpoint;
     bo.start_fresh_if_damaged = f.start_fresh_if_damaged;
@@ -394,9 +395,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fmnist_mlp: %s (see --help)\n", e.what());
     return kExitUsage;
   }
-  // Preemption signals are caught for the program's whole life, MPI start-up
-  // and shutdown included: one arriving once training is over must not kill
-  // a job whose work is done (its backup is already deleted).
+  // The one preemption handler: signals are caught for the program's whole
+  // life, MPI start-up and shutdown included (one arriving once training is
+  // over must not kill a job whose work is done: its backup is already
+  // deleted). BackupAndRestore's manager saves on it.
   std::optional<holdfast::PreemptionHandler> preemption;
   if (!flags.backup_dir.empty() && flags.save_before_preemption) {
     preemption.emplace(PreemptionOptions(flags));
@@ -407,7 +409,7 @@ int main(int argc, char** argv) {
       StrategyOptions(flags), holdfast::WatchdogOptions{.seconds = flags.watchdog_seconds});
   holdfast::Communicator& comm = auto_strategy.communicator();
   try {
-    return Run(flags, auto_strategy);
+    return Run(flags, auto_strategy, preemption ? &*preemption : nullptr);
   } catch (const Interrupted& e) {
     // Raised on every rank at the same step: exit like a crashed run.
     if (comm.rank() == 0) std::fprintf(stderr, "fmnist_mlp: %s\n", e.what());

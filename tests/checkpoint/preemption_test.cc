@@ -189,6 +189,50 @@ TEST(PreemptionFitTest, ASignalBeforeTrainingStartsStopsAfterTheFirstStep) {
   EXPECT_TRUE(fs::exists(fs::path(dir.path()) / "ckpt-1" / "MANIFEST.json"));
 }
 
+// A program's handler for its whole life, lent to BackupAndRestore: the one
+// handler of the process, catching a signal that came before Fit and before
+// the callback existed.
+TEST(PreemptionFitTest, TheProgramsHandlerIsLentAndIsTheOnlyOne) {
+  TempDir dir;
+  PreemptionHandler program({.signals = {SIGTERM, SIGUSR1, SIGINT}});
+  raise(SIGINT);  // while MPI started, say: only the program's handler catches SIGINT
+  BackupAndRestore backup({.checkpoint = {.directory = dir.path(),
+                                          .save_before_preemption = true,
+                                          .preemption_handler = &program}});
+  int live_during_training = -1;
+  AtStep count(1, [&] { live_during_training = PreemptionHandler::live_handlers(); });
+  Trainee t = MakeClassifier(12);
+  FitOptions o;
+  o.batch_size = 8;
+  o.callbacks = {&backup, &count};
+  Fit(*t.model, *t.optimizer, SoftmaxCrossEntropy(), MakeBlobs(64, 3), o);
+  EXPECT_EQ(live_during_training, 1);
+  ASSERT_TRUE(backup.preempted().has_value());
+  EXPECT_EQ(backup.preempted()->step, 1);
+  EXPECT_EQ(backup.preempted()->signal, SIGINT);
+  EXPECT_TRUE(fs::exists(fs::path(dir.path()) / "ckpt-1" / "MANIFEST.json"));
+}
+
+TEST(PreemptionFitTest, WithoutALentHandlerTheCallbackHoldsOneFromConstruction) {
+  TempDir dir;
+  ASSERT_EQ(PreemptionHandler::live_handlers(), 0);
+  {
+    BackupAndRestore backup(
+        {.checkpoint = {.directory = dir.path(), .save_before_preemption = true}});
+    EXPECT_EQ(PreemptionHandler::live_handlers(), 1);
+    int live_during_training = -1;
+    AtStep count(1, [&] { live_during_training = PreemptionHandler::live_handlers(); });
+    Trainee t = MakeClassifier(12);
+    FitOptions o;
+    o.batch_size = 8;
+    o.epochs = 1;
+    o.callbacks = {&backup, &count};
+    Fit(*t.model, *t.optimizer, SoftmaxCrossEntropy(), MakeBlobs(64, 3), o);
+    EXPECT_EQ(live_during_training, 1);  // the manager borrows it
+  }
+  EXPECT_EQ(PreemptionHandler::live_handlers(), 0);
+}
+
 // The custom-loop path: CheckpointManager::SaveIfPreempted after each step.
 TEST(PreemptionManagerTest, SaveIfPreemptedCommitsAtTheAgreedStep) {
   TempDir dir;
@@ -222,6 +266,37 @@ TEST(PreemptionManagerTest, SaveIfPreemptedCommitsAtTheAgreedStep) {
   EXPECT_EQ(stopped_at, 5);
   ASSERT_TRUE(manager.Latest().has_value());
   EXPECT_EQ(manager.Latest()->step, 5);
+}
+
+TEST(PreemptionManagerTest, ALentHandlerIsTheOneTheManagerSavesOn) {
+  TempDir dir;
+  PreemptionHandler program({.signals = {SIGINT}});
+  Trainee t = MakeClassifier(13);
+  const Dataset data = MakeBlobs(64, 3);
+  FitOptions o;
+  o.batch_size = 8;
+  const SoftmaxCrossEntropy loss;
+  Trainer trainer(*t.model, *t.optimizer, loss, data, o);
+  Checkpoint checkpoint(t.model.get(), t.optimizer.get());
+  LocalCommunicator comm;
+  CheckpointManager manager(&checkpoint, &comm,
+                            {.directory = dir.path(),
+                             .save_before_preemption = true,
+                             .preemption_handler = &program,
+                             .replica = &trainer.replica()});
+  EXPECT_EQ(PreemptionHandler::live_handlers(), 1);
+  const BatchPlan plan(data.size(), 8, false);
+  const auto order = EpochPermutation(1, 0, 64);
+  raise(SIGINT);  // caught by the program's handler only: the manager has none of its own
+  trainer.Step(order, plan.Batch(0));
+  ASSERT_OK(manager.SaveIfPreempted());  // requests the stop; agreed in the next step
+  trainer.Step(order, plan.Batch(1));
+  auto preempted = manager.SaveIfPreempted();
+  ASSERT_OK(preempted);
+  EXPECT_TRUE(*preempted);
+  EXPECT_EQ(manager.preemption_signal(), SIGINT);
+  ASSERT_TRUE(manager.Latest().has_value());
+  EXPECT_EQ(manager.Latest()->step, 2);
 }
 
 }  // namespace
