@@ -5,15 +5,21 @@
 # oversized allocation or timeout; 77 (CTest: skipped) when clang++ or the
 # libFuzzer runtime is missing.
 #
-# usage: run_fuzzers.sh <source dir> <build dir> [seconds per fuzzer, default 20]
+# usage: run_fuzzers.sh <source dir> <build dir> <seconds per fuzzer> <source>...
+#   the sources (relative to the source dir) the fuzzers link: tests/CMakeLists.txt
+#   passes the checkpoint format library's list and the parts of core it uses.
 # A failing input is kept in <build dir>/fuzz-artifacts/; reproduce with
 #   <fuzzer> <artifact>   (the fuzzers are rebuilt in a temp dir each run; set
 #   HOLDFAST_FUZZ_KEEP=1 to keep that dir, its path is printed).
 set -euo pipefail
 
-SRC=${1:?usage: run_fuzzers.sh <source dir> <build dir> [seconds]}
-BUILD=${2:?usage: run_fuzzers.sh <source dir> <build dir> [seconds]}
-SECONDS_EACH=${3:-20}
+USAGE="usage: run_fuzzers.sh <source dir> <build dir> <seconds> <source>..."
+SRC=${1:?$USAGE}
+BUILD=${2:?$USAGE}
+SECONDS_EACH=${3:?$USAGE}
+shift 3
+[ $# -gt 0 ] || { echo "$USAGE"; exit 2; }
+SOURCES=("$@")
 CXX=${HOLDFAST_FUZZ_CXX:-clang++}
 
 skip() { echo "SKIPPED: $*"; exit 77; }
@@ -35,8 +41,6 @@ echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long)
 
 FLAGS=(-std=c++20 -g -O1 -fno-omit-frame-pointer -I"$SRC" -I"$BUILD/generated")
 LIBS=(-lxxhash -lboost_serialization)
-SOURCES=(checkpoint/internal/shard_format.cc checkpoint/reader.cc checkpoint/names.cc checkpoint/env.cc
-         core/status.cc core/hash.cc core/check.cc)
 
 echo "building fuzzers with $("$CXX" --version | head -1)"
 objs=()
