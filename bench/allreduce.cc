@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -26,6 +25,7 @@
 
 #include "distribute/mirrored_strategy.h"
 #include "distribute/mpi_communicator.h"
+#include "examples/cli.h"
 
 namespace {
 
@@ -105,7 +105,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--json", json_path, "Also write the JSON to FILE");
   app.add_flag("!--no-sweep", sweep, "Skip the bucket-size sweep");
-  CLI11_PARSE(app, argc, argv);
+  if (const auto code = holdfast::examples::ParseCommandLine(app, "allreduce", argc, argv))
+    return *code;
 
   holdfast::MpiCommunicator comm;
   MPI_Comm world = MPI_COMM_WORLD;
@@ -180,7 +181,7 @@ int main(int argc, char** argv) {
   }
   if (chief) {
     std::printf("\n%s\n", out.dump().c_str());
-    if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << '\n';
+    if (!json_path.empty()) holdfast::examples::WriteJsonFile(json_path, out);
   }
   return 0;
 }

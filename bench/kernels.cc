@@ -20,7 +20,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -30,6 +29,7 @@
 #include "core/exact_sum.h"
 #include "core/internal/exact_gradient.h"
 #include "core/internal/fixed_order_gemm.h"
+#include "examples/cli.h"
 
 namespace {
 
@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "interleaved rounds; each figure is their median")
       ->check(CLI::Range(3, 1000));
   app.add_option("--json", json_path, "also write the results as JSON to this file");
-  CLI11_PARSE(app, argc, argv);
+  if (const auto code = holdfast::examples::ParseCommandLine(app, "kernels", argc, argv))
+    return *code;
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
 
@@ -180,7 +181,7 @@ int main(int argc, char** argv) {
     report("dW rows", s[0], s[2]);
   }
   if (!json_path.empty()) {
-    std::ofstream(json_path) << results.dump(2) << "\n";
+    holdfast::examples::WriteJsonFile(json_path, results);
   }
   return 0;
 }

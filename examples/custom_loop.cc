@@ -19,7 +19,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -31,6 +30,7 @@
 #include "core/fit.h"
 #include "core/hash.h"
 #include "distribute/mirrored_strategy.h"
+#include "examples/cli.h"
 #include "examples/layout_flags.h"
 
 namespace {
@@ -252,9 +252,7 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
                     {"waits", st.waits},
                     {"snapshot_seconds", st.snapshot_seconds},
                     {"wait_seconds", st.wait_seconds}};
-      std::ofstream out(f.summary_json);
-      out << j.dump(2) << '\n';
-      if (!out) throw std::runtime_error("cannot write " + f.summary_json);
+      holdfast::examples::WriteJsonFile(f.summary_json, j);
     }
   }
   return 0;
@@ -296,14 +294,8 @@ int main(int argc, char** argv) {
                "Write checkpoints in the background: a save costs one copy of the state");
   app.add_option("--summary-json", f.summary_json, "Write a JSON summary here (chief)");
   holdfast::examples::AddLayoutFlags(app, &f.layout);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "custom_loop: %s (see --help)\n", e.what());
-    return kExitUsage;
-  }
+  if (const auto code = holdfast::examples::ParseCommandLine(app, "custom_loop", argc, argv))
+    return *code;
   // The one handler, for the whole program (MPI start-up and shutdown
   // included), not only while the manager lives: see fmnist_mlp.
   holdfast::PreemptionHandler preemption;

@@ -11,7 +11,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -30,6 +29,7 @@
 #include "distribute/mirrored_strategy.h"
 #include "distribute/mpi_communicator.h"
 #include "examples/batch_logger.h"
+#include "examples/cli.h"
 #include "examples/layout_flags.h"
 
 namespace {
@@ -372,9 +372,7 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
                         {"seconds", e.seconds}});
     }
     j["history"] = epochs;
-    std::ofstream out(f.summary_json);
-    out << j.dump(2) << '\n';
-    if (!out) throw std::runtime_error("cannot write " + f.summary_json);
+    holdfast::examples::WriteJsonFile(f.summary_json, j);
   }
   return 0;
 }
@@ -385,16 +383,8 @@ int main(int argc, char** argv) {
   CLI::App app("fmnist_mlp");
   Flags flags;
   ParseFlags(app, flags);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "fmnist_mlp: %s (see --help)\n", e.what());
-    return kExitUsage;
-  }
+  if (const auto code = holdfast::examples::ParseCommandLine(app, "fmnist_mlp", argc, argv))
+    return *code;
   // The one preemption handler: signals are caught for the program's whole
   // life, MPI start-up and shutdown included (one arriving once training is
   // over must not kill a job whose work is done: its backup is already

@@ -8,6 +8,7 @@
 #include "core/fit.h"
 #include "core/hash.h"
 #include "distribute/mirrored_strategy.h"
+#include "examples/cli.h"
 
 namespace {
 
@@ -34,14 +35,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--batch", batch, "Batch size")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--seed", seed, "Initialisation seed")->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "toy_linear: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (const auto code = holdfast::examples::ParseCommandLine(app, "toy_linear", argc, argv))
+    return *code;
 
   holdfast::AutoStrategy auto_strategy;  // MPI under mpirun, else one process
   holdfast::Dataset data;

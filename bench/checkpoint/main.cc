@@ -31,7 +31,6 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -41,6 +40,7 @@
 #include "core/exit_codes.h"
 #include "core/version.h"
 #include "distribute/mirrored_strategy.h"
+#include "examples/cli.h"
 
 namespace checkpoint_bench {
 namespace {
@@ -142,16 +142,8 @@ int main(int argc, char** argv) {
   CLI::App app("bench/checkpoint");
   Flags flags;
   ParseFlags(app, flags);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "checkpoint: %s (see --help)\n", e.what());
-    return kExitUsage;
-  }
+  if (const auto code = holdfast::examples::ParseCommandLine(app, "checkpoint", argc, argv))
+    return *code;
   if (flags.quick) {  // only where the flag was not given
     if (app.count("--sizes-mb") == 0) flags.sizes_mb = {10};
     if (app.count("--repeats") == 0) flags.repeats = 2;
@@ -165,11 +157,7 @@ int main(int argc, char** argv) {
     const json out = Run(flags, strategy);  // the scratch directory is gone after it
     if (comm.rank() == 0) {
       std::printf("\n%s\n", out.dump().c_str());
-      if (!flags.json_path.empty()) {
-        std::ofstream file(flags.json_path);
-        file << out.dump(2) << '\n';
-        if (!file) throw std::runtime_error("cannot write " + flags.json_path);
-      }
+      if (!flags.json_path.empty()) holdfast::examples::WriteJsonFile(flags.json_path, out);
     }
     return 0;
   } catch (const std::invalid_argument& e) {

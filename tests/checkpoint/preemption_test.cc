@@ -233,70 +233,63 @@ TEST(PreemptionFitTest, WithoutALentHandlerTheCallbackHoldsOneFromConstruction) 
   EXPECT_EQ(PreemptionHandler::live_handlers(), 0);
 }
 
-// The custom-loop path: CheckpointManager::SaveIfPreempted after each step.
-TEST(PreemptionManagerTest, SaveIfPreemptedCommitsAtTheAgreedStep) {
-  TempDir dir;
-  Trainee t = MakeClassifier(13);
-  const Dataset data = MakeBlobs(64, 3);
-  FitOptions o;
-  o.batch_size = 8;
-  const SoftmaxCrossEntropy loss;
-  Trainer trainer(*t.model, *t.optimizer, loss, data, o);
-  Checkpoint checkpoint(t.model.get(), t.optimizer.get());
-  LocalCommunicator comm;
-  CheckpointManager manager(&checkpoint, &comm,
-                            {.directory = dir.path(),
-                             .checkpoint_interval = 100,
-                             .save_before_preemption = true,
-                             .replica = &trainer.replica()});
-  const BatchPlan plan(data.size(), 8, false);
-  const auto order = EpochPermutation(1, 0, 64);
-  int64_t stopped_at = -1;
-  for (int64_t b = 0; b < plan.num_batches(); ++b) {
-    if (b == 3) raise(SIGUSR1);
+// The custom-loop path: a Trainer and a CheckpointManager over it (64
+// samples in batches of 8), the loop calling SaveIfPreempted after each step.
+struct CustomLoop {
+  explicit CustomLoop(const std::string& dir, PreemptionHandler* lent = nullptr)
+      : manager(&checkpoint, &comm,
+                {.directory = dir,
+                 .checkpoint_interval = 100,
+                 .save_before_preemption = true,
+                 .preemption_handler = lent,
+                 .replica = &trainer.replica()}) {}
+  // Trains batch `b` of epoch 0; then SaveIfPreempted: whether it saved.
+  bool StepAndSaveIfPreempted(int64_t b) {
     trainer.Step(order, plan.Batch(b));
     auto preempted = manager.SaveIfPreempted();
-    ASSERT_OK(preempted);
-    if (*preempted) {
-      stopped_at = t.optimizer->iterations();
+    EXPECT_TRUE(preempted.ok()) << preempted.status().ToString();
+    return preempted.ok() && *preempted;
+  }
+
+  Trainee t = MakeClassifier(13);
+  const Dataset data = MakeBlobs(64, 3);
+  const SoftmaxCrossEntropy loss;
+  Trainer trainer{*t.model, *t.optimizer, loss, data, FitOptions{.batch_size = 8}};
+  Checkpoint checkpoint{t.model.get(), t.optimizer.get()};
+  LocalCommunicator comm;
+  CheckpointManager manager;
+  const BatchPlan plan{data.size(), 8, false};
+  const std::vector<uint32_t> order = EpochPermutation(1, 0, 64);
+};
+
+TEST(PreemptionManagerTest, SaveIfPreemptedCommitsAtTheAgreedStep) {
+  TempDir dir;
+  CustomLoop loop(dir.path());
+  int64_t stopped_at = -1;
+  for (int64_t b = 0; b < loop.plan.num_batches(); ++b) {
+    if (b == 3) raise(SIGUSR1);
+    if (loop.StepAndSaveIfPreempted(b)) {
+      stopped_at = loop.t.optimizer->iterations();
       break;
     }
   }
   // Raised before step 4; taken by SaveIfPreempted after step 4; agreed in step 5.
   EXPECT_EQ(stopped_at, 5);
-  ASSERT_TRUE(manager.Latest().has_value());
-  EXPECT_EQ(manager.Latest()->step, 5);
+  ASSERT_TRUE(loop.manager.Latest().has_value());
+  EXPECT_EQ(loop.manager.Latest()->step, 5);
 }
 
 TEST(PreemptionManagerTest, ALentHandlerIsTheOneTheManagerSavesOn) {
   TempDir dir;
   PreemptionHandler program({.signals = {SIGINT}});
-  Trainee t = MakeClassifier(13);
-  const Dataset data = MakeBlobs(64, 3);
-  FitOptions o;
-  o.batch_size = 8;
-  const SoftmaxCrossEntropy loss;
-  Trainer trainer(*t.model, *t.optimizer, loss, data, o);
-  Checkpoint checkpoint(t.model.get(), t.optimizer.get());
-  LocalCommunicator comm;
-  CheckpointManager manager(&checkpoint, &comm,
-                            {.directory = dir.path(),
-                             .save_before_preemption = true,
-                             .preemption_handler = &program,
-                             .replica = &trainer.replica()});
+  CustomLoop loop(dir.path(), &program);
   EXPECT_EQ(PreemptionHandler::live_handlers(), 1);
-  const BatchPlan plan(data.size(), 8, false);
-  const auto order = EpochPermutation(1, 0, 64);
   raise(SIGINT);  // caught by the program's handler only: the manager has none of its own
-  trainer.Step(order, plan.Batch(0));
-  ASSERT_OK(manager.SaveIfPreempted());  // requests the stop; agreed in the next step
-  trainer.Step(order, plan.Batch(1));
-  auto preempted = manager.SaveIfPreempted();
-  ASSERT_OK(preempted);
-  EXPECT_TRUE(*preempted);
-  EXPECT_EQ(manager.preemption_signal(), SIGINT);
-  ASSERT_TRUE(manager.Latest().has_value());
-  EXPECT_EQ(manager.Latest()->step, 2);
+  EXPECT_FALSE(loop.StepAndSaveIfPreempted(0));  // requests the stop, agreed in the next step
+  EXPECT_TRUE(loop.StepAndSaveIfPreempted(1));
+  EXPECT_EQ(loop.manager.preemption_signal(), SIGINT);
+  ASSERT_TRUE(loop.manager.Latest().has_value());
+  EXPECT_EQ(loop.manager.Latest()->step, 2);
 }
 
 }  // namespace
