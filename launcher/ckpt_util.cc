@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "checkpoint/env.h"
+#include "checkpoint/names.h"
 #include "core/exit_codes.h"
 
 namespace holdfast::launcher {
@@ -46,14 +48,8 @@ std::string Shorten(std::string message, const std::string& checkpoint_path) {
 namespace {
 
 bool HasCheckpointChildren(const std::string& dir) {
-  std::error_code ec;
-  for (const auto& child : fs::directory_iterator(dir, ec)) {
-    const std::string name = child.path().filename().string();
-    if (ParseCheckpointName(name) || ParsePrepareAreaName(name)) {
-      return true;
-    }
-  }
-  return false;
+  const auto entries = ListCheckpoints(Env::Default(), dir);
+  return entries.ok() && !entries->empty();
 }
 
 // Follows symbolic links: users pass them. A checkpoint is a directory with
