@@ -23,6 +23,7 @@
 #include "core/exit_codes.h"
 #include "launcher/ckpt_command.h"
 #include "launcher/hosts.h"
+#include "launcher/probe.h"
 #include "launcher/process.h"
 
 namespace holdfast::launcher {
@@ -183,70 +184,6 @@ AttemptResult RunAttempt(const LaunchArgs& a, pid_t pid, const std::vector<pid_t
   }
 }
 
-// How to ask `host` to run `true`: inside a SLURM allocation (`slurm`), a
-// one-task job step there, as mpirun starts its daemons; else the launch agent
-// mpirun uses (plm_rsh_agent, default ssh): `agent host true`.
-std::vector<std::string> ProbeArgv(const LaunchArgs& a, const std::string& host, bool slurm) {
-  if (slurm) {
-    return {"srun",    "--nodes=1",          "--ntasks=1", "--overlap",
-            "--quiet", "--nodelist=" + host, "true"};
-  }
-  std::vector<std::string> argv = SplitWords(MpiParameter(a, "plm_rsh_agent").value_or("ssh"));
-  if (argv.empty()) argv = {"ssh"};
-  if (argv[0] == "ssh" || argv[0].ends_with("/ssh")) {
-    const int seconds = std::max(1, static_cast<int>(a.probe_timeout));
-    argv.insert(argv.end(),
-                {"-o", "BatchMode=yes", "-o", "ConnectTimeout=" + std::to_string(seconds)});
-  }
-  argv.insert(argv.end(), {host, "true"});
-  return argv;
-}
-
-// Asks every host at once to run `true` (ProbeArgv); returns the hosts that
-// did within --probe-timeout, in their order, and reports the others on stderr.
-std::vector<HostEntry> ProbeHosts(const LaunchArgs& a, const std::vector<HostEntry>& hosts,
-                                  bool slurm) {
-  std::vector<pid_t> pids(hosts.size(), -1);
-  std::vector<std::string> why(hosts.size());
-  for (size_t i = 0; i < hosts.size(); ++i) {
-    pids[i] = Spawn(ProbeArgv(a, hosts[i].name, slurm), {}, &why[i], /*quiet=*/true);
-  }
-  const auto deadline = Clock::now() + std::chrono::duration<double>(a.probe_timeout);
-  size_t running = 0;
-  do {
-    running = 0;
-    for (size_t i = 0; i < hosts.size(); ++i) {
-      if (pids[i] < 0) continue;
-      int status = 0;
-      if (waitpid(pids[i], &status, WNOHANG) == pids[i]) {
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-          why[i] = WIFEXITED(status) ? "probe exit " + std::to_string(WEXITSTATUS(status))
-                                     : "probe killed by signal " + std::to_string(WTERMSIG(status));
-        }
-        pids[i] = -1;
-      } else {
-        ++running;
-      }
-    }
-    if (running > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  } while (running > 0 && Clock::now() < deadline);
-  std::vector<HostEntry> answered;
-  for (size_t i = 0; i < hosts.size(); ++i) {
-    if (pids[i] >= 0) {
-      kill(-pids[i], SIGKILL);
-      waitpid(pids[i], nullptr, 0);
-      why[i] = "no answer within " + std::to_string(static_cast<int>(a.probe_timeout)) + " s";
-    }
-    if (why[i].empty()) {
-      answered.push_back(hosts[i]);
-    } else {
-      std::fprintf(stderr, "holdfast launch: host %s does not answer (%s)\n", hosts[i].name.c_str(),
-                   why[i].c_str());
-    }
-  }
-  return answered;
-}
-
 std::string ReadReport(const std::string& path) {
   std::ifstream in(path);
   std::string word, value;
@@ -314,6 +251,11 @@ int Launch(const LaunchArgs& a) {
     answered_hostfile = hosts_template;
   }
 
+  const ProbeOptions probe{
+      .agent = SplitWords(MpiParameter(a, "plm_rsh_agent").value_or("ssh")),
+      .through_slurm = slurm_hosts,
+      .timeout_seconds = a.probe_timeout,
+  };
   int code = 0;
   for (int attempt = 1;; ++attempt) {
     std::remove(report.c_str());
@@ -321,7 +263,7 @@ int Launch(const LaunchArgs& a) {
     int attempt_np = np;
     std::string attempt_hostfile = a.hostfile;
     if (a.min_np > 0) {
-      const std::vector<HostEntry> answered = ProbeHosts(a, hosts, slurm_hosts);
+      const std::vector<HostEntry> answered = ProbeHosts(probe, hosts);
       attempt_np = std::min(np, TotalSlots(answered));
       if (attempt_np < a.min_np) {
         std::fprintf(stderr,
