@@ -65,6 +65,7 @@ void BackupAndRestore::OnTrainBegin(TrainingState& s) {
     if (st.code() == StatusCode::kFailedPrecondition) {
       throw std::invalid_argument("backup " + dir() + " belongs to another run: " + st.message());
     }
+    if (RefusesTheRun(st)) throw std::invalid_argument(st.message());  // names the directory
     if (st.code() == StatusCode::kDataLoss && options_.start_fresh_if_damaged) {
       if (comm_->rank() == 0) {
         std::fprintf(stderr, "holdfast: warning: %s; starting from scratch as asked\n",

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -167,6 +168,15 @@ class PosixDirectWritableFile final : public WritableFile {
   bool direct_ = true;
 };
 
+class PosixFileLock final : public FileLock {
+ public:
+  explicit PosixFileLock(int fd) : fd_(fd) {}
+  ~PosixFileLock() override { ::close(fd_); }  // closing the file drops the lock
+
+ private:
+  int fd_;
+};
+
 class PosixEnv final : public Env {
  public:
   StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
@@ -251,6 +261,38 @@ class PosixEnv final : public Env {
       return ErrnoToStatus(ENOTDIR, "mkdir " + path + " (exists and is not a directory)");
     }
     return Status::Ok();
+  }
+
+  StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path,
+                                               const std::string& holder) override {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return ErrnoToStatus(errno, "create " + path);
+    int rc;
+    do rc = ::flock(fd, LOCK_EX | LOCK_NB);
+    while (rc != 0 && errno == EINTR);
+    if (rc != 0) {
+      const int err = errno;
+      if (err != EWOULDBLOCK) {
+        ::close(fd);
+        return ErrnoToStatus(err, "lock " + path);
+      }
+      // Held: its text says by whom (written right after its holder locked
+      // it, so a reader may rarely see it empty).
+      char text[512];
+      const ssize_t n = ::pread(fd, text, sizeof text - 1, 0);
+      ::close(fd);
+      std::string who(text, n > 0 ? static_cast<size_t>(n) : 0);
+      while (!who.empty() && (who.back() == '\n' || who.back() == '\0')) who.pop_back();
+      return UnavailableError(who.empty() ? "another process (it has not said which)" : who);
+    }
+    const std::string line = holder + "\n";
+    if (::ftruncate(fd, 0) != 0 ||
+        ::pwrite(fd, line.data(), line.size(), 0) != static_cast<ssize_t>(line.size())) {
+      const int err = errno;
+      ::close(fd);
+      return ErrnoToStatus(err, "write " + path);
+    }
+    return std::unique_ptr<FileLock>(new PosixFileLock(fd));
   }
 
   Status Rename(const std::string& from, const std::string& to) override {

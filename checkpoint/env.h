@@ -27,6 +27,13 @@ class WritableFile {
   virtual Status Close() = 0;  // also run by the destructor, errors ignored there
 };
 
+// An exclusive lock on a file, held until it is destroyed (LevelDB's
+// FileLock); the kernel also drops it when the holding process dies.
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+};
+
 // A multiple of every logical block size: memory and file offsets aligned
 // to it can be written past the page cache (Env::NewDirectWritableFile).
 inline constexpr size_t kDirectIoAlignment = 4096;
@@ -66,6 +73,12 @@ class Env {
   virtual Status SyncDir(const std::string& path) = 0;
   virtual Status RemoveFile(const std::string& path) = 0;
   virtual Status RemoveDir(const std::string& path) = 0;  // must be empty
+  // Creates `path` if needed and takes an exclusive advisory lock on it
+  // (flock; not inherited by exec'd children), then writes `holder` into it
+  // so that others can say who holds it. Unavailable when another open file
+  // holds the lock: the message is the file's text (its holder's line).
+  virtual StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path,
+                                                       const std::string& holder) = 0;
 
   // The process-wide POSIX implementation (one of holdfast's two globals).
   static Env* Default();
@@ -98,6 +111,10 @@ class EnvWrapper : public Env {
   Status SyncDir(const std::string& path) override { return base_->SyncDir(path); }
   Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
   Status RemoveDir(const std::string& path) override { return base_->RemoveDir(path); }
+  StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path,
+                                               const std::string& holder) override {
+    return base_->LockFile(path, holder);
+  }
 
  protected:
   Env* base() const { return base_; }

@@ -219,7 +219,25 @@ std::string CheckpointManager::WriteOwnShard(const Ticket& ticket, const ShardTo
       .dump();
 }
 
+Status CheckpointManager::OpenDirectory() {
+  if (directory_open_) return Status::Ok();
+  Status status = Status::Ok();
+  if (comm_->rank() == 0) {
+    auto lock = LockDirectory(env_, options_.directory, ThisProcessAsHolder());
+    if (lock.ok()) {
+      directory_lock_ = std::move(*lock);
+    } else {
+      status = lock.status();
+    }
+  }
+  status = comm_->BroadcastStatus(status, 0);
+  directory_open_ = status.ok();
+  if (!directory_open_) directory_lock_.reset();
+  return status;
+}
+
 Status CheckpointManager::Save(bool force) {
+  HOLDFAST_RETURN_IF_ERROR(OpenDirectory());
   const int64_t step = checkpoint_->step();
   const Status polled = Poll();
   // Every rank has the same step and history, so all skip together.
@@ -305,6 +323,7 @@ Status CheckpointManager::SaveSync() {
 }
 
 Status CheckpointManager::SaveAndWait() {
+  HOLDFAST_RETURN_IF_ERROR(OpenDirectory());
   const Status previous = WaitForSave();
   if (last_committed_step_ == checkpoint_->step()) return Status::Ok();
   if (!previous.ok() && comm_->rank() == 0) {

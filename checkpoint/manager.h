@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/directory_lock.h"
 #include "checkpoint/env.h"
 #include "checkpoint/preemption.h"
 #include "core/exit_codes.h"
@@ -107,6 +108,16 @@ struct CheckpointInfo {
   uint64_t bytes = 0;
   int world_size = 0;
 };
+
+// Whether an error of a manager's first collective call (RestoreLatest,
+// Save) means this run cannot start as asked, so that a program exits
+// kExitUsage: the directory is unusable (InvalidArgument) or held by another
+// job (Unavailable), or its checkpoints are another run's (FailedPrecondition).
+inline bool RefusesTheRun(const Status& status) {
+  return status.code() == StatusCode::kInvalidArgument ||
+         status.code() == StatusCode::kUnavailable ||
+         status.code() == StatusCode::kFailedPrecondition;
+}
 
 // OK when `replica` and `comm` are the same rank of the same world, else
 // InvalidArgument naming both: a manager and the training it saves must
@@ -238,6 +249,11 @@ class CheckpointManager {
   // Removes the prepare area; returns the error naming `why`.
   Status AbortCommit(const Ticket& ticket, const std::string& why);
   Status ApplyKeepPolicy();
+  // Collective, once: the chief makes the directory ready and holds its lock
+  // (checkpoint/directory_lock.h) for the manager's life; every rank gets
+  // the same error. Called first by every collective that touches the
+  // directory; later calls return OK at once.
+  Status OpenDirectory();
 
   Checkpoint* checkpoint_;
   Communicator* comm_;
@@ -250,6 +266,8 @@ class CheckpointManager {
   // start, or the last asynchronous save begun.
   int64_t interval_start_step_ = -1;
   SaveStats stats_;
+  bool directory_open_ = false;
+  std::shared_ptr<DirectoryLock> directory_lock_;  // the chief's; after async_ goes
   // Last member: destroyed first, so its writer thread finishes its queued
   // jobs (which use the members above) before anything else goes.
   std::unique_ptr<AsyncSave> async_;

@@ -42,6 +42,7 @@ Status CheckFitsLiveState(const CheckpointContents& c, Checkpoint& live) {
 }  // namespace
 
 StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
+  HOLDFAST_RETURN_IF_ERROR(OpenDirectory());
   (void)WaitForSave();  // its outcome is on disk for the chief to find
   const std::string& dir = options_.directory;
   std::optional<CheckpointContents> chosen;

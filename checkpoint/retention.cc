@@ -83,6 +83,7 @@ Status CheckpointManager::ApplyKeepPolicy() {
 }
 
 Status CheckpointManager::DeleteAll() {
+  HOLDFAST_RETURN_IF_ERROR(OpenDirectory());
   (void)WaitForSave();
   Status s = Status::Ok();
   if (comm_->rank() == 0) {

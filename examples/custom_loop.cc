@@ -137,9 +137,8 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
     checkpoint.values = {{kLossSum, 0.0}, {kSamples, 0.0}};
   });
   if (!restored.ok()) {
-    const bool other_model = restored.status().code() == holdfast::StatusCode::kFailedPrecondition;
-    holdfast::EndJob(comm, other_model ? kExitUsage : kExitFailure, "custom_loop",
-                     restored.status().ToString());
+    holdfast::EndJob(comm, holdfast::RefusesTheRun(restored.status()) ? kExitUsage : kExitFailure,
+                     "custom_loop", restored.status().ToString());
   }
   int64_t steps_run = 0;
   int64_t& epoch = checkpoint.counters[kEpoch];

@@ -114,6 +114,13 @@ class TimingEnv final : public holdfast::Env {
     Add("remove", t0);
     return s;
   }
+  holdfast::StatusOr<std::unique_ptr<holdfast::FileLock>> LockFile(
+      const std::string& path, const std::string& holder) override {
+    const auto t0 = Clock::now();
+    auto r = base_->LockFile(path, holder);
+    Add("lock", t0);
+    return r;
+  }
   holdfast::Status RemoveDir(const std::string& path) override {
     const auto t0 = Clock::now();
     holdfast::Status s = base_->RemoveDir(path);

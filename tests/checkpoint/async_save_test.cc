@@ -191,7 +191,7 @@ TEST_P(AsyncSaveTest, AtMostOneInFlightAndSaveAndWaitCommitsTheCurrentStep) {
   for (const auto& e : fs::directory_iterator(dir.path())) names.push_back(e.path().filename());
   std::sort(names.begin(), names.end());
   const int64_t s = StateB().step;
-  std::vector<std::string> expected = {"LATEST", "ckpt-" + std::to_string(s),
+  std::vector<std::string> expected = {"LATEST", "LOCK", "ckpt-" + std::to_string(s),
                                        "ckpt-" + std::to_string(s + 1),
                                        "ckpt-" + std::to_string(s + 2)};
   std::sort(expected.begin(), expected.end());

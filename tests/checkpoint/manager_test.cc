@@ -258,16 +258,22 @@ TEST(CheckpointManagerTest, KeepPolicyRemovesUncommittedLeftovers) {
   EXPECT_TRUE(fs::exists(root / "ckpt-10" / "MANIFEST.json"));
 }
 
-TEST(CheckpointManagerTest, UnwritableDirectoryAbortsOnEveryRankAndKeepsNothingHalfDone) {
+TEST(CheckpointManagerTest, ADirectoryUnderAFileIsRefusedOnEveryRankAtTheFirstCall) {
   TempDir dir;
   const std::string file_not_dir = dir.File("a-file");
   std::ofstream(file_not_dir) << "x";
   RunInProcessRanks(2, [&](Communicator& comm) {
     Trainee t = Trained(2, 4);
     Checkpoint c(t.model.get(), t.optimizer.get());
-    const Status s = CheckpointManager(&c, &comm, {.directory = file_not_dir + "/ckpts"}).Save();
-    EXPECT_EQ(s.code(), StatusCode::kAborted) << s.ToString();
+    CheckpointManager m(&c, &comm, {.directory = file_not_dir + "/ckpts"});
+    const Status s = m.Save();
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+    EXPECT_NE(s.message().find("cannot keep checkpoints in " + file_not_dir + "/ckpts"),
+              std::string::npos)
+        << s.ToString();
+    EXPECT_EQ(m.RestoreLatest().status().code(), StatusCode::kInvalidArgument);
   });
+  EXPECT_EQ(ReadFileToString(file_not_dir), "x");
 }
 
 }  // namespace

@@ -243,6 +243,11 @@ struct CustomLoop {
                  .save_before_preemption = true,
                  .preemption_handler = lent,
                  .replica = &trainer.replica()}) {}
+  static FitOptions BatchesOf8() {
+    FitOptions o;
+    o.batch_size = 8;
+    return o;
+  }
   // Trains batch `b` of epoch 0; then SaveIfPreempted: whether it saved.
   bool StepAndSaveIfPreempted(int64_t b) {
     trainer.Step(order, plan.Batch(b));
@@ -254,7 +259,7 @@ struct CustomLoop {
   Trainee t = MakeClassifier(13);
   const Dataset data = MakeBlobs(64, 3);
   const SoftmaxCrossEntropy loss;
-  Trainer trainer{*t.model, *t.optimizer, loss, data, FitOptions{.batch_size = 8}};
+  Trainer trainer{*t.model, *t.optimizer, loss, data, BatchesOf8()};
   Checkpoint checkpoint{t.model.get(), t.optimizer.get()};
   LocalCommunicator comm;
   CheckpointManager manager;

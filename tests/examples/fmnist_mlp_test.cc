@@ -1,9 +1,13 @@
 // End-to-end tests of the fmnist_mlp and toy_linear programs on the real
 // Fashion-MNIST data, run as a user runs them.
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
+#include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -11,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -194,11 +199,13 @@ TEST_F(FmnistMlpTest, BatchLogRefusesAFileThatIsNotOne) {
   EXPECT_EQ(ReadFileToString(notes), "my,own\ndata\n");
 }
 
-// Every file and directory under `dir` with its content (directories: empty).
+// Every file and directory under `dir` with its content (directories: empty),
+// but the LOCK file, which names the last run that held the directory.
 std::map<std::string, std::string> Tree(const fs::path& dir) {
   std::map<std::string, std::string> tree;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
     const std::string name = fs::relative(e.path(), dir).string();
+    if (name == "LOCK") continue;
     tree[name] = e.is_regular_file() ? ReadFileToString(e.path().string()) : std::string();
   }
   return tree;
@@ -305,6 +312,77 @@ TEST_F(FmnistMlpTest, OptOutResumeWithOtherThreadsWarnsThatItCannotBeBitExact) {
 }
 
 // The quality bar: >= 0.85 test accuracy after 3 epochs (seed 42).
+// One job per backup directory: a second job on it stops at start naming the
+// first; once the first is killed (-9), a new job takes the directory over.
+TEST_F(FmnistMlpTest, ASecondJobOnTheSameBackupIsRefusedUntilTheFirstIsGone) {
+  const std::string backup = (dir_ / "backup").string();
+  const std::vector<std::string> args = {FMNIST_MLP,    "--quiet", "--backup-dir",    backup,
+                                         "--save-freq", "10",      "--train-samples", "2000",
+                                         "--epochs"};
+  std::vector<std::string> long_run = args;
+  long_run.push_back("200");
+  testing::Subprocess first(long_run);
+  const std::string holder = "pid " + std::to_string(first.pid()) + ",";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  auto lock_text = [&] {
+    return fs::exists(backup + "/LOCK") ? ReadFileToString(backup + "/LOCK") : std::string();
+  };
+  while (lock_text().find(holder) == std::string::npos) {
+    ASSERT_TRUE(first.running()) << first.err();
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the first job never took the lock";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+
+  std::vector<std::string> second_run = args;
+  second_run.insert(second_run.end(), {"1", "--summary-json", (dir_ / "second.json").string()});
+  const auto second = RunProcess(second_run);
+  EXPECT_EQ(second.exit_code, 2) << second.err;
+  EXPECT_EQ(CountLines(second.err), 1) << second.err;
+  EXPECT_NE(second.err.find(backup + " is in use by another job: host "), std::string::npos)
+      << second.err;
+  EXPECT_NE(second.err.find(holder), std::string::npos) << second.err;
+  EXPECT_FALSE(fs::exists(dir_ / "second.json")) << "the refused job trained";
+  EXPECT_TRUE(first.running()) << "the refused job ended the first one";
+
+  first.Signal(SIGKILL);
+  (void)first.Wait();
+  const auto third = RunProcess(second_run);
+  EXPECT_EQ(third.exit_code, 0) << third.err;
+  EXPECT_TRUE(fs::exists(dir_ / "second.json"));
+  EXPECT_EQ(lock_text().find(holder), std::string::npos);
+}
+
+// A backup directory that cannot be used stops the run at start: one line,
+// exit 2, no training (it used to warn at every save and exit 0, or exit 1).
+TEST_F(FmnistMlpTest, AnUnusableBackupDirectoryIsOneLineAndExit2BeforeTraining) {
+  const std::string file = (dir_ / "a-file").string();
+  std::ofstream(file) << "mine";
+  const std::string read_only = (dir_ / "read-only").string();
+  fs::create_directories(read_only);
+  bool mounted = false;  // root writes through permissions: a read-only mount does not
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::mount("tmpfs", read_only.c_str(), "tmpfs", MS_RDONLY, "size=64k"), 0)
+        << std::strerror(errno);
+    mounted = true;
+  } else {
+    fs::permissions(read_only, fs::perms::owner_read | fs::perms::owner_exec);
+  }
+  for (const std::string& backup : {file, file + "/sub", read_only}) {
+    SCOPED_TRACE(backup);
+    const std::string summary = (dir_ / "summary.json").string();
+    const auto r = RunProcess({FMNIST_MLP, "--quiet", "--backup-dir", backup, "--train-samples",
+                               "500", "--summary-json", summary});
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(CountLines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("cannot keep checkpoints in " + backup + ": "), std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(summary)) << "it trained";
+  }
+  if (mounted) ::umount2(read_only.c_str(), MNT_DETACH);
+  fs::permissions(read_only, fs::perms::owner_all);
+  EXPECT_EQ(ReadFileToString(file), "mine");
+}
+
 TEST_F(FmnistMlpTest, ReachesQualityBarInThreeEpochs) {
   const auto s = Train({"--epochs", "3"}, "quality");
   ASSERT_TRUE(s.is_object());

@@ -102,6 +102,12 @@ class FaultInjectionEnv final : public Env {
   Status SyncDir(const std::string& path) override;
   Status RemoveFile(const std::string& path) override;
   Status RemoveDir(const std::string& path) override;
+  // Passed on, never failed or counted: the lock is not the checkpoint's
+  // data, and a crashed run's lock is dropped by the kernel, not the disk.
+  StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path,
+                                               const std::string& holder) override {
+    return base_->LockFile(path, holder);
+  }
 
   // Operations started so far (failed and crashed ones included).
   int64_t operations() const;
