@@ -135,7 +135,8 @@ int RunLs(const std::string& dir_arg, bool verify, bool as_json) {
 
 void AddCkptCommand(CLI::App& app, int* exit_code) {
   CLI::App* ckpt = app.add_subcommand(
-      "ckpt", "Look at checkpoint directories: list, inspect and verify checkpoints");
+      "ckpt",
+      "Look at checkpoint directories: list, inspect, verify checkpoints and get variables");
   ckpt->require_subcommand(1);
   ckpt->footer(
       "Exit codes: 0 done (verify: all ok), 1 damage found or other failure, 2 usage or bad "
@@ -146,6 +147,8 @@ void AddCkptCommand(CLI::App& app, int* exit_code) {
     std::string dir;
     bool no_verify = false;
     bool json = false;
+    std::string variable, npy;
+    bool list = false;
   };
   auto args = std::make_shared<Args>();
 
@@ -184,6 +187,23 @@ void AddCkptCommand(CLI::App& app, int* exit_code) {
       ->type_name("");
   verify->add_flag("--json", args->json, "Print JSON instead of the table");
   verify->callback([args, exit_code] { *exit_code = RunVerify(args->dir, args->json); });
+
+  CLI::App* get = ckpt->add_subcommand(
+      "get",
+      "Print one variable of a checkpoint, or write it as a NumPy .npy file (numpy.load reads\n"
+      "it), after verifying the whole checkpoint. PATH: model/<tensor> (model/dense_0/kernel),\n"
+      "optimizer/<slot>/<tensor>, counters/<name>, values/<name>, or a whole flat blob\n"
+      "(params, optimizer/m); --list prints them all. DIR: its newest committed checkpoint.");
+  get->add_option("DIR", args->dir, "Checkpoint directory (its newest), or DIR/ckpt-N")
+      ->required()
+      ->type_name("");
+  get->add_option("PATH", args->variable, "The variable")->type_name("");
+  get->add_option("--npy", args->npy, "Write it to FILE as .npy instead of printing it");
+  get->add_flag("--list", args->list, "Print every variable's path instead");
+  get->add_flag("--json", args->json, "Print JSON (path, dtype, shape, values) instead of text");
+  get->callback([args, exit_code] {
+    *exit_code = RunGet(args->dir, args->variable, args->npy, args->list, args->json);
+  });
 }
 
 }  // namespace holdfast::launcher

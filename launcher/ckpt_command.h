@@ -1,4 +1,4 @@
-// `holdfast ckpt ls|inspect|verify`: looks at a checkpoint directory the way
+// `holdfast ckpt ls|inspect|verify|get`: looks at a checkpoint directory the way
 // CheckpointManager::RestoreLatest would, for people at a terminal (aligned
 // tables, human sizes and ages) and for scripts (`--json` on each command,
 // verify's exit code).
@@ -22,7 +22,7 @@ class App;
 namespace holdfast::launcher {
 
 // Exit codes: core/exit_codes.h.
-// Adds the `ckpt` subcommand and its ls / inspect / verify subcommands to
+// Adds the `ckpt` subcommand and its ls / inspect / verify / get subcommands to
 // `app`. When one of them runs (inside app.parse), it prints its output and
 // stores its exit code in *exit_code; `exit_code` must outlive `app`.
 void AddCkptCommand(CLI::App& app, int* exit_code);

@@ -154,27 +154,9 @@ void PrintInspect(const std::string& path, const CheckpointContents& c, const St
 }  // namespace
 
 int RunInspect(const std::string& arg, bool as_json) {
-  std::string path = StripTrailingSlashes(arg);
-  std::string why;
-  const PathKind kind = Classify(path, &why);
-  if (kind != PathKind::kCheckpoint && kind != PathKind::kCheckpointDir) {
-    return RejectPath(kind, path, why);
-  }
+  std::string path;
+  if (const std::optional<int> code = ResolveCheckpoint(arg, &path)) return *code;
   Env* env = Env::Default();
-  if (kind == PathKind::kCheckpointDir) {
-    auto entries = ListCheckpoints(env, path);
-    if (!entries.ok()) {
-      PrintError("cannot list " + path + ": " + entries.status().message());
-      return kExitFailure;
-    }
-    const auto newest = std::find_if(entries->rbegin(), entries->rend(),
-                                     [](const Entry& e) { return e.kind == Entry::kCommitted; });
-    if (newest == entries->rend()) {
-      PrintError("no committed checkpoint in " + path);
-      return kExitUsage;
-    }
-    path = newest->path;
-  }
   const double now = UnixNow();
   auto manifest = ReadManifest(env, path);
   if (!manifest.ok()) {

@@ -74,6 +74,29 @@ PathKind Classify(const std::string& path, std::string* why) {
   return PathKind::kCheckpointDir;
 }
 
+std::optional<int> ResolveCheckpoint(const std::string& arg, std::string* path) {
+  *path = StripTrailingSlashes(arg);
+  std::string why;
+  const PathKind kind = Classify(*path, &why);
+  if (kind != PathKind::kCheckpoint && kind != PathKind::kCheckpointDir) {
+    return RejectPath(kind, *path, why);
+  }
+  if (kind == PathKind::kCheckpoint) return std::nullopt;
+  auto entries = ListCheckpoints(Env::Default(), *path);
+  if (!entries.ok()) {
+    PrintError("cannot list " + *path + ": " + entries.status().message());
+    return kExitFailure;
+  }
+  const auto newest = std::find_if(entries->rbegin(), entries->rend(),
+                                   [](const Entry& e) { return e.kind == Entry::kCommitted; });
+  if (newest == entries->rend()) {
+    PrintError("no committed checkpoint in " + *path);
+    return kExitUsage;
+  }
+  *path = newest->path;
+  return std::nullopt;
+}
+
 int RejectPath(PathKind kind, const std::string& path, const std::string& why) {
   switch (kind) {
     case PathKind::kMissing:

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "checkpoint/env.h"
@@ -25,6 +26,14 @@ inline constexpr const char* kUncommittedNote =
 int RunLs(const std::string& dir_arg, bool verify, bool as_json);
 int RunInspect(const std::string& arg, bool as_json);
 int RunVerify(const std::string& arg, bool as_json);
+// `path`: `--npy` file to write, or empty to print; `list`: the paths instead.
+int RunGet(const std::string& arg, const std::string& variable, const std::string& npy, bool list,
+           bool as_json);
+
+// The checkpoint a command's DIR[/ckpt-N] argument names: ckpt-N itself, or
+// DIR's newest committed one, in *path. nullopt when found, else the exit
+// code (the error printed).
+std::optional<int> ResolveCheckpoint(const std::string& arg, std::string* path);
 
 // "holdfast: <message>" on stderr.
 void PrintError(const std::string& message);

@@ -148,7 +148,7 @@ TEST(HoldfastHelpTest, EveryCommandHasHelp) {
 
   r = Holdfast({"ckpt", "--help"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  for (const char* sub : {"ls", "inspect", "verify"}) {
+  for (const char* sub : {"ls", "inspect", "verify", "get"}) {
     EXPECT_NE(r.out.find(sub), std::string::npos) << sub << " missing from\n" << r.out;
   }
   r = Holdfast({"ckpt", "ls", "--help"});
@@ -336,6 +336,110 @@ TEST_F(CkptTest, LsOfOneCheckpointPointsAtInspect) {
   EXPECT_EQ(r.exit_code, 2);
   ExpectOneLineError(r);
   EXPECT_NE(r.err.find("inspect"), std::string::npos) << r.err;
+}
+
+// --- get ------------------------------------------------------------------
+
+// The saved model's tensors (Save: params[i] = i), by name.
+TensorSpec SavedTensor(const std::string& name) {
+  Trainee t = MakeClassifier(1);
+  for (const TensorSpec& spec : t.model->store().tensors()) {
+    if (spec.name == name) return spec;
+  }
+  ADD_FAILURE() << "no tensor " << name;
+  return {};
+}
+
+TEST_F(CkptTest, GetPrintsATensorRowByRowFromTheNewest) {
+  const TensorSpec kernel = SavedTensor("dense_0/kernel");
+  ASSERT_EQ(kernel.shape.size(), 2u);
+  const ProcessResult r = Holdfast({"ckpt", "get", dir(), "model/dense_0/kernel"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::vector<std::string> lines = Lines(r.out);
+  ASSERT_EQ(lines.size(), 1 + static_cast<size_t>(kernel.shape[0])) << r.out;
+  EXPECT_EQ(lines[0],
+            "model/dense_0/kernel float32 " + DescribeShape(kernel.shape) + " (" + ckpt(300) + ")");
+  const int64_t cols = kernel.shape[1];
+  for (int64_t row = 0; row < kernel.shape[0]; ++row) {
+    std::string expected;
+    for (int64_t c = 0; c < cols; ++c) {
+      if (c > 0) expected += ' ';
+      expected += std::to_string(kernel.offset + row * cols + c);
+    }
+    EXPECT_EQ(lines[1 + row], expected);
+  }
+  const ProcessResult scalar = Holdfast({"ckpt", "get", ckpt(200), "counters/holdfast/epoch"});
+  ASSERT_EQ(scalar.exit_code, 0) << scalar.err;
+  EXPECT_EQ(scalar.out, "counters/holdfast/epoch int64 scalar (" + ckpt(200) + ")\n2\n");
+}
+
+// What numpy.load makes of a .npy file: dtype, shape and every value, one
+// per line (repr), from Debian's python3 with python3-numpy.
+std::string NumpyView(const std::string& npy) {
+  const ProcessResult r = RunProcess({"/usr/bin/python3", "-c",
+                                      "import sys, numpy\n"
+                                      "a = numpy.load(sys.argv[1])\n"
+                                      "print(a.dtype, a.shape)\n"
+                                      "for x in a.ravel(): print(repr(x.item()))\n",
+                                      npy});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.out;
+}
+
+TEST_F(CkptTest, GetNpyFilesLoadWithNumpyAndHoldTheValues) {
+  TempDir out;
+  const TensorSpec bias = SavedTensor("dense_0/bias");
+  const std::string npy = out.File("bias.npy");
+  ASSERT_EQ(Holdfast({"ckpt", "get", dir(), "model/dense_0/bias", "--npy", npy}).exit_code, 0);
+  std::string expected = "float32 (" + std::to_string(bias.size) + ",)\n";
+  for (size_t i = 0; i < bias.size; ++i) expected += std::to_string(bias.offset + i) + ".0\n";
+  EXPECT_EQ(NumpyView(npy), expected);
+
+  const TensorSpec kernel = SavedTensor("dense_0/kernel");
+  const std::string m = out.File("m.npy");  // starts NaN, +Inf, -Inf
+  ASSERT_EQ(Holdfast({"ckpt", "get", dir(), "optimizer/m/dense_0/kernel", "--npy", m}).exit_code,
+            0);
+  const std::vector<std::string> m_lines = Lines(NumpyView(m));
+  ASSERT_GE(m_lines.size(), 4u);
+  EXPECT_EQ(m_lines[0], "float32 (" + std::to_string(kernel.shape[0]) + ", " +
+                            std::to_string(kernel.shape[1]) + ")");
+  EXPECT_EQ(m_lines[1], "nan");
+  EXPECT_EQ(m_lines[2], "inf");
+  EXPECT_EQ(m_lines[3], "-inf");
+
+  const std::string scalar = out.File("loss.npy");
+  ASSERT_EQ(Holdfast({"ckpt", "get", dir(), "values/loss_sum", "--npy", scalar}).exit_code, 0);
+  EXPECT_EQ(NumpyView(scalar), "float64 ()\n0.30000000000000004\n");
+}
+
+TEST_F(CkptTest, GetListsEveryPathAndRefusesAnUnknownOne) {
+  const ProcessResult list = Holdfast({"ckpt", "get", dir(), "--list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  const std::vector<std::string> paths = Lines(list.out);
+  for (const char* p : {"params", "model/dense_0/kernel", "optimizer/v/dense_0/bias",
+                        "counters/holdfast/batch", "values/loss_sum"}) {
+    EXPECT_NE(std::find(paths.begin(), paths.end(), p), paths.end()) << p << "\n" << list.out;
+  }
+  for (const std::string& p : paths) {
+    SCOPED_TRACE(p);
+    EXPECT_EQ(Holdfast({"ckpt", "get", dir(), p, "--json"}).exit_code, 0);
+  }
+  const ProcessResult unknown = Holdfast({"ckpt", "get", dir(), "model/dense_9/kernel"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  ExpectOneLineError(unknown);
+  EXPECT_NE(unknown.err.find("no variable model/dense_9/kernel in ckpt-300"), std::string::npos)
+      << unknown.err;
+  const ProcessResult none = Holdfast({"ckpt", "get", dir()});
+  EXPECT_EQ(none.exit_code, 2);
+  ExpectOneLineError(none);
+}
+
+TEST_F(CkptTest, GetOfADamagedCheckpointShowsNothingAndExits1) {
+  FlipByte(fs::path(ckpt(300)) / "shard-1-of-2.bin", 100);
+  const ProcessResult r = Holdfast({"ckpt", "get", ckpt(300), "model/dense_0/kernel"});
+  EXPECT_EQ(r.exit_code, 1);
+  ExpectOneLineError(r);
+  EXPECT_EQ(r.out, "");
 }
 
 // --- inspect --------------------------------------------------------------

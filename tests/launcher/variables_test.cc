@@ -1,0 +1,49 @@
+// The .npy encoding of `holdfast ckpt get`, byte for byte against NumPy's
+// format 1.0 (the header a numpy.save of the same array writes).
+#include "launcher/variables.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+namespace holdfast::launcher {
+namespace {
+
+std::string Header(const std::string& npy) {
+  const size_t length = static_cast<unsigned char>(npy[8]) | static_cast<unsigned char>(npy[9])
+                                                                 << 8;
+  return npy.substr(10, length);
+}
+
+TEST(NpyBytesTest, HeadersAsNumpyWritesThem) {
+  Variable matrix{"m", "float32", {2, 3}, std::vector<unsigned char>(24, 0)};
+  const std::string npy = NpyBytes(matrix);
+  EXPECT_EQ(npy.substr(0, 8), std::string("\x93NUMPY\x01\x00", 8));
+  // numpy.save(numpy.zeros((2, 3), numpy.float32)) writes this header: 58
+  // spaces and a newline pad magic, version, length and header to 128 bytes.
+  EXPECT_EQ(Header(npy), "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }" +
+                             std::string(58, ' ') + "\n");
+  EXPECT_EQ((10 + Header(npy).size()) % 64, 0u);
+  EXPECT_EQ(npy.size(), 10 + Header(npy).size() + 24);
+
+  Variable vector{"v", "float32", {5}, std::vector<unsigned char>(20, 0)};
+  EXPECT_NE(Header(NpyBytes(vector)).find("'shape': (5,), }"), std::string::npos);
+  Variable scalar{"s", "int64", {}, std::vector<unsigned char>(8, 0)};
+  EXPECT_NE(
+      Header(NpyBytes(scalar)).find("{'descr': '<i8', 'fortran_order': False, 'shape': (), }"),
+      std::string::npos);
+  Variable d{"d", "float64", {}, std::vector<unsigned char>(8, 0)};
+  EXPECT_NE(Header(NpyBytes(d)).find("'<f8'"), std::string::npos);
+}
+
+TEST(NpyBytesTest, TheDataFollowsTheHeaderUnchanged) {
+  const float values[3] = {1.5f, -0.0f, 3.25f};
+  Variable v{"v", "float32", {3}, std::vector<unsigned char>(12)};
+  std::memcpy(v.bytes.data(), values, 12);
+  const std::string npy = NpyBytes(v);
+  EXPECT_EQ(std::memcmp(npy.data() + npy.size() - 12, values, 12), 0);
+  EXPECT_EQ(FormatVariable(v), "1.5 -0 3.25\n");
+}
+
+}  // namespace
+}  // namespace holdfast::launcher
