@@ -1,0 +1,112 @@
+// LoadWeights: a trained model's weights into a fresh model for inference,
+// from a directory (the newest that verifies) or one checkpoint, without
+// the directory's lock; refusals leave the model untouched.
+#include "checkpoint/load_weights.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "checkpoint/manager.h"
+#include "core/loss.h"
+#include "tests/testutil/checkpoint_helpers.h"
+#include "tests/testutil/models.h"
+#include "tests/testutil/testutil.h"
+
+namespace holdfast {
+namespace {
+
+namespace fs = std::filesystem;
+
+// `t`'s outputs on `data` (inference).
+Matrix Predictions(Trainee& t, const Dataset& data) {
+  return t.model->Forward(data.x, StepContext{});
+}
+
+// Saves `c` at its optimizer's step into `dir`, keeping the manager (and so
+// the directory's lock) alive as a training job would.
+std::unique_ptr<CheckpointManager> SaveAndHold(Checkpoint& c, LocalCommunicator& comm,
+                                               const std::string& dir) {
+  auto m = std::make_unique<CheckpointManager>(
+      &c, &comm, CheckpointOptions{.directory = dir, .max_to_keep = 5});
+  EXPECT_OK(m->Save());
+  return m;
+}
+
+TEST(LoadWeightsTest, AFreshModelPredictsAsTheTrainedOneWhileItsJobHoldsTheDirectory) {
+  TempDir dir;
+  const Dataset data = MakeBlobs(64, 3);
+  Trainee trained = Trained(5, 4);
+  Checkpoint c(trained.model.get(), trained.optimizer.get());
+  LocalCommunicator comm;
+  auto job = SaveAndHold(c, comm, dir.path());  // holds DIR/LOCK
+
+  Trainee fresh = MakeClassifier(99);  // other initial weights
+  ASSERT_NE(fresh.Hash(), trained.Hash());
+  StatusOr<int64_t> step = LoadWeights(*fresh.model, dir.path());
+  ASSERT_OK(step);
+  EXPECT_EQ(*step, trained.optimizer->iterations());
+  EXPECT_EQ(fresh.Params(), trained.Params());
+  const Matrix want = Predictions(trained, data);
+  const Matrix got = Predictions(fresh, data);
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), sizeof(float) * static_cast<size_t>(got.size())),
+            0);
+  EXPECT_EQ(fresh.optimizer->iterations(), 0);  // the optimizer is not the model's weights
+}
+
+TEST(LoadWeightsTest, TheNewestThatVerifiesOrTheOneNamed) {
+  TempDir dir;
+  Trainee t = Trained(5, 4);
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  LocalCommunicator comm;
+  auto job = SaveAndHold(c, comm, dir.path());
+  const std::vector<float> older = t.Params();
+  const int64_t older_step = t.optimizer->iterations();
+  t.model->store().params()[0] += 1.0f;
+  t.optimizer->set_iterations(older_step + 1);
+  ASSERT_OK(job->Save());
+  const std::string newest = dir.path() + "/ckpt-" + std::to_string(older_step + 1);
+  {
+    Trainee fresh = MakeClassifier(99);
+    ASSERT_OK(LoadWeights(*fresh.model, newest));
+    EXPECT_EQ(fresh.Params(), t.Params());
+  }
+  // Damage the newest: the directory falls back to the older one.
+  std::ofstream(newest + "/shard-0-of-1.bin", std::ios::binary | std::ios::in | std::ios::out)
+          .seekp(60)
+      << "XX";
+  Trainee fresh = MakeClassifier(99);
+  StatusOr<int64_t> step = LoadWeights(*fresh.model, dir.path());
+  ASSERT_OK(step);
+  EXPECT_EQ(*step, older_step);
+  EXPECT_EQ(fresh.Params(), older);
+}
+
+TEST(LoadWeightsTest, AnotherModelOrNothingThereIsRefusedAndTheModelIsUntouched) {
+  TempDir dir;
+  Trainee t = Trained(5, 4);
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  LocalCommunicator comm;
+  auto job = SaveAndHold(c, comm, dir.path());
+
+  Trainee wider = MakeClassifier(99, /*dropout=*/false, /*adam=*/true, /*hidden=*/32);
+  const uint64_t before = wider.Hash();
+  StatusOr<int64_t> r = LoadWeights(*wider.model, dir.path());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("was written for another model"), std::string::npos);
+  EXPECT_NE(r.status().message().find(wider.model->Signature()), std::string::npos);
+  EXPECT_EQ(wider.Hash(), before);
+
+  TempDir empty;
+  r = LoadWeights(*wider.model, empty.path());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+  r = LoadWeights(*wider.model, empty.path() + "/missing");
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+  EXPECT_EQ(wider.Hash(), before);
+}
+
+}  // namespace
+}  // namespace holdfast
