@@ -1,8 +1,10 @@
 // Checkpoint: what a checkpoint holds (the tf.train.Checkpoint idea). The
-// model's parameters and the optimizer's slots and step count, plus named
-// integers and doubles that a training loop needs to resume exactly (its
-// position, the running metric sums of an epoch, user counters). Everything
-// is restored bit for bit.
+// model's parameters and the optimizer's slots and step count, the float
+// arrays the program tracks by path (an EMA of the weights, running
+// statistics), plus named integers and doubles that a training loop needs to
+// resume exactly (its position, the running metric sums of an epoch, user
+// counters). Everything is restored bit for bit, and restore is strict: a
+// checkpoint must hold exactly the tracked arrays (docs/checkpoint-state.md).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +31,13 @@ class Checkpoint {
   // optimizer built for it.
   Checkpoint(Sequential* model, Optimizer* optimizer) : model_(model), optimizer_(optimizer) {}
 
+  // Tracks `values` (which must outlive the Checkpoint and keep their size)
+  // under `path`: saved 1/W per shard, as the parameters, and restored into
+  // it. A path is [A-Za-z0-9_.-] words joined by '/', unique, and not under
+  // the reserved names: params, model, optimizer, counters, values,
+  // holdfast. std::invalid_argument otherwise.
+  void Track(const std::string& path, std::span<float> values);
+
   // Saved and restored exactly. Keys starting with "holdfast/" are reserved
   // for holdfast's own callbacks.
   std::map<std::string, int64_t> counters;
@@ -46,6 +55,7 @@ class Checkpoint {
  private:
   Sequential* model_;
   Optimizer* optimizer_;
+  std::map<std::string, std::span<float>> tracked_;
 };
 
 }  // namespace holdfast

@@ -98,15 +98,34 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
     return DataLossError(dir + ": manifest lists more data than its shards hold");
   }
   if (into != nullptr) {
+    // Strict, as tf.train.Checkpoint: every blob this run has is in the
+    // checkpoint, of its size, and every saved one is consumed; one line
+    // names every difference.
+    std::string missing, unused, resized;
+    auto add = [](std::string& list, const std::string& item) {
+      if (!list.empty()) list += ", ";
+      list += item;
+    };
     for (const auto& [name, floats] : blob_sizes) {
       const auto it = into->find(name);
-      if (it == into->end() || it->second.size() != floats) {
-        return FailedPreconditionError("its " + name + " does not match this run's");
+      if (it == into->end()) {
+        add(unused, name);
+      } else if (it->second.size() != floats) {
+        add(resized, name + " (" + std::to_string(floats) + " floats saved, " +
+                         std::to_string(it->second.size()) + " here)");
       }
     }
     for (const auto& [name, span] : *into) {
-      if (!blob_sizes.contains(name)) return FailedPreconditionError("it has no " + name);
+      if (!blob_sizes.contains(name)) add(missing, name);
     }
+    std::string why;
+    if (!missing.empty()) why += "it has no " + missing;
+    if (!resized.empty()) why += (why.empty() ? "" : "; ") + std::string("other sizes: ") + resized;
+    if (!unused.empty()) {
+      why += (why.empty() ? "" : "; ") + std::string("it holds what this run does not track: ") +
+             unused;
+    }
+    if (!why.empty()) return FailedPreconditionError(why);
   }
   // First every shard is read, its hash checked and its layout decoded
   // (the floats skipped), and the slices must cover every blob exactly;

@@ -27,17 +27,23 @@ Variable Floats(const std::string& path, std::vector<int64_t> shape, const float
   return v;
 }
 
-// The blobs that share the params blob's tensor layout: "params" under
-// "model/", each optimizer slot "optimizer/<slot>" under its own name.
+// Every blob of the params blob's size shares its tensor layout: "params"
+// under "model/", an optimizer slot "optimizer/<slot>" or a tracked array
+// (an EMA of the weights) under its own name.
 std::string TensorPrefix(const std::string& blob) {
   return blob == "params" ? std::string("model/") : blob + "/";
 }
 
-std::vector<TensorSpec> Layout(const CheckpointContents& c) {
+uint64_t ParamsFloats(const CheckpointContents& c) {
   for (const auto& [name, floats] : c.blob_floats) {
-    if (name == "params") return ParamsLayout(c.model_signature, floats);
+    if (name == "params") return floats;
   }
-  return {};
+  return 0;
+}
+
+std::vector<TensorSpec> Layout(const CheckpointContents& c) {
+  const uint64_t floats = ParamsFloats(c);
+  return floats > 0 ? ParamsLayout(c.model_signature, floats) : std::vector<TensorSpec>{};
 }
 
 }  // namespace
@@ -57,7 +63,7 @@ StatusOr<Variable> FindVariable(const CheckpointContents& c, const std::string& 
       return Floats(path, {static_cast<int64_t>(blob.size())}, blob.data(), blob.size());
     }
     const std::string prefix = TensorPrefix(name);
-    if (!path.starts_with(prefix)) continue;
+    if (!path.starts_with(prefix) || blob.size() != ParamsFloats(c)) continue;
     for (const TensorSpec& t : layout) {
       if (path.substr(prefix.size()) == t.name && t.offset + t.size <= blob.size()) {
         return Floats(path, t.shape, blob.data() + t.offset, t.size);
@@ -73,6 +79,7 @@ std::vector<std::string> VariablePaths(const CheckpointContents& c) {
   const std::vector<TensorSpec> layout = Layout(c);
   for (const auto& [name, floats] : c.blob_floats) {  // manifest order: params first
     paths.push_back(name);
+    if (floats != ParamsFloats(c)) continue;
     for (const TensorSpec& t : layout) paths.push_back(TensorPrefix(name) + t.name);
   }
   for (const auto& [key, value] : c.counters) paths.push_back("counters/" + key);

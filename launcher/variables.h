@@ -1,7 +1,8 @@
 // The variables of a checkpoint by path (docs/checkpoint-state.md), for
 // `holdfast ckpt get`: "model/dense_0/kernel", "optimizer/m/dense_0/kernel",
 // "counters/epoch", "values/loss_sum", and the whole flat blobs by name
-// ("params", "optimizer/m") as 1-D arrays. Pure: works on a verified
+// ("params", "optimizer/m", a tracked array "ema") as 1-D arrays; a blob of
+// the params' size also by tensor ("ema/dense_0/kernel"). Pure: works on a verified
 // CheckpointContents, so that it is tested without files.
 #pragma once
 
