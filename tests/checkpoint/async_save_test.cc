@@ -155,9 +155,9 @@ TEST_P(AsyncSaveTest, AtMostOneInFlightAndSaveAndWaitCommitsTheCurrentStep) {
   SlowSyncEnv slow(std::chrono::milliseconds(40));
   std::vector<SaveStats> stats(static_cast<size_t>(World()));
   RunInProcessRanks(World(), [&](Communicator& comm) {
-    Trainee t = MakeClassifier(1);
-    Load(StateB(), t);
-    Checkpoint c(t.model.get(), t.optimizer.get());
+    LoadedState loaded(StateB());
+    Trainee& t = loaded.trainee;
+    Checkpoint& c = loaded.checkpoint;
     StepReplica replica(comm);
     CheckpointManager m(&c, &comm,
                         {.directory = dir.path(),
@@ -251,12 +251,11 @@ TEST_P(AsyncSaveTest, DestroyedWithASaveInFlightLeavesThePreviousCheckpoint) {
     ASSERT_OK(s);
   SlowSyncEnv slow(std::chrono::milliseconds(20));
   RunInProcessRanks(World(), [&](Communicator& comm) {
-    Trainee t = MakeClassifier(1);
-    Load(StateB(), t);
-    Checkpoint c(t.model.get(), t.optimizer.get());
+    LoadedState loaded(StateB());
     StepReplica replica(comm);
     CheckpointManager m(
-        &c, &comm, {.directory = dir.path(), .env = &slow, .async = true, .replica = &replica});
+        &loaded.checkpoint, &comm,
+        {.directory = dir.path(), .env = &slow, .async = true, .replica = &replica});
     ASSERT_OK(m.Save());
   });
   EXPECT_EQ(PrepareAreas(dir.path()).size(), 1u);

@@ -219,9 +219,8 @@ TEST_P(DamageTest, BothDamagedIsDataLossNamingTheDirectory) {
     c.damage_b(d / CkptName(StateB()));
     std::vector<Status> statuses(static_cast<size_t>(World()));
     RunInProcessRanks(World(), [&](Communicator& comm) {
-      Trainee t = MakeClassifier(99);
-      Checkpoint ck(t.model.get(), t.optimizer.get());
-      CheckpointManager m(&ck, &comm, {.directory = d.string()});
+      FreshState fresh;
+      CheckpointManager m(&fresh.checkpoint, &comm, {.directory = d.string()});
       auto r = m.RestoreLatest();
       statuses[static_cast<size_t>(comm.rank())] =
           r.ok() ? (r->has_value() ? Status::Ok() : NotFoundError("fresh start")) : r.status();

@@ -86,17 +86,23 @@ inline std::vector<std::string> PrepareAreas(const std::filesystem::path& dir) {
 }
 
 // A training state to save: a model trained for `steps` steps (seed = steps,
-// so states differ everywhere) plus a counter naming it. StateA/B/C are at
-// steps 4, 8 and 16.
+// so states differ everywhere), a counter naming it, and an array the
+// program tracks beside the model (Checkpoint::Track "ema", an average of
+// the weights), so that the crash, damage and async sweeps cover tracked
+// arrays too. StateA/B/C are at steps 4, 8 and 16.
 struct State {
   int64_t step = 0;
   std::vector<float> flat;
   std::map<std::string, int64_t> counters;
+  std::vector<float> ema;
 };
 
 inline State MakeState(int steps) {
   Trainee t = Trained(static_cast<uint64_t>(steps), steps);
-  return {t.optimizer->iterations(), Flat(t), {{"saved_at", steps}}};
+  const std::span<const float> params = std::as_const(*t.model).store().params();
+  std::vector<float> ema(params.begin(), params.end());
+  for (float& v : ema) v = v * 0.5f + static_cast<float>(steps);
+  return {t.optimizer->iterations(), Flat(t), {{"saved_at", steps}}, std::move(ema)};
 }
 
 inline const State& StateA() {
@@ -125,15 +131,35 @@ inline void Load(const State& s, Trainee& t) {
 }
 
 // What one in-process rank saves: a freshly built classifier loaded with a
-// State, and the Checkpoint of it carrying the State's counters.
+// State, and the Checkpoint of it carrying the State's counters and
+// tracking its "ema".
 struct LoadedState {
   explicit LoadedState(const State& s)
-      : trainee(MakeClassifier(1)), checkpoint(trainee.model.get(), trainee.optimizer.get()) {
+      : trainee(MakeClassifier(1)),
+        checkpoint(trainee.model.get(), trainee.optimizer.get()),
+        ema(s.ema) {
     Load(s, trainee);
     checkpoint.counters = s.counters;
+    checkpoint.Track("ema", ema);
   }
   Trainee trainee;
   Checkpoint checkpoint;
+  std::vector<float> ema;
+};
+
+// What a fresh process restores into: a classifier built with another seed
+// and a zero "ema", tracked as LoadedState tracks it.
+struct FreshState {
+  FreshState()
+      : trainee(MakeClassifier(99)),
+        checkpoint(trainee.model.get(), trainee.optimizer.get()),
+        ema(trainee.model->store().params().size(), 0.0f) {
+    checkpoint.Track("ema", ema);
+  }
+  State Snapshot(int64_t step) { return State{step, Flat(trainee), checkpoint.counters, ema}; }
+  Trainee trainee;
+  Checkpoint checkpoint;
+  std::vector<float> ema;
 };
 
 struct SaveSetup {
@@ -216,17 +242,16 @@ struct Restored {
 
 inline Restored RestoreFresh(const std::string& dir) {
   LocalCommunicator comm;
-  Trainee t = MakeClassifier(99);
-  Checkpoint c(t.model.get(), t.optimizer.get());
-  CheckpointManager m(&c, &comm, {.directory = dir});
+  FreshState fresh;
+  CheckpointManager m(&fresh.checkpoint, &comm, {.directory = dir});
   auto r = m.RestoreLatest();
   if (!r.ok()) return {r.status(), std::nullopt};
   if (!r->has_value()) return {Status::Ok(), std::nullopt};
-  return {Status::Ok(), State{**r, Flat(t), c.counters}};
+  return {Status::Ok(), fresh.Snapshot(**r)};
 }
 
 inline bool Same(const State& a, const State& b) {
-  return a.step == b.step && a.flat == b.flat && a.counters == b.counters;
+  return a.step == b.step && a.flat == b.flat && a.counters == b.counters && a.ema == b.ema;
 }
 
 // "old" or "new" for a restored state, "neither" for anything else.
