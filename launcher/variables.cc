@@ -58,10 +58,12 @@ StatusOr<Variable> FindVariable(const CheckpointContents& c, const std::string& 
     if (it != c.values.end()) return Scalar(path, "float64", it->second);
   }
   const std::vector<TensorSpec> layout = Layout(c);
+  // A blob by its own name first: a tracked "ema/x" is not a tensor of "ema".
+  if (const auto it = c.blobs.find(path); it != c.blobs.end()) {
+    return Floats(path, {static_cast<int64_t>(it->second.size())}, it->second.data(),
+                  it->second.size());
+  }
   for (const auto& [name, blob] : c.blobs) {
-    if (path == name) {
-      return Floats(path, {static_cast<int64_t>(blob.size())}, blob.data(), blob.size());
-    }
     const std::string prefix = TensorPrefix(name);
     if (!path.starts_with(prefix) || blob.size() != ParamsFloats(c)) continue;
     for (const TensorSpec& t : layout) {

@@ -6,6 +6,9 @@
 
 #include <cstring>
 
+#include "core/layers.h"
+#include "core/sequential.h"
+
 namespace holdfast::launcher {
 namespace {
 
@@ -43,6 +46,45 @@ TEST(NpyBytesTest, TheDataFollowsTheHeaderUnchanged) {
   const std::string npy = NpyBytes(v);
   EXPECT_EQ(std::memcmp(npy.data() + npy.size() - 12, values, 12), 0);
   EXPECT_EQ(FormatVariable(v), "1.5 -0 3.25\n");
+}
+
+// A checkpoint's contents by hand: a 2-4-3 model's params (i as values), a
+// tracked "ema" of the same size, and a tracked array under its path.
+CheckpointContents Contents() {
+  Sequential model(2);
+  model.Add<Dense>(4).Add<Dense>(3);
+  model.Build(1);
+  CheckpointContents c;
+  c.name = "ckpt-7";
+  c.model_signature = model.Signature();
+  const size_t n = model.store().params().size();
+  std::vector<float> params(n), ema(n, 0.5f);
+  for (size_t i = 0; i < n; ++i) params[i] = static_cast<float>(i);
+  c.blob_floats = {{"params", n}, {"ema", n}, {"ema/dense_0/kernel", 3}};
+  c.blobs = {{"params", params}, {"ema", ema}, {"ema/dense_0/kernel", {7, 8, 9}}};
+  c.counters = {{"epoch", 2}};
+  return c;
+}
+
+TEST(FindVariableTest, TensorsOfEveryParamsSizedBlobAndTrackedArraysByTheirOwnPath) {
+  const CheckpointContents c = Contents();
+  StatusOr<Variable> kernel = FindVariable(c, "model/dense_0/kernel");
+  ASSERT_TRUE(kernel.ok()) << kernel.status().ToString();
+  EXPECT_EQ(kernel->shape, (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(FormatVariable(*kernel), "0 1 2 3\n4 5 6 7\n");
+  // A tracked array is found by its own path before any tensor view of "ema".
+  StatusOr<Variable> tracked = FindVariable(c, "ema/dense_0/kernel");
+  ASSERT_TRUE(tracked.ok());
+  EXPECT_EQ(FormatVariable(*tracked), "7 8 9\n");
+  StatusOr<Variable> bias = FindVariable(c, "ema/dense_1/bias");
+  ASSERT_TRUE(bias.ok());
+  EXPECT_EQ(FormatVariable(*bias), "0.5 0.5 0.5\n");
+  StatusOr<Variable> epoch = FindVariable(c, "counters/epoch");
+  ASSERT_TRUE(epoch.ok());
+  EXPECT_EQ(epoch->dtype, "int64");
+  EXPECT_TRUE(epoch->shape.empty());
+  EXPECT_EQ(FindVariable(c, "model/dense_9/kernel").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(FindVariable(c, "counters/none").status().code(), StatusCode::kNotFound);
 }
 
 }  // namespace
