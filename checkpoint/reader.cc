@@ -1,6 +1,7 @@
 #include "checkpoint/reader.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "checkpoint/internal/manifest.h"
 #include "checkpoint/internal/shard_format.h"
@@ -119,12 +120,14 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
       if (!blob_sizes.contains(name)) add(missing, name);
     }
     std::string why;
-    if (!missing.empty()) why += "it has no " + missing;
-    if (!resized.empty()) why += (why.empty() ? "" : "; ") + std::string("other sizes: ") + resized;
-    if (!unused.empty()) {
-      why += (why.empty() ? "" : "; ") + std::string("it holds what this run does not track: ") +
-             unused;
-    }
+    auto part = [&](const char* what, const std::string& list) {
+      if (list.empty()) return;
+      if (!why.empty()) why += "; ";
+      why += what + list;
+    };
+    part("it has no ", missing);
+    part("other sizes: ", resized);
+    part("it holds what this run does not track: ", unused);
     if (!why.empty()) return FailedPreconditionError(why);
   }
   // First every shard is read, its hash checked and its layout decoded
@@ -183,6 +186,28 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
     std::string().swap(files[i]);  // peak memory: the shards not yet copied
   }
   return c;
+}
+
+StatusOr<std::optional<CheckpointContents>> ReadNewestValid(
+    const std::vector<DirectoryEntry>& entries, const std::string& dir,
+    const std::function<StatusOr<CheckpointContents>(const DirectoryEntry&)>& read) {
+  std::string damaged;
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    // Uncommitted (a removal cut short, a save's rename undone): never read.
+    if (it->kind != DirectoryEntry::kCommitted) continue;
+    StatusOr<CheckpointContents> loaded = read(*it);
+    if (loaded.ok()) return std::optional<CheckpointContents>(std::move(*loaded));
+    if (loaded.status().code() == StatusCode::kFailedPrecondition) return loaded.status();
+    std::fprintf(stderr, "holdfast: checkpoint %s is damaged (%s); falling back\n",
+                 it->path.c_str(), loaded.status().message().c_str());
+    if (!damaged.empty()) damaged += "; ";
+    damaged += it->name;
+    damaged += ": ";
+    damaged += loaded.status().message();
+  }
+  if (!damaged.empty())
+    return DataLossError("no usable checkpoint in " + dir + " (" + damaged + ")");
+  return std::optional<CheckpointContents>();
 }
 
 }  // namespace holdfast

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -58,5 +60,16 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
 
 // Reads only the manifest (cheap; checks its checksum, not the shards).
 StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir);
+
+// The fallback a restore makes: the committed checkpoints among `entries`
+// (ListCheckpoints of `dir`) are given to `read` newest first, and the first
+// it reads is returned. A FailedPrecondition from `read` (another model,
+// another run) ends the search with that error; any other error is damage,
+// noted on stderr ("holdfast: checkpoint P is damaged (why); falling back")
+// and skipped. nullopt when `entries` holds no committed checkpoint;
+// DataLoss "no usable checkpoint in DIR (name: why; ...)" when none reads.
+StatusOr<std::optional<CheckpointContents>> ReadNewestValid(
+    const std::vector<DirectoryEntry>& entries, const std::string& dir,
+    const std::function<StatusOr<CheckpointContents>(const DirectoryEntry&)>& read);
 
 }  // namespace holdfast

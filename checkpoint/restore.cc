@@ -54,20 +54,15 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
     } else {
       BlobDestinations live;
       for (const NamedBlob& blob : checkpoint_->Blobs()) live.emplace(blob.name, blob.values);
-      std::string damaged;
-      for (auto it = entries->rbegin(); it != entries->rend(); ++it) {  // newest first
+      for (const DirectoryEntry& e : *entries) {
         // An interrupted save: never committed, never read.
-        if (it->kind == DirectoryEntry::kPrepareArea) (void)RemoveTree(env_, it->path);
+        if (e.kind == DirectoryEntry::kPrepareArea) (void)RemoveTree(env_, e.path);
       }
-      for (auto it = entries->rbegin(); it != entries->rend(); ++it) {
-        // Uncommitted (a removal cut short, a save's rename undone): never read.
-        if (it->kind != DirectoryEntry::kCommitted) continue;
-        const std::string& path = it->path;
-        const std::string& name = it->name;
+      auto read = [&](const DirectoryEntry& e) -> StatusOr<CheckpointContents> {
         // The manifest alone tells whether it belongs to this model; then
         // the shards are read straight into the live state, which is
         // written only once the whole checkpoint has been verified.
-        auto loaded = ReadManifest(env_, path);
+        auto loaded = ReadManifest(env_, e.path);
         if (loaded.ok()) {
           Status fits = CheckFitsLiveState(*loaded, *checkpoint_);
           std::string warning;
@@ -77,28 +72,21 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest() {
           }
           if (!fits.ok()) loaded = fits;
           if (!warning.empty()) {
-            std::fprintf(stderr, "holdfast: warning: checkpoint %s: %s\n", path.c_str(),
+            std::fprintf(stderr, "holdfast: warning: checkpoint %s: %s\n", e.path.c_str(),
                          warning.c_str());
           }
         }
-        if (loaded.ok()) loaded = ReadCheckpoint(env_, path, &live);
-        if (loaded.ok()) {
-          chosen = std::move(*loaded);
-          break;
-        }
+        if (loaded.ok()) loaded = ReadCheckpoint(env_, e.path, &live);
         if (loaded.status().code() == StatusCode::kFailedPrecondition) {
-          status = loaded.status().WithContext("checkpoint " + path);
-          break;
+          return loaded.status().WithContext("checkpoint " + e.path);
         }
-        std::fprintf(stderr, "holdfast: checkpoint %s is damaged (%s); falling back\n",
-                     path.c_str(), loaded.status().message().c_str());
-        if (!damaged.empty()) damaged += "; ";
-        damaged += name;
-        damaged += ": ";
-        damaged += loaded.status().message();
-      }
-      if (status.ok() && !chosen && !damaged.empty()) {
-        status = DataLossError("no usable checkpoint in " + dir + " (" + damaged + ")");
+        return loaded;
+      };
+      auto newest = ReadNewestValid(*entries, dir, read);
+      if (newest.ok()) {
+        chosen = std::move(*newest);
+      } else {
+        status = newest.status();
       }
     }
   }
