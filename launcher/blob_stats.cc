@@ -48,9 +48,18 @@ void Stats::ToJson(json& j) const {
   j["inf"] = inf;
 }
 
-std::vector<TensorSpec> ParamsLayout(const std::string& signature, uint64_t floats) {
+uint64_t ParamsFloats(const CheckpointContents& c) {
+  for (const auto& [name, floats] : c.blob_floats) {
+    if (name == "params") return floats;
+  }
+  return 0;
+}
+
+std::vector<TensorSpec> ParamsLayout(const CheckpointContents& c) {
+  const uint64_t floats = ParamsFloats(c);
   size_t total = 0;
-  std::optional<std::vector<TensorSpec>> tensors = TensorsOfSignature(signature, floats, &total);
+  std::optional<std::vector<TensorSpec>> tensors =
+      TensorsOfSignature(c.model_signature, floats, &total);
   if (!tensors || tensors->empty() || total != floats) return {};
   return *tensors;
 }

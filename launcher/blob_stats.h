@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/reader.h"
 #include "core/parameter_store.h"
 
 namespace holdfast::launcher {
@@ -28,10 +29,13 @@ struct Stats {
   void ToJson(nlohmann::ordered_json& j) const;
 };
 
-// The params blob's tensors, from the model signature (core's parser, the
-// inverse of Sequential::Signature). Empty when the signature does not
-// parse or does not add up to `floats`: it is only a hint.
-std::vector<TensorSpec> ParamsLayout(const std::string& signature, uint64_t floats);
+// The params blob's size in floats (0 without one), and its tensors, from
+// the model signature (core's parser, the inverse of Sequential::Signature).
+// Empty when the signature does not parse or does not add up to the blob:
+// it is only a hint. Every blob of that size shares the layout (the
+// optimizer's slots, a tracked copy of the weights).
+uint64_t ParamsFloats(const CheckpointContents& c);
+std::vector<TensorSpec> ParamsLayout(const CheckpointContents& c);
 
 // Statistics of a blob over `layout`'s tensors, or over every float when
 // the layout is empty.

@@ -44,11 +44,8 @@ json InspectJson(const std::string& path, const CheckpointContents& c, const Sta
         {{"file", s.file}, {"rank", s.writer_rank}, {"bytes", s.bytes}, {"xxh3", s.xxh3}});
   }
   j["shards"] = shards;
-  uint64_t params_floats = 0;
-  for (const auto& [name, floats] : c.blob_floats) {
-    if (name == "params") params_floats = floats;
-  }
-  const std::vector<TensorSpec> layout = ParamsLayout(c.model_signature, params_floats);
+  const uint64_t params_floats = ParamsFloats(c);
+  const std::vector<TensorSpec> layout = ParamsLayout(c);
   json blobs = json::array();
   for (const auto& [name, floats] : c.blob_floats) {
     json b = {{"name", name}, {"floats", floats}};
@@ -115,11 +112,8 @@ void PrintInspect(const std::string& path, const CheckpointContents& c, const St
   std::fputs(shards.Render("  ").c_str(), stdout);
 
   std::printf("\nblobs%s\n", damage.ok() ? "" : " (no statistics: the checkpoint is damaged)");
-  uint64_t params_floats = 0;
-  for (const auto& [name, floats] : c.blob_floats) {
-    if (name == "params") params_floats = floats;
-  }
-  const std::vector<TensorSpec> layout = ParamsLayout(c.model_signature, params_floats);
+  const uint64_t params_floats = ParamsFloats(c);
+  const std::vector<TensorSpec> layout = ParamsLayout(c);
   Table blobs({"NAME", "FLOATS", "SHAPE", "MIN", "MAX", "MEAN", "RMS", "NAN", "INF"},
               {false, true, false, true, true, true, true, true, true});
   for (const auto& [name, floats] : c.blob_floats) {

@@ -34,18 +34,6 @@ std::string TensorPrefix(const std::string& blob) {
   return blob == "params" ? std::string("model/") : blob + "/";
 }
 
-uint64_t ParamsFloats(const CheckpointContents& c) {
-  for (const auto& [name, floats] : c.blob_floats) {
-    if (name == "params") return floats;
-  }
-  return 0;
-}
-
-std::vector<TensorSpec> Layout(const CheckpointContents& c) {
-  const uint64_t floats = ParamsFloats(c);
-  return floats > 0 ? ParamsLayout(c.model_signature, floats) : std::vector<TensorSpec>{};
-}
-
 }  // namespace
 
 StatusOr<Variable> FindVariable(const CheckpointContents& c, const std::string& path) {
@@ -57,7 +45,7 @@ StatusOr<Variable> FindVariable(const CheckpointContents& c, const std::string& 
     const auto it = c.values.find(path.substr(7));
     if (it != c.values.end()) return Scalar(path, "float64", it->second);
   }
-  const std::vector<TensorSpec> layout = Layout(c);
+  const std::vector<TensorSpec> layout = ParamsLayout(c);
   // A blob by its own name first: a tracked "ema/x" is not a tensor of "ema".
   if (const auto it = c.blobs.find(path); it != c.blobs.end()) {
     return Floats(path, {static_cast<int64_t>(it->second.size())}, it->second.data(),
@@ -78,7 +66,7 @@ StatusOr<Variable> FindVariable(const CheckpointContents& c, const std::string& 
 
 std::vector<std::string> VariablePaths(const CheckpointContents& c) {
   std::vector<std::string> paths;
-  const std::vector<TensorSpec> layout = Layout(c);
+  const std::vector<TensorSpec> layout = ParamsLayout(c);
   for (const auto& [name, floats] : c.blob_floats) {  // manifest order: params first
     paths.push_back(name);
     if (floats != ParamsFloats(c)) continue;
