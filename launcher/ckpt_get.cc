@@ -1,7 +1,6 @@
 // `holdfast ckpt get`: one variable of a verified checkpoint, printed or
 // written as a NumPy .npy file (tf.train.load_variable).
 #include <cstdio>
-#include <fstream>
 #include <string>
 
 #include "checkpoint/env.h"
@@ -43,12 +42,10 @@ int RunGet(const std::string& arg, const std::string& variable, const std::strin
     return kExitUsage;
   }
   if (!npy.empty()) {
-    std::ofstream out(npy, std::ios::binary);
-    const std::string bytes = NpyBytes(*v);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    if (!out) {
-      PrintError("cannot write " + npy);
+    // Whole or not at all: a reader never sees half a file.
+    const Status written = AtomicWriteFile(Env::Default(), npy, NpyBytes(*v), Durability::kHint);
+    if (!written.ok()) {
+      PrintError("cannot write " + npy + ": " + written.message());
       return kExitFailure;
     }
     return kExitOk;
