@@ -30,10 +30,8 @@ std::map<std::string, std::weak_ptr<DirectoryLock>> g_held;  // guarded by g_mu
 // `dir` and each missing parent, outermost first.
 Status MakeDirectories(Env* env, const std::string& dir) {
   std::vector<std::string> chain;
-  for (std::string p = dir; !p.empty() && p != "." && p != "/"; p = ParentDir(p)) {
+  for (std::string p = dir; !p.empty() && p != "." && p != "/"; p = ParentDir(p))
     chain.push_back(p);
-    if (ParentDir(p) == p) break;
-  }
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
     if (const StatusOr<bool> is_dir = env->IsDirectory(*it); is_dir.ok() && *is_dir) continue;
     HOLDFAST_RETURN_IF_ERROR(env->CreateDir(*it));  // OK for a link to a directory too

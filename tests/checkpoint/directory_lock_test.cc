@@ -61,8 +61,9 @@ TEST(LockDirectoryTest, AnotherJobsLockIsRefusedNamingItAndTakenOverOnceItIsGone
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(refused.status().message(),
-            dir + " is in use by another job: host n1, pid 4242, SLURM job 117, since "
-                  "2026-12-06T15:02:11Z");
+            dir +
+                " is in use by another job: host n1, pid 4242, SLURM job 117, since "
+                "2026-12-06T15:02:11Z");
 
   other.Release();  // its process died (kill -9 included)
   auto taken = LockDirectory(Env::Default(), dir, "host me, pid 1");

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "checkpoint/manager.h"
 #include "core/loss.h"
@@ -24,27 +23,29 @@ Matrix Predictions(Trainee& t, const Dataset& data) {
   return t.model->Forward(data.x, StepContext{});
 }
 
-// Saves `c` at its optimizer's step into `dir`, keeping the manager (and so
-// the directory's lock) alive as a training job would.
-std::unique_ptr<CheckpointManager> SaveAndHold(Checkpoint& c, LocalCommunicator& comm,
-                                               const std::string& dir) {
-  auto m = std::make_unique<CheckpointManager>(
-      &c, &comm, CheckpointOptions{.directory = dir, .max_to_keep = 5});
-  EXPECT_OK(m->Save());
-  return m;
-}
+// A trained model whose job saved it into a fresh directory and still holds
+// it (the manager, and so DIR/LOCK, alive), as a running training job does.
+struct HeldJob {
+  HeldJob()
+      : checkpoint(t.model.get(), t.optimizer.get()),
+        manager(&checkpoint, &comm, {.directory = dir.path(), .max_to_keep = 5}) {
+    EXPECT_OK(manager.Save());
+  }
+  TempDir dir;
+  Trainee t = Trained(5, 4);
+  Checkpoint checkpoint;
+  LocalCommunicator comm;
+  CheckpointManager manager;
+};
 
 TEST(LoadWeightsTest, AFreshModelPredictsAsTheTrainedOneWhileItsJobHoldsTheDirectory) {
-  TempDir dir;
   const Dataset data = MakeBlobs(64, 3);
-  Trainee trained = Trained(5, 4);
-  Checkpoint c(trained.model.get(), trained.optimizer.get());
-  LocalCommunicator comm;
-  auto job = SaveAndHold(c, comm, dir.path());  // holds DIR/LOCK
+  HeldJob job;
+  Trainee& trained = job.t;
 
   Trainee fresh = MakeClassifier(99);  // other initial weights
   ASSERT_NE(fresh.Hash(), trained.Hash());
-  StatusOr<int64_t> step = LoadWeights(*fresh.model, dir.path());
+  StatusOr<int64_t> step = LoadWeights(*fresh.model, job.dir.path());
   ASSERT_OK(step);
   EXPECT_EQ(*step, trained.optimizer->iterations());
   EXPECT_EQ(fresh.Params(), trained.Params());
@@ -57,43 +58,34 @@ TEST(LoadWeightsTest, AFreshModelPredictsAsTheTrainedOneWhileItsJobHoldsTheDirec
 }
 
 TEST(LoadWeightsTest, TheNewestThatVerifiesOrTheOneNamed) {
-  TempDir dir;
-  Trainee t = Trained(5, 4);
-  Checkpoint c(t.model.get(), t.optimizer.get());
-  LocalCommunicator comm;
-  auto job = SaveAndHold(c, comm, dir.path());
+  HeldJob job;
+  Trainee& t = job.t;
+  const std::string dir = job.dir.path();
   const std::vector<float> older = t.Params();
   const int64_t older_step = t.optimizer->iterations();
   t.model->store().params()[0] += 1.0f;
   t.optimizer->set_iterations(older_step + 1);
-  ASSERT_OK(job->Save());
-  const std::string newest = dir.path() + "/ckpt-" + std::to_string(older_step + 1);
+  ASSERT_OK(job.manager.Save());
+  const std::string newest = dir + "/ckpt-" + std::to_string(older_step + 1);
   {
     Trainee fresh = MakeClassifier(99);
     ASSERT_OK(LoadWeights(*fresh.model, newest));
     EXPECT_EQ(fresh.Params(), t.Params());
   }
   // Damage the newest: the directory falls back to the older one.
-  std::ofstream(newest + "/shard-0-of-1.bin", std::ios::binary | std::ios::in | std::ios::out)
-          .seekp(60)
-      << "XX";
+  FlipByte(fs::path(newest) / "shard-0-of-1.bin", 60);
   Trainee fresh = MakeClassifier(99);
-  StatusOr<int64_t> step = LoadWeights(*fresh.model, dir.path());
+  StatusOr<int64_t> step = LoadWeights(*fresh.model, dir);
   ASSERT_OK(step);
   EXPECT_EQ(*step, older_step);
   EXPECT_EQ(fresh.Params(), older);
 }
 
 TEST(LoadWeightsTest, AnotherModelOrNothingThereIsRefusedAndTheModelIsUntouched) {
-  TempDir dir;
-  Trainee t = Trained(5, 4);
-  Checkpoint c(t.model.get(), t.optimizer.get());
-  LocalCommunicator comm;
-  auto job = SaveAndHold(c, comm, dir.path());
-
+  HeldJob job;
   Trainee wider = MakeClassifier(99, /*dropout=*/false, /*adam=*/true, /*hidden=*/32);
   const uint64_t before = wider.Hash();
-  StatusOr<int64_t> r = LoadWeights(*wider.model, dir.path());
+  StatusOr<int64_t> r = LoadWeights(*wider.model, job.dir.path());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(r.status().message().find("was written for another model"), std::string::npos);
