@@ -109,6 +109,7 @@ Status CheckpointManager::StartAsyncSave() {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t step = checkpoint_->step();
   const int rank = comm_->rank();
+  checkpoint_->Capture(rank);
   auto ticket = std::make_shared<const Ticket>(
       MakeTicket(step, JoinPath(options_.directory, PrepareAreaName(step, "a" + a.session))));
   const bool writer = rank < ticket->writers;

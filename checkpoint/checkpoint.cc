@@ -1,5 +1,6 @@
 #include "checkpoint/checkpoint.h"
 
+#include <cstring>
 #include <stdexcept>
 
 namespace holdfast {
@@ -15,9 +16,7 @@ bool IsPathWord(const std::string& word) {
   return true;
 }
 
-}  // namespace
-
-void Checkpoint::Track(const std::string& path, std::span<float> values) {
+void CheckPath(const std::string& path) {
   static const char* const kReserved[] = {"params",   "model",  "optimizer",
                                           "counters", "values", "holdfast"};
   for (size_t begin = 0;;) {
@@ -38,17 +37,151 @@ void Checkpoint::Track(const std::string& path, std::span<float> values) {
     if (end == std::string::npos) break;
     begin = end + 1;
   }
-  if (!tracked_.emplace(path, values).second) {
-    throw std::invalid_argument("cannot track '" + path + "': it is tracked already");
+}
+
+// A model's parameters under blob `blob`.
+TrackedObject ModelObject(const std::string& path, const std::string& blob, Sequential* model) {
+  TrackedObject o;
+  o.info.path = path;
+  o.info.kind = ObjectKind::kModel;
+  o.info.signature = model->Signature();
+  o.info.blobs = {blob};
+  o.blobs = [blob, model] {
+    return std::vector<NamedBlob>{{blob, std::as_writable_bytes(model->store().params())}};
+  };
+  return o;
+}
+
+// An optimizer's slots under blobs "<prefix>/<slot>".
+std::vector<NamedBlob> SlotBlobs(const std::string& prefix, Optimizer* optimizer) {
+  std::vector<NamedBlob> blobs;
+  for (OptimizerSlot& slot : optimizer->slots()) {
+    blobs.push_back({prefix + "/" + slot.name, std::as_writable_bytes(slot.values)});
+  }
+  return blobs;
+}
+
+TrackedObject OptimizerObject(const std::string& path, Optimizer* optimizer) {
+  TrackedObject o;
+  o.info.path = path;
+  o.info.kind = ObjectKind::kOptimizer;
+  o.info.signature = optimizer->Signature();
+  for (const NamedBlob& b : SlotBlobs(path, optimizer)) o.info.blobs.push_back(b.name);
+  return o;
+}
+
+}  // namespace
+
+Checkpoint::Checkpoint(Sequential* model, Optimizer* optimizer)
+    : model_(model), optimizer_(optimizer) {
+  // The names format-2 checkpoints gave them: "params", "optimizer/<slot>".
+  objects_.push_back(ModelObject("model", "params", model));
+  TrackedObject o = OptimizerObject("optimizer", optimizer);
+  o.blobs = [optimizer] { return SlotBlobs("optimizer", optimizer); };
+  objects_.push_back(std::move(o));  // its step count is the checkpoint's step
+}
+
+void Checkpoint::Add(TrackedObject object) {
+  CheckPath(object.info.path);
+  const std::string& path = object.info.path;
+  for (const TrackedObject& o : objects_) {
+    if (o.info.path == path) {
+      throw std::invalid_argument("cannot track '" + path + "': it is tracked already");
+    }
+    // An object's blobs are named under its path ("ema/params"): no other
+    // object may live there.
+    const std::string& other = o.info.path;
+    const bool nested = (path.size() > other.size() && path.compare(0, other.size(), other) == 0 &&
+                         path[other.size()] == '/') ||
+                        (other.size() > path.size() && other.compare(0, path.size(), path) == 0 &&
+                         other[path.size()] == '/');
+    if (nested) {
+      throw std::invalid_argument("cannot track '" + path + "': it nests with the tracked '" +
+                                  other + "'");
+    }
+  }
+  objects_.push_back(std::move(object));
+}
+
+void Checkpoint::TrackArray(const std::string& path, const char* dtype, std::span<std::byte> bytes,
+                            std::vector<int64_t> shape) {
+  TrackedObject o;
+  o.info.path = path;
+  o.info.kind = shape.empty() ? ObjectKind::kScalar : ObjectKind::kArray;
+  o.info.dtype = dtype;
+  o.info.shape = std::move(shape);
+  o.info.blobs = {path};
+  o.blobs = [path, bytes] { return std::vector<NamedBlob>{{path, bytes}}; };
+  Add(std::move(o));
+}
+
+void Checkpoint::Track(const std::string& path, std::span<float> values) {
+  TrackArray(path, "float32", std::as_writable_bytes(values),
+             {static_cast<int64_t>(values.size())});
+}
+
+void Checkpoint::Track(const std::string& path, std::span<double> values) {
+  TrackArray(path, "float64", std::as_writable_bytes(values),
+             {static_cast<int64_t>(values.size())});
+}
+
+void Checkpoint::Track(const std::string& path, std::span<int64_t> values) {
+  TrackArray(path, "int64", std::as_writable_bytes(values), {static_cast<int64_t>(values.size())});
+}
+
+void Checkpoint::Track(const std::string& path, double* value) {
+  TrackArray(path, "float64", std::as_writable_bytes(std::span(value, 1)), {});
+}
+
+void Checkpoint::Track(const std::string& path, int64_t* value) {
+  TrackArray(path, "int64", std::as_writable_bytes(std::span(value, 1)), {});
+}
+
+void Checkpoint::Track(const std::string& path, Sequential* model) {
+  Add(ModelObject(path, path + "/params", model));
+}
+
+void Checkpoint::Track(const std::string& path, Optimizer* optimizer) {
+  // Its step count travels as a blob of its own, "<path>/iterations".
+  TrackedObject o = OptimizerObject(path, optimizer);
+  const std::string steps = path + "/iterations";
+  o.info.blobs.push_back(steps);
+  const size_t index = objects_.size();
+  o.capture = [this, index, optimizer] {
+    const int64_t n = optimizer->iterations();
+    std::vector<uint32_t>& words = objects_[index].words;
+    words.resize(2);
+    std::memcpy(words.data(), &n, sizeof n);
+  };
+  o.blobs = [this, index, path, steps, optimizer] {
+    std::vector<uint32_t>& words = objects_[index].words;
+    words.resize(2);
+    std::vector<NamedBlob> blobs = SlotBlobs(path, optimizer);
+    blobs.push_back({steps, std::as_writable_bytes(std::span(words))});
+    return blobs;
+  };
+  o.after_restore = [this, index, optimizer] {
+    int64_t n = 0;
+    std::memcpy(&n, objects_[index].words.data(), sizeof n);
+    optimizer->set_iterations(n);
+  };
+  Add(std::move(o));
+}
+
+void Checkpoint::Capture(int rank) {
+  for (TrackedObject& o : objects_) {
+    if (!o.capture) continue;
+    const bool replicated = o.info.kind == ObjectKind::kSerializable && !o.info.per_rank;
+    if (replicated && rank != 0 && !o.check_replicas) continue;
+    o.capture();
   }
 }
 
 std::vector<NamedBlob> Checkpoint::Blobs() {
-  std::vector<NamedBlob> blobs = {{"params", model_->store().params()}};
-  for (OptimizerSlot& slot : optimizer_->slots()) {
-    blobs.push_back({"optimizer/" + slot.name, slot.values});
+  std::vector<NamedBlob> blobs;
+  for (TrackedObject& o : objects_) {
+    for (NamedBlob& b : o.blobs()) blobs.push_back(std::move(b));
   }
-  for (const auto& [path, values] : tracked_) blobs.push_back({path, values});
   return blobs;
 }
 

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,20 +39,50 @@ Status CheckpointManager::CommitOnChief(const Ticket& ticket,
 StatusOr<std::unique_ptr<WritableFile>> CheckpointManager::WriteManifest(
     const Ticket& ticket, const std::vector<std::string>& votes) {
   json shards = json::array();
+  json blobs = json::array();
+  for (const Ticket::Blob& blob : ticket.blobs)
+    blobs.push_back({{"name", blob.name}, {"floats", blob.floats}});
   std::string failures;
+  auto fail = [&failures](size_t rank, const std::string& why) {
+    if (!failures.empty()) failures += "; ";
+    failures += "rank ";
+    failures += std::to_string(rank);
+    failures += ": ";
+    failures += why;
+  };
   for (size_t r = 0; r < votes.size(); ++r) {
     const json vote = json::parse(votes[r], nullptr, /*allow_exceptions=*/false);
     if (vote.is_object() && vote.empty()) continue;  // not a writer
     if (!vote.is_object() || !vote.value("ok", false)) {
-      if (!failures.empty()) failures += "; ";
-      failures += "rank ";
-      failures += std::to_string(r);
-      failures += ": ";
-      failures += vote.is_object() ? vote.value("error", "no error given") : "unreadable vote";
+      fail(r, vote.is_object() ? vote.value("error", "no error given") : "unreadable vote");
       continue;
     }
     shards.push_back(
         {{"file", vote["file"]}, {"bytes", vote["bytes"]}, {"xxh3", vote["xxh3"]}, {"rank", r}});
+    if (r == 0) continue;  // the chief's blobs are the ticket's
+    try {
+      for (const auto& [path, hash] : vote.at("replicas").items()) {
+        const auto chief = ticket.replica_hashes.find(path);
+        if (chief != ticket.replica_hashes.end() && chief->second != hash.get<std::string>()) {
+          fail(r, "its copy of the replicated '" + path + "' differs from the chief's");
+        }
+      }
+      for (const json& blob : vote.at("per_rank_blobs")) {
+        blobs.push_back({{"name", blob.at(0)}, {"floats", blob.at(1)}});
+      }
+    } catch (const json::exception& e) {
+      fail(r, std::string("malformed vote: ") + e.what());
+    }
+  }
+  // Every per-rank object has a blob from every rank.
+  std::set<std::string> listed;
+  for (const json& b : blobs) listed.insert(b["name"].get<std::string>());
+  json objects = json::array();
+  for (const ObjectInfo& info : ticket.objects) {
+    for (const std::string& blob : info.blobs) {
+      if (!listed.contains(blob)) fail(0, "no blob " + blob + " of " + info.path + " was written");
+    }
+    objects.push_back(ObjectToJson(info));
   }
   if (!failures.empty()) return AbortedError(failures);
   // Votes left by writers of an asynchronous save are not part of it.
@@ -73,11 +104,8 @@ StatusOr<std::unique_ptr<WritableFile>> CheckpointManager::WriteManifest(
       {"counters", ticket.counters},
       {"shards", shards},
   };
-  json blobs = json::array();
-  for (const auto& [blob, floats] : ticket.blobs) {
-    blobs.push_back({{"name", blob}, {"floats", floats}});
-  }
   manifest["blobs"] = blobs;
+  manifest["objects"] = objects;
   manifest["checksum"] = internal::ManifestChecksum(manifest);
   const std::string text = manifest.dump(2) + "\n";
   StatusOr<std::unique_ptr<WritableFile>> file =

@@ -146,6 +146,17 @@ StatusOr<bool> CheckpointManager::SaveIfPreempted() {
   return true;
 }
 
+std::vector<NamedBlob> CheckpointManager::WrittenBlobs() const {
+  const int rank = comm_->rank();
+  std::vector<NamedBlob> written;
+  for (NamedBlob& blob : checkpoint_->Blobs()) {
+    if (blob.placement == Placement::kChief && rank != 0) continue;
+    if (blob.placement == Placement::kPerRank) blob.name = PerRankBlobName(blob.name, rank);
+    written.push_back(std::move(blob));
+  }
+  return written;
+}
+
 CheckpointManager::Ticket CheckpointManager::MakeTicket(int64_t step, std::string area) const {
   Ticket t;
   t.step = step;
@@ -158,16 +169,35 @@ CheckpointManager::Ticket CheckpointManager::MakeTicket(int64_t step, std::strin
   t.values = checkpoint_->values;
   t.model_signature = checkpoint_->ModelSignature();
   t.optimizer_signature = checkpoint_->OptimizerSignature();
-  for (const NamedBlob& blob : checkpoint_->Blobs())
-    t.blobs.emplace_back(blob.name, blob.values.size());
+  for (const NamedBlob& blob : WrittenBlobs()) {
+    t.blobs.push_back({blob.name, blob.bytes.size() / sizeof(float), blob.placement});
+  }
+  for (const TrackedObject& o : checkpoint_->objects()) {
+    ObjectInfo info = o.info;
+    if (info.per_rank) {
+      info.world = t.world;
+      info.blobs.clear();
+      for (int r = 0; r < t.world; ++r) info.blobs.push_back(PerRankBlobName(info.path, r));
+    }
+    t.objects.push_back(std::move(info));
+    if (o.check_replicas) {
+      t.replica_hashes[o.info.path] =
+          HexU64(Xxh3(o.words.data(), o.words.size() * sizeof(uint32_t)));
+    }
+  }
   return t;
 }
 
 CheckpointManager::Slices CheckpointManager::LiveSlices(int writers) const {
   Slices slices;
-  for (const NamedBlob& blob : checkpoint_->Blobs()) {
-    const Range r = ReplicaSlice(static_cast<int64_t>(blob.values.size()), comm_->rank(), writers);
-    slices.push_back(std::as_bytes(blob.values.subspan(r.begin, r.size())));
+  for (const NamedBlob& blob : WrittenBlobs()) {
+    if (blob.placement != Placement::kSplit) {
+      slices.push_back(blob.bytes);
+      continue;
+    }
+    const int64_t words = static_cast<int64_t>(blob.bytes.size() / sizeof(float));
+    const Range r = ReplicaSlice(words, comm_->rank(), writers);
+    slices.push_back(blob.bytes.subspan(r.begin * sizeof(float), r.size() * sizeof(float)));
   }
   return slices;
 }
@@ -179,13 +209,13 @@ ShardToWrite CheckpointManager::ShardOf(const Ticket& ticket, const Slices& slic
   shard.world = static_cast<uint32_t>(ticket.world);
   shard.step = static_cast<uint64_t>(ticket.step);
   for (size_t i = 0; i < ticket.blobs.size(); ++i) {
-    const Range r =
-        ReplicaSlice(static_cast<int64_t>(ticket.blobs[i].second), rank, ticket.writers);
-    shard.slices.push_back({ticket.blobs[i].first,
-                            ticket.blobs[i].second,
-                            static_cast<uint64_t>(r.begin),
-                            slices[i],
-                            {}});
+    const Ticket::Blob& blob = ticket.blobs[i];
+    const uint64_t offset =
+        blob.placement == Placement::kSplit
+            ? static_cast<uint64_t>(
+                  ReplicaSlice(static_cast<int64_t>(blob.floats), rank, ticket.writers).begin)
+            : 0;
+    shard.slices.push_back({blob.name, blob.floats, offset, slices[i], {}});
   }
   if (rank == 0) {
     shard.counters = &ticket.counters;
@@ -212,15 +242,30 @@ std::string CheckpointManager::WriteOwnShard(const Ticket& ticket, const ShardTo
   *file = std::move(*created);
   const StatusOr<internal::WrittenShard> written = internal::WriteShard(shard, **file);
   if (!written.ok()) return FailedVote(written.status());
-  return json({{"ok", true},
+  json vote = {{"ok", true},
                {"file", name},
                {"bytes", written->bytes},
-               {"xxh3", HexU64(written->checksum)}})
-      .dump();
+               {"xxh3", HexU64(written->checksum)},
+               {"replicas", ticket.replica_hashes}};
+  // Only this rank knows the sizes of its per-rank blobs.
+  json per_rank = json::array();
+  for (const Ticket::Blob& blob : ticket.blobs) {
+    if (blob.placement == Placement::kPerRank) per_rank.push_back({blob.name, blob.floats});
+  }
+  vote["per_rank_blobs"] = per_rank;
+  return vote.dump();
 }
 
 Status CheckpointManager::OpenDirectory() {
   if (directory_open_) return Status::Ok();
+  if (options_.chief_writes_all) {
+    // The same on every rank: no collective needed to agree on it.
+    for (const TrackedObject& o : checkpoint_->objects()) {
+      if (!o.info.per_rank) continue;
+      return InvalidArgumentError("cannot save the per-rank '" + o.info.path +
+                                  "' when the chief writes every shard (chief_writes_all)");
+    }
+  }
   Status status = Status::Ok();
   if (comm_->rank() == 0) {
     auto lock = LockDirectory(env_, options_.directory, ThisProcessAsHolder());
@@ -274,6 +319,7 @@ Status CheckpointManager::SaveSync() {
     ++stats_.failed;
     return AbortedError("checkpoint " + name + " not saved: " + area.substr(1));
   }
+  checkpoint_->Capture(comm_->rank());
   const Ticket ticket = MakeTicket(step, area.substr(1));
 
   // Phase 1 (prepare): each writer writes its shard and votes with its size

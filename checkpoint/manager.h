@@ -97,6 +97,20 @@ struct SaveStats {
   double snapshot_seconds = 0;
 };
 
+// How strict a restore is (tf.train.Checkpoint's restore().expect_partial()
+// and assert_existing_objects_matched). By default every tracked object must
+// be in the checkpoint, of its kind and size, and every saved object
+// tracked; otherwise FailedPrecondition with one line naming every
+// difference, and nothing is modified.
+struct RestoreOptions {
+  // A tracked object the checkpoint lacks (newly added to a run that
+  // resumes) keeps the value the program gave it: it starts fresh, is
+  // named on stderr, and listed by fresh_objects().
+  bool allow_missing = false;
+  // Saved objects this run does not track are left unread.
+  bool expect_partial = false;
+};
+
 // RestoreLatest reports what it restored to the file kRestoreReportEnv
 // (core/exit_codes.h) names, if set.
 
@@ -165,12 +179,15 @@ class CheckpointManager {
   // Errors, the same on every rank: DataLoss when checkpoints exist but none
   // is valid; FailedPrecondition when the newest valid one was written for
   // another model or optimizer (the message names the difference).
-  StatusOr<std::optional<int64_t>> RestoreLatest();
+  StatusOr<std::optional<int64_t>> RestoreLatest(const RestoreOptions& options = {});
+  // The tracked objects the last restore found no saved value for
+  // (RestoreOptions::allow_missing), by path.
+  const std::vector<std::string>& fresh_objects() const { return fresh_objects_; }
 
   // Collective. RestoreLatest, and on a fresh start runs `initialize` (if
   // given) instead — tf.train.CheckpointManager.restore_or_initialize.
-  StatusOr<std::optional<int64_t>> RestoreOrInitialize(
-      const std::function<void()>& initialize = {});
+  StatusOr<std::optional<int64_t>> RestoreOrInitialize(const std::function<void()>& initialize = {},
+                                                       const RestoreOptions& options = {});
 
   // Committed checkpoints (those with a manifest), oldest first. Chief-side
   // view; cheap (reads manifests only, no shard hashing).
@@ -213,6 +230,9 @@ class CheckpointManager {
   const LayoutOptions* Layout() const {
     return options_.replica ? &options_.replica->layout() : nullptr;
   }
+  // The blobs this rank writes a part of: split ones, replicated ones on the
+  // chief, and its own per-rank ones (named PerRankBlobName).
+  std::vector<NamedBlob> WrittenBlobs() const;
   using Slices = std::vector<std::span<const std::byte>>;
   // This rank's slice of every live blob (empty past the writers), in
   // ticket order.
@@ -266,6 +286,7 @@ class CheckpointManager {
   // start, or the last asynchronous save begun.
   int64_t interval_start_step_ = -1;
   SaveStats stats_;
+  std::vector<std::string> fresh_objects_;
   bool directory_open_ = false;
   std::shared_ptr<DirectoryLock> directory_lock_;  // the chief's; after async_ goes
   // Last member: destroyed first, so its writer thread finishes its queued

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <set>
 
 #include "checkpoint/internal/manifest.h"
 #include "checkpoint/internal/shard_format.h"
@@ -18,7 +19,39 @@ std::string ManifestChecksum(nlohmann::json manifest) {
 }  // namespace internal
 
 namespace {
+
 using nlohmann::json;
+
+// The objects of a checkpoint written before they were recorded, from its
+// blob names (docs/checkpoint-state.md).
+std::vector<ObjectInfo> ObjectsOfBlobNames(const CheckpointContents& c) {
+  ObjectInfo model, optimizer;
+  model.path = "model";
+  model.kind = ObjectKind::kModel;
+  model.signature = c.model_signature;
+  optimizer.path = "optimizer";
+  optimizer.kind = ObjectKind::kOptimizer;
+  optimizer.signature = c.optimizer_signature;
+  std::vector<ObjectInfo> arrays;
+  for (const auto& [name, floats] : c.blob_floats) {
+    if (name == "params") {
+      model.blobs.push_back(name);
+    } else if (name.starts_with("optimizer/")) {
+      optimizer.blobs.push_back(name);
+    } else {
+      ObjectInfo& array = arrays.emplace_back();
+      array.path = name;
+      array.kind = ObjectKind::kArray;
+      array.dtype = "float32";
+      array.shape = {static_cast<int64_t>(floats)};
+      array.blobs = {name};
+    }
+  }
+  std::vector<ObjectInfo> objects = {model, optimizer};
+  objects.insert(objects.end(), arrays.begin(), arrays.end());
+  return objects;
+}
+
 }  // namespace
 
 uint64_t CheckpointContents::bytes() const {
@@ -67,15 +100,35 @@ StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
     for (const json& b : manifest.at("blobs")) {
       c.blob_floats.emplace_back(b.at("name").get<std::string>(), b.at("floats").get<uint64_t>());
     }
+    if (manifest.contains("objects")) {
+      for (const json& entry : manifest.at("objects")) {
+        auto object = ObjectFromJson(entry);
+        if (!object.ok()) return object.status().WithContext(dir + "/MANIFEST.json");
+        c.objects.push_back(std::move(*object));
+      }
+    } else {
+      c.objects = ObjectsOfBlobNames(c);
+    }
   } catch (const json::exception& e) {
     return DataLossError(dir + "/MANIFEST.json is malformed: " + e.what());
   }
   if (c.shards.empty()) return DataLossError(dir + ": manifest lists no shards");
+  std::set<std::string> blob_names;
+  for (const auto& [name, floats] : c.blob_floats) blob_names.insert(name);
+  for (const ObjectInfo& object : c.objects) {
+    for (const std::string& blob : object.blobs) {
+      if (!blob_names.contains(blob)) {
+        return DataLossError(dir + ": object " + object.path +
+                             " is in a blob the manifest lacks: " + blob);
+      }
+    }
+  }
   return c;
 }
 
-StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
-                                            const BlobDestinations* into) {
+StatusOr<CheckpointContents> ReadCheckpoint(
+    Env* env, const std::string& dir, const BlobDestinations* into,
+    const std::function<Status(const CheckpointContents&)>& before_into) {
   HOLDFAST_ASSIGN_OR_RETURN(CheckpointContents c, ReadManifest(env, dir));
   std::map<std::string, uint64_t> blob_sizes;
   uint64_t total_floats = 0;
@@ -99,36 +152,19 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
     return DataLossError(dir + ": manifest lists more data than its shards hold");
   }
   if (into != nullptr) {
-    // Strict, as tf.train.Checkpoint: every blob this run has is in the
-    // checkpoint, of its size, and every saved one is consumed; one line
-    // names every difference.
-    std::string missing, unused, resized;
-    auto add = [](std::string& list, const std::string& item) {
-      if (!list.empty()) list += ", ";
-      list += item;
-    };
-    for (const auto& [name, floats] : blob_sizes) {
-      const auto it = into->find(name);
-      if (it == into->end()) {
-        add(unused, name);
-      } else if (it->second.size() != floats) {
-        add(resized, name + " (" + std::to_string(floats) + " floats saved, " +
-                         std::to_string(it->second.size()) + " here)");
-      }
-    }
+    // The caller matched its objects with the checkpoint's (restore's
+    // strict check); a destination that does not fit is its mistake.
+    std::string misfits;
     for (const auto& [name, span] : *into) {
-      if (!blob_sizes.contains(name)) add(missing, name);
+      const auto it = blob_sizes.find(name);
+      if (it != blob_sizes.end() && it->second * sizeof(float) == span.size()) continue;
+      if (!misfits.empty()) misfits += ", ";
+      misfits += name + (it == blob_sizes.end()
+                             ? " (not saved)"
+                             : " (" + std::to_string(it->second * sizeof(float)) +
+                                   " bytes saved, " + std::to_string(span.size()) + " here)");
     }
-    std::string why;
-    auto part = [&](const char* what, const std::string& list) {
-      if (list.empty()) return;
-      if (!why.empty()) why += "; ";
-      why += what + list;
-    };
-    part("it has no ", missing);
-    part("other sizes: ", resized);
-    part("it holds what this run does not track: ", unused);
-    if (!why.empty()) return FailedPreconditionError(why);
+    if (!misfits.empty()) return FailedPreconditionError("blobs that do not fit: " + misfits);
   }
   // First every shard is read, its hash checked and its layout decoded
   // (the floats skipped), and the slices must cover every blob exactly;
@@ -172,18 +208,28 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
     if (next != floats) return DataLossError(dir + ": blob " + name + " is incomplete");
   }
 
-  if (into == nullptr) {
-    for (const auto& [name, floats] : blob_sizes) c.blobs[name].resize(floats);
+  // The staged blobs first, so that `before_into` sees them; the live
+  // destinations last.
+  auto live = [into](const std::string& name) { return into != nullptr && into->contains(name); };
+  for (const auto& [name, floats] : blob_sizes) {
+    if (!live(name)) c.blobs[name].resize(floats);
   }
-  const internal::SliceDestination destination = [&](const std::string& name, uint64_t offset,
-                                                     uint64_t /*count*/) {
-    return (into != nullptr ? into->at(name).data() : c.blobs.at(name).data()) + offset;
-  };
-  for (size_t i = 0; i < files.size(); ++i) {
-    // The same bytes decoded a moment ago: this cannot fail but is checked.
-    const auto shard = internal::DecodeShard(files[i], blob_sizes, destination);
-    if (!shard.ok()) return shard.status().WithContext(c.shards[i].file);
-    std::string().swap(files[i]);  // peak memory: the shards not yet copied
+  for (const bool to_live : {false, true}) {
+    if (to_live && before_into) HOLDFAST_RETURN_IF_ERROR(before_into(c));
+    if (to_live && into == nullptr) break;
+    const internal::SliceDestination destination = [&](const std::string& name, uint64_t offset,
+                                                       uint64_t /*count*/) -> std::byte* {
+      if (live(name) != to_live) return nullptr;
+      if (to_live) return into->at(name).data() + offset * sizeof(float);
+      return reinterpret_cast<std::byte*>(c.blobs.at(name).data() + offset);
+    };
+    for (size_t i = 0; i < files.size(); ++i) {
+      // The same bytes decoded a moment ago: this cannot fail but is checked.
+      const auto shard = internal::DecodeShard(files[i], blob_sizes, destination);
+      if (!shard.ok()) return shard.status().WithContext(c.shards[i].file);
+      // Peak memory: the shards not yet copied.
+      if (to_live || into == nullptr) std::string().swap(files[i]);
+    }
   }
   return c;
 }

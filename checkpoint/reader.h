@@ -14,6 +14,7 @@
 
 #include "checkpoint/env.h"
 #include "checkpoint/names.h"
+#include "checkpoint/object_info.h"
 #include "core/status.h"
 
 namespace holdfast {
@@ -37,26 +38,34 @@ struct CheckpointContents {
   std::map<std::string, int64_t> counters;
   std::map<std::string, double> values;
   std::vector<ShardInfo> shards;
-  // Blob names and sizes in floats, from the manifest, in its order.
+  // Blob names and sizes in 4-byte words ("floats": most blobs are float32
+  // arrays), from the manifest, in its order.
   std::vector<std::pair<std::string, uint64_t>> blob_floats;
-  // Whole blobs by name ("params", "optimizer/m", ...): ReadCheckpoint
-  // without destinations only.
+  // The tracked objects and the blobs that hold them. Checkpoints written
+  // before objects were recorded get theirs from the blob names: "params"
+  // is the model, "optimizer/*" the optimizer, any other a float32 array.
+  std::vector<ObjectInfo> objects;
+  // Whole blobs by name ("params", "optimizer/m", ...) as ReadCheckpoint
+  // read them: every blob not given a destination.
   std::map<std::string, std::vector<float>> blobs;
   uint64_t bytes() const;
 };
 
-// Where ReadCheckpoint copies the blobs' floats instead of allocating them:
-// live state, by blob name.
-using BlobDestinations = std::map<std::string, std::span<float>>;
+// Where ReadCheckpoint copies blobs instead of allocating them: live state,
+// by blob name.
+using BlobDestinations = std::map<std::string, std::span<std::byte>>;
 
 // Reads `dir` (a "ckpt-<step>" directory). DataLoss for anything damaged or
 // inconsistent, NotFound for missing files; nothing is allocated beyond what
-// the shard files on disk can hold. With `into`, the blobs are copied there
-// (c.blobs stays empty): they must be exactly the checkpoint's blobs, of its
-// sizes (else FailedPrecondition), and they are written only once the whole
-// checkpoint has been verified.
-StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
-                                            const BlobDestinations* into = nullptr);
+// the shard files on disk can hold. The blobs named in `into` are copied
+// there (each must be in the checkpoint, of its size, else
+// FailedPrecondition), the others into c.blobs. Nothing is written into
+// `into` until the whole checkpoint has been verified and `before_into`
+// (if given) has accepted it, with c.blobs filled: an error from it is
+// returned and leaves `into` untouched.
+StatusOr<CheckpointContents> ReadCheckpoint(
+    Env* env, const std::string& dir, const BlobDestinations* into = nullptr,
+    const std::function<Status(const CheckpointContents&)>& before_into = nullptr);
 
 // Reads only the manifest (cheap; checks its checksum, not the shards).
 StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir);

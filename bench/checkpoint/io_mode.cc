@@ -94,8 +94,8 @@ class IoBench {
     holdfast::Checkpoint ckpt(&model, &adam);
     ckpt.counters["bench/size"] = static_cast<int64_t>(mb);
     uint64_t state_bytes = 0;
-    for (const holdfast::NamedBlob& b : ckpt.Blobs()) state_bytes += b.values.size_bytes();
-    const std::vector<std::span<float>> slices = MySlices(ckpt, comm_.rank(), world_);
+    for (const holdfast::NamedBlob& b : ckpt.Blobs()) state_bytes += b.bytes.size();
+    const std::vector<std::span<std::byte>> slices = MySlices(ckpt, comm_.rank(), world_);
     uint64_t my_bytes = 0;
     for (auto s : slices) my_bytes += s.size_bytes();
     const uint64_t hash = StateHash(ckpt);
@@ -159,8 +159,8 @@ class IoBench {
       double t_rc = 0, t_rawc = 0, t_rw = 0, t_raww = 0;
       json restore_env;
       auto do_restore = [&](double* t) {
-        std::vector<std::span<float>> all;
-        for (const holdfast::NamedBlob& b : ckpt.Blobs()) all.push_back(b.values);
+        std::vector<std::span<std::byte>> all;
+        for (const holdfast::NamedBlob& b : ckpt.Blobs()) all.push_back(b.bytes);
         Scribble(all);
         holdfast::CheckpointManager reader(&ckpt, &comm_, co);
         env.Reset();
@@ -204,7 +204,7 @@ class IoBench {
       // included), the unit cost of a serialisation copy.
       const auto th = Clock::now();
       uint64_t sink = 0;
-      for (auto s : slices) sink ^= holdfast::Xxh3(std::span<const float>(s));
+      for (auto s : slices) sink ^= holdfast::Xxh3(s.data(), s.size());
       const double t_hash = SecondsSince(th);
       const auto tc = Clock::now();
       {
@@ -325,20 +325,20 @@ class IoBench {
     return out;
   }
 
-  // Marks each span's first and last float, so that a read that does not
-  // overwrite all of them fails the hash check after it.
-  static void Scribble(const std::vector<std::span<float>>& spans) {
-    for (std::span<float> s : spans) {
+  // Flips a bit of each span's first and last byte, so that a read that
+  // does not overwrite all of them fails the hash check after it.
+  static void Scribble(const std::vector<std::span<std::byte>>& spans) {
+    for (std::span<std::byte> s : spans) {
       if (s.empty()) continue;
-      s.front() += 1.0f;
-      s.back() -= 1.0f;
+      s.front() ^= std::byte{1};
+      s.back() ^= std::byte{1};
     }
   }
 
   uint64_t StateHash(holdfast::Checkpoint& c) {
     uint64_t h = 0;
     for (const holdfast::NamedBlob& b : c.Blobs()) {
-      h = h * 1000003 ^ holdfast::Xxh3(std::span<const float>(b.values));
+      h = h * 1000003 ^ holdfast::Xxh3(b.bytes.data(), b.bytes.size());
     }
     return h;
   }

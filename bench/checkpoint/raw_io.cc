@@ -49,12 +49,13 @@ void SyncPath(const std::string& path, int flags) {
 }  // namespace
 
 // This rank's slice of every blob: the bytes its shard holds.
-std::vector<std::span<float>> MySlices(holdfast::Checkpoint& ckpt, int rank, int world) {
-  std::vector<std::span<float>> out;
+std::vector<std::span<std::byte>> MySlices(holdfast::Checkpoint& ckpt, int rank, int world) {
+  std::vector<std::span<std::byte>> out;
   for (const holdfast::NamedBlob& blob : ckpt.Blobs()) {
-    const holdfast::Range r =
-        holdfast::ReplicaSlice(static_cast<int64_t>(blob.values.size()), rank, world);
-    out.push_back(blob.values.subspan(static_cast<size_t>(r.begin), static_cast<size_t>(r.size())));
+    const holdfast::Range r = holdfast::ReplicaSlice(
+        static_cast<int64_t>(blob.bytes.size() / sizeof(float)), rank, world);
+    out.push_back(blob.bytes.subspan(static_cast<size_t>(r.begin) * sizeof(float),
+                                     static_cast<size_t>(r.size()) * sizeof(float)));
   }
   return out;
 }
@@ -63,12 +64,12 @@ std::vector<std::span<float>> MySlices(holdfast::Checkpoint& ckpt, int rank, int
 // close; then (after every rank is done) the chief fsyncs the directory so
 // the new names are durable too.
 RawWriteSplit RawWrite(holdfast::Communicator& comm, const std::string& path,
-                       const std::vector<std::span<float>>& slices, const std::string& dir) {
+                       const std::vector<std::span<std::byte>>& slices, const std::string& dir) {
   RawWriteSplit split;
   auto t0 = Clock::now();
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) Fail(Errno("create", path));
-  for (std::span<float> s : slices) WriteAll(fd, s.data(), s.size_bytes(), path);
+  for (std::span<std::byte> s : slices) WriteAll(fd, s.data(), s.size_bytes(), path);
   split.write = SecondsSince(t0);
   t0 = Clock::now();
   if (::fsync(fd) != 0) Fail(Errno("fsync", path));
@@ -83,10 +84,10 @@ RawWriteSplit RawWrite(holdfast::Communicator& comm, const std::string& path,
   return split;
 }
 
-void RawRead(const std::string& path, const std::vector<std::span<float>>& slices) {
+void RawRead(const std::string& path, const std::vector<std::span<std::byte>>& slices) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) Fail(Errno("open", path));
-  for (std::span<float> s : slices) ReadAll(fd, s.data(), s.size_bytes(), path);
+  for (std::span<std::byte> s : slices) ReadAll(fd, s.data(), s.size_bytes(), path);
   ::close(fd);
 }
 

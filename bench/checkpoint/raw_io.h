@@ -16,7 +16,7 @@
 namespace checkpoint_bench {
 
 // This rank's slice of every blob: the bytes its shard holds.
-std::vector<std::span<float>> MySlices(holdfast::Checkpoint& ckpt, int rank, int world);
+std::vector<std::span<std::byte>> MySlices(holdfast::Checkpoint& ckpt, int rank, int world);
 
 // Where a raw write's time went on this rank.
 struct RawWriteSplit {
@@ -27,10 +27,10 @@ struct RawWriteSplit {
 // loop, fsync, close; then (after every rank is done) the chief fsyncs `dir`
 // so the new names are durable too. Collective.
 RawWriteSplit RawWrite(holdfast::Communicator& comm, const std::string& path,
-                       const std::vector<std::span<float>>& slices, const std::string& dir);
+                       const std::vector<std::span<std::byte>>& slices, const std::string& dir);
 
 // The reference restore: `path` read back into `slices`, in order.
-void RawRead(const std::string& path, const std::vector<std::span<float>>& slices);
+void RawRead(const std::string& path, const std::vector<std::span<std::byte>>& slices);
 
 // Asks the kernel to drop the (clean, fsynced) pages of every file under
 // `dir` from the page cache.

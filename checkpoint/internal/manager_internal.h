@@ -36,7 +36,17 @@ struct CheckpointManager::Ticket {
   std::map<std::string, int64_t> counters;
   std::map<std::string, double> values;
   std::string model_signature, optimizer_signature;
-  std::vector<std::pair<std::string, uint64_t>> blobs;  // names and sizes in floats
+  // The blobs this rank writes a part of (WrittenBlobs), in shard order.
+  struct Blob {
+    std::string name;
+    uint64_t floats = 0;  // 4-byte words
+    Placement placement = Placement::kSplit;
+  };
+  std::vector<Blob> blobs;
+  // What the manifest says of every tracked object (the chief's).
+  std::vector<ObjectInfo> objects;
+  // Replicated objects checked across ranks: path -> XXH3 of this rank's copy.
+  std::map<std::string, std::string> replica_hashes;
 };
 
 namespace internal {

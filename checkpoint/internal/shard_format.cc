@@ -267,7 +267,7 @@ struct Payload {
         throw std::runtime_error("slice of " + s.name + " is longer than the file");
       }
       const uint64_t bytes = s.count * sizeof(float);
-      float* destination = *into ? (*into)(s.name, s.offset, s.count) : nullptr;
+      std::byte* destination = *into ? (*into)(s.name, s.offset, s.count) : nullptr;
       if (destination != nullptr) {
         ar >> boost::serialization::make_binary_object(destination, bytes);
       } else {

@@ -102,10 +102,11 @@ struct DecodedShard {
   std::map<std::string, double> values;
 };
 
-// Where a slice's floats are copied: called once the slice is known to fit
-// its blob and the file; returns room for `count` floats.
+// Where a slice's words are copied: called once the slice is known to fit
+// its blob and the file; returns room for `count` 4-byte words, or null to
+// skip them.
 using SliceDestination =
-    std::function<float*(const std::string& name, uint64_t offset, uint64_t count)>;
+    std::function<std::byte*(const std::string& name, uint64_t offset, uint64_t count)>;
 
 // Decodes a shard whose hash was already checked. `blob_sizes` (name ->
 // floats) is what the current model expects: a slice of an unknown blob, of

@@ -43,10 +43,15 @@ float GoldenValue(size_t blob, size_t i) {
   return static_cast<float>(blob) * 100.0f + static_cast<float>(i) * 0.125f - 3.0f;
 }
 
+// The golden state's blobs are all float32 (params and Adam's slots).
+std::span<float> Floats(const NamedBlob& b) {
+  return {reinterpret_cast<float*>(b.bytes.data()), b.bytes.size() / sizeof(float)};
+}
+
 void SetGoldenState(Trainee& t, Checkpoint& c) {
   size_t blob = 0;
   for (const NamedBlob& b : c.Blobs()) {
-    for (size_t i = 0; i < b.values.size(); ++i) b.values[i] = GoldenValue(blob, i);
+    for (size_t i = 0; i < Floats(b).size(); ++i) Floats(b)[i] = GoldenValue(blob, i);
     ++blob;
   }
   t.optimizer->set_iterations(kGoldenStep);
@@ -57,8 +62,8 @@ void SetGoldenState(Trainee& t, Checkpoint& c) {
 void ExpectGoldenState(Trainee& t, Checkpoint& c) {
   size_t blob = 0;
   for (const NamedBlob& b : c.Blobs()) {
-    for (size_t i = 0; i < b.values.size(); ++i) {
-      ASSERT_EQ(b.values[i], GoldenValue(blob, i)) << b.name << "[" << i << "]";
+    for (size_t i = 0; i < Floats(b).size(); ++i) {
+      ASSERT_EQ(Floats(b)[i], GoldenValue(blob, i)) << b.name << "[" << i << "]";
     }
     ++blob;
   }

@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& [name, floats] : ExpectedBlobs()) blobs[name].resize(floats);
   const holdfast::internal::SliceDestination into = [&](const std::string& name, uint64_t offset,
                                                         uint64_t /*count*/) {
-    return blobs.at(name).data() + offset;
+    return reinterpret_cast<std::byte*>(blobs.at(name).data() + offset);
   };
   for (const bool copy : {false, true}) {
     const auto shard =
