@@ -68,7 +68,7 @@ void SGD::Apply(std::span<float> params, std::span<const float> grads) {
   float* p = params.data();
   const float* g = grads.data();
   float* v = velocity_.data();
-  const float lr = lr_, mu = momentum_;
+  const float lr = learning_rate_, mu = momentum_;
   ForEachChunk(static_cast<int64_t>(params.size()), [&](int64_t b, int64_t n) {
     if (mu == 0.0f) {
       SgdKernel(p + b, g + b, n, lr);
@@ -101,8 +101,9 @@ void Adam::Apply(std::span<float> params, std::span<const float> grads) {
   // The bias correction in double, as a function of the step alone, so it
   // is the same on every replica and after a resume.
   const double t = static_cast<double>(iterations_ + 1);
-  const float alpha = static_cast<float>(lr_ * std::sqrt(1.0 - std::pow(double{beta2_}, t)) /
-                                         (1.0 - std::pow(double{beta1_}, t)));
+  const float alpha =
+      static_cast<float>(learning_rate_ * std::sqrt(1.0 - std::pow(double{beta2_}, t)) /
+                         (1.0 - std::pow(double{beta1_}, t)));
   float* p = params.data();
   const float* g = grads.data();
   float* m = m_.data();

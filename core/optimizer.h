@@ -20,7 +20,6 @@ struct OptimizerSlot {
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
-  Optimizer() = default;
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
@@ -39,15 +38,25 @@ class Optimizer {
   int64_t iterations() const { return iterations_; }
   void set_iterations(int64_t n) { iterations_ = n; }
 
+  // The rate Apply uses: the one the optimizer was built with, until a
+  // learning-rate schedule sets another. Not part of Signature(), which
+  // names the optimizer as built, so that a checkpoint of a scheduled run
+  // still matches it: the schedule is state of its own, tracked with the
+  // run (examples/custom_loop.cc) and applied again after a restore.
+  float learning_rate() const { return learning_rate_; }
+  void set_learning_rate(float learning_rate) { learning_rate_ = learning_rate; }
+
  protected:
+  explicit Optimizer(float learning_rate) : learning_rate_(learning_rate) {}
   int64_t iterations_ = 0;
+  float learning_rate_;
 };
 
 // v = momentum * v - lr * g; p += v (Keras SGD; momentum 0 is plain SGD).
 class SGD final : public Optimizer {
  public:
   explicit SGD(float learning_rate = 0.01f, float momentum = 0.0f)
-      : lr_(learning_rate), momentum_(momentum) {}
+      : Optimizer(learning_rate), lr_(learning_rate), momentum_(momentum) {}
   std::string name() const override { return "sgd"; }
   std::string Signature() const override;
   void Build(size_t size) override;
@@ -55,7 +64,7 @@ class SGD final : public Optimizer {
   std::vector<OptimizerSlot> slots() override;
 
  private:
-  float lr_, momentum_;
+  float lr_, momentum_;  // as built (the signature's)
   size_t size_ = 0;
   FloatBuffer velocity_;  // only with momentum
 };
@@ -67,7 +76,11 @@ class Adam final : public Optimizer {
  public:
   explicit Adam(float learning_rate = 0.001f, float beta1 = 0.9f, float beta2 = 0.999f,
                 float epsilon = 1e-7f)
-      : lr_(learning_rate), beta1_(beta1), beta2_(beta2), epsilon_(epsilon) {}
+      : Optimizer(learning_rate),
+        lr_(learning_rate),
+        beta1_(beta1),
+        beta2_(beta2),
+        epsilon_(epsilon) {}
   std::string name() const override { return "adam"; }
   std::string Signature() const override;
   void Build(size_t size) override;
@@ -75,7 +88,7 @@ class Adam final : public Optimizer {
   std::vector<OptimizerSlot> slots() override;
 
  private:
-  float lr_, beta1_, beta2_, epsilon_;
+  float lr_, beta1_, beta2_, epsilon_;  // as built (the signature's)
   FloatBuffer m_, v_;
 };
 

@@ -1,14 +1,18 @@
 // custom_loop: a hand-written training loop with a Checkpoint and a
 // CheckpointManager (the tf.train style), instead of Fit + BackupAndRestore.
 //
-//   checkpoint = Checkpoint(model, optimizer) + the loop's position
+//   checkpoint = Checkpoint(model, optimizer, ema=..., schedule=..., loop=...)
 //   manager    = CheckpointManager(dir, max_to_keep=2, checkpoint_interval)
 //   restore_or_initialize; for epoch: for step: train_step; manager.save()
 //
-// The loop's position (epoch, next batch) and the epoch's running loss are
-// saved with the weights, so a rerun continues at the very next batch and
-// ends with the same weights as a run that was never stopped. Works alone
-// and under mpirun (the mirrored strategy).
+// Everything the loop carries is tracked by the checkpoint: the model and
+// its optimizer, an exponential moving average of the weights (a second
+// model, "ema"), a learning-rate schedule whose state depends on the loss
+// history ("schedule"), and the loop's position with the epoch's running
+// loss ("loop"); the last two are structs of this program with a
+// Boost.Serialization serialize(). So a rerun continues at the very next
+// batch and ends with the same weights, EMA and learning rate as a run that
+// was never stopped. Works alone and under mpirun (the mirrored strategy).
 //
 // Exit codes: 0 done, 2 usage or bad input, 1 other failure (and
 // --stop-at-step, which simulates a crash), 75 preempted (SIGTERM or SIGUSR1)
@@ -19,6 +23,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -54,11 +59,63 @@ struct Flags {
   holdfast::examples::LayoutFlags layout;
 };
 
-// Keys of the loop's own state inside the Checkpoint.
-constexpr const char* kEpoch = "loop/epoch";
-constexpr const char* kBatch = "loop/batch";  // next batch of that epoch
-constexpr const char* kLossSum = "loop/epoch_loss_sum";
-constexpr const char* kSamples = "loop/epoch_samples";
+// Where the loop is, and the epoch's running loss: state of the program's
+// own, saved through its serialize().
+struct LoopPosition {
+  int64_t epoch = 0;
+  int64_t batch = 0;  // the next batch of that epoch
+  double loss_sum = 0, samples = 0;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned /*version*/) {
+    ar& epoch& batch& loss_sum& samples;
+  }
+};
+
+// A learning-rate schedule with state (Keras' ReduceLROnPlateau over windows
+// of steps): after each window of kWindow steps, a window whose mean loss is
+// not 1% below the best one so far counts as bad, and after kPatience bad
+// windows in a row the rate halves. The state hangs on the loss history, so
+// a resume is exact only if it is saved: the checkpoint tracks it.
+struct PlateauSchedule {
+  static constexpr int64_t kWindow = 10;
+  static constexpr int64_t kPatience = 1;
+  double rate = 1e-3;
+  double best = std::numeric_limits<double>::infinity();
+  double window_loss = 0, window_samples = 0;
+  int64_t window_steps = 0, bad_windows = 0;
+
+  void Record(const holdfast::StepMetrics& m) {
+    window_loss += m.loss_sum;
+    window_samples += m.samples;
+    if (++window_steps < kWindow) return;
+    const double mean = window_loss / window_samples;
+    if (mean < best * 0.99) {
+      best = mean;
+      bad_windows = 0;
+    } else if (++bad_windows >= kPatience) {
+      rate *= 0.5;
+      bad_windows = 0;
+    }
+    window_loss = window_samples = 0;
+    window_steps = 0;
+  }
+  template <class Archive>
+  void serialize(Archive& ar, unsigned /*version*/) {
+    ar& rate& best& window_loss& window_samples& window_steps& bad_windows;
+  }
+};
+
+// The EMA of the weights: ema = kEmaDecay * ema + (1 - kEmaDecay) * weights
+// after every step, element by element (the same bits on every rank).
+constexpr float kEmaDecay = 0.99f;
+
+// The 784-128-10 MLP, built from `seed`.
+void BuildMlp(holdfast::Sequential& model, uint64_t seed) {
+  model.Add<holdfast::Dense>(128);
+  model.Add<holdfast::ReLU>();
+  model.Add<holdfast::Dense>(10);
+  model.Build(seed);
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -100,12 +157,13 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
   }
 
   holdfast::Sequential model(784);
-  model.Add<holdfast::Dense>(128);
-  model.Add<holdfast::ReLU>();
-  model.Add<holdfast::Dense>(10);
-  model.Build(f.seed);
-  holdfast::Adam optimizer(1e-3f);
+  BuildMlp(model, f.seed);
+  PlateauSchedule schedule;
+  holdfast::Adam optimizer(static_cast<float>(schedule.rate));
   optimizer.Build(model.store().size());
+  holdfast::Sequential ema(784);
+  BuildMlp(ema, f.seed);  // starts at the initial weights
+  LoopPosition loop;
   holdfast::SoftmaxCrossEntropy loss;
 
   holdfast::FitOptions options;  // what every replica must agree on
@@ -116,6 +174,11 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
   const holdfast::BatchPlan plan(train.size(), f.batch, /*drop_remainder=*/false);
 
   holdfast::Checkpoint checkpoint(&model, &optimizer);
+  checkpoint.Track("ema", &ema);
+  // Replicated state: the chief's copy is saved; every rank's copy is
+  // hashed at each save and must be the chief's.
+  checkpoint.Track("schedule", &schedule, {.check_replicas = true});
+  checkpoint.Track("loop", &loop);
   holdfast::CheckpointOptions manager_options;
   manager_options.directory = f.checkpoint_dir;
   manager_options.max_to_keep = f.max_to_keep;
@@ -131,20 +194,18 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
   manager_options.replica = &trainer.replica();
   holdfast::CheckpointManager manager(&checkpoint, &comm, manager_options);
 
-  // Restore, or start at (0, 0) with the freshly built weights.
-  auto restored = manager.RestoreOrInitialize([&] {
-    checkpoint.counters = {{kEpoch, 0}, {kBatch, 0}};
-    checkpoint.values = {{kLossSum, 0.0}, {kSamples, 0.0}};
-  });
+  // Restore every tracked object, or start with them as built above.
+  auto restored = manager.RestoreOrInitialize();
   if (!restored.ok()) {
     holdfast::EndJob(comm, holdfast::RefusesTheRun(restored.status()) ? kExitUsage : kExitFailure,
                      "custom_loop", restored.status().ToString());
   }
+  optimizer.set_learning_rate(static_cast<float>(schedule.rate));
   int64_t steps_run = 0;
-  int64_t& epoch = checkpoint.counters[kEpoch];
-  int64_t& batch = checkpoint.counters[kBatch];
-  double& loss_sum = checkpoint.values[kLossSum];
-  double& samples = checkpoint.values[kSamples];
+  int64_t& epoch = loop.epoch;
+  int64_t& batch = loop.batch;
+  double& loss_sum = loop.loss_sum;
+  double& samples = loop.samples;
   if (batch == plan.num_batches()) {  // saved at the end of an epoch
     ++epoch;
     batch = 0;
@@ -173,6 +234,13 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
         return kExitFailure;
       }
       const holdfast::StepMetrics m = trainer.Step(order, plan.Batch(batch));
+      const std::span<const float> weights = std::as_const(model).store().params();
+      const std::span<float> averaged = ema.store().params();
+      for (size_t i = 0; i < averaged.size(); ++i) {
+        averaged[i] = kEmaDecay * averaged[i] + (1.0f - kEmaDecay) * weights[i];
+      }
+      schedule.Record(m);
+      optimizer.set_learning_rate(static_cast<float>(schedule.rate));
       loss_sum += m.loss_sum;
       samples += m.samples;
       ++batch;
@@ -222,6 +290,7 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
     std::fprintf(stderr, "custom_loop: warning: %s\n", last.ToString().c_str());
   }
   const std::string weights = holdfast::HexU64(holdfast::Xxh3(model.store().params()));
+  const std::string ema_weights = holdfast::HexU64(holdfast::Xxh3(ema.store().params()));
   if (chief) {
     const auto latest = manager.Latest();
     const double seconds = SecondsSince(start);
@@ -234,6 +303,8 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
     if (!f.summary_json.empty()) {
       nlohmann::json j;
       j["weights_xxh64"] = weights;
+      j["ema_xxh64"] = ema_weights;
+      j["learning_rate"] = schedule.rate;
       j["steps"] = optimizer.iterations();
       j["steps_run"] = steps_run;
       j["resumed_from_step"] = restored->has_value() ? nlohmann::json(**restored) : nullptr;

@@ -26,6 +26,15 @@ using testing::RunProcess;
 // 1000 samples, batch 50: 20 steps per epoch, 60 steps; a save every 7.
 const std::vector<std::string> kRun = {"--train-samples", "1000", "--checkpoint-interval", "7"};
 
+// Everything the loop carries ended the same: the weights, their EMA and
+// the schedule's learning rate.
+void ExpectSameEnd(const nlohmann::json& run, const nlohmann::json& straight) {
+  for (const char* key : {"weights_xxh64", "ema_xxh64", "learning_rate"}) {
+    ASSERT_TRUE(straight.contains(key)) << key;
+    EXPECT_EQ(run[key], straight[key]) << key;
+  }
+}
+
 class CustomLoopTest : public ::testing::TestWithParam<int> {
  protected:
   struct Run {
@@ -58,6 +67,8 @@ TEST_P(CustomLoopTest, StoppedAndRerunEndsWithTheWeightsOfAnUnstoppedRun) {
   EXPECT_EQ(straight.summary["steps"], 60);
   // max_to_keep=2: the last two of the saves at 7, 14, ..., 56.
   EXPECT_EQ(straight.summary["checkpoints"], nlohmann::json({"ckpt-49", "ckpt-56"}));
+  // The schedule acted, so its state had to be saved for an exact resume.
+  EXPECT_LT(straight.summary["learning_rate"].get<double>(), 1e-3);
 
   for (int stop : {30, 45}) {
     SCOPED_TRACE("stopped at step " + std::to_string(stop));
@@ -68,7 +79,7 @@ TEST_P(CustomLoopTest, StoppedAndRerunEndsWithTheWeightsOfAnUnstoppedRun) {
     ASSERT_EQ(rerun.process.exit_code, 0) << rerun.process.err;
     EXPECT_EQ(rerun.summary["resumed_from_step"], stop / 7 * 7);
     EXPECT_EQ(rerun.summary["steps_run"], 60 - stop / 7 * 7);
-    EXPECT_EQ(rerun.summary["weights_xxh64"], straight.summary["weights_xxh64"]);
+    ExpectSameEnd(rerun.summary, straight.summary);
     EXPECT_NE(rerun.process.out.find("restored step " + std::to_string(stop / 7 * 7)),
               std::string::npos)
         << rerun.process.out;
@@ -107,7 +118,7 @@ TEST_P(CustomLoopTest, AsyncSavesStoppedMidSaveAndRerunEndWithTheWeightsOfAnUnst
     EXPECT_NE(std::find(restorable.begin(), restorable.end(), from), restorable.end())
         << "restored step " << from;
     EXPECT_EQ(rerun.summary["steps_run"], 60 - from);
-    EXPECT_EQ(rerun.summary["weights_xxh64"], straight.summary["weights_xxh64"]);
+    ExpectSameEnd(rerun.summary, straight.summary);
     // Every save after the restored step began and committed.
     EXPECT_EQ(rerun.summary["saves"]["started"], (56 - from) / 7) << rerun.summary.dump();
     EXPECT_EQ(rerun.summary["saves"]["committed"], (56 - from) / 7) << rerun.summary.dump();
@@ -144,7 +155,7 @@ TEST_P(CustomLoopTest, PreemptedBySigtermSavesExits75AndTheRerunIsBitExact) {
   const Run rerun = Train(checkpoints, {}, "12");
   ASSERT_EQ(rerun.process.exit_code, 0) << rerun.process.err;
   EXPECT_TRUE(rerun.summary["resumed_from_step"].is_number());
-  EXPECT_EQ(rerun.summary["weights_xxh64"], straight.summary["weights_xxh64"]);
+  ExpectSameEnd(rerun.summary, straight.summary);
 }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, CustomLoopTest, ::testing::Values(1, 2),

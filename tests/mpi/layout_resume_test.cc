@@ -281,6 +281,8 @@ TEST_P(CustomLoopThreadsTest, StoppedAndRerunWithOtherThreadsEndsBitExact) {
     EXPECT_EQ(s["weights_xxh64"], straight.summary["weights_xxh64"])
         << "rerun " << s["weights_xxh64"] << ", never stopped "
         << straight.summary["weights_xxh64"];
+    EXPECT_EQ(s["ema_xxh64"], straight.summary["ema_xxh64"]);
+    EXPECT_EQ(s["learning_rate"], straight.summary["learning_rate"]);
     EXPECT_EQ(rerun.process.err.find(kNotBitExact), std::string::npos) << rerun.process.err;
   }
 }

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/serialization/string.hpp>
+#include <boost/serialization/vector.hpp>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -85,16 +87,31 @@ inline std::vector<std::string> PrepareAreas(const std::filesystem::path& dir) {
   return out;
 }
 
+// A program's own object with a Boost.Serialization serialize(), tracked
+// as "loader" (Checkpoint::Track of a user type).
+struct LoaderState {
+  int64_t epoch = 0;
+  std::vector<int64_t> order;
+  std::string source;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned /*version*/) {
+    ar& epoch& order& source;
+  }
+  bool operator==(const LoaderState&) const = default;
+};
+
 // A training state to save: a model trained for `steps` steps (seed = steps,
-// so states differ everywhere), a counter naming it, and an array the
-// program tracks beside the model (Checkpoint::Track "ema", an average of
-// the weights), so that the crash, damage and async sweeps cover tracked
-// arrays too. StateA/B/C are at steps 4, 8 and 16.
+// so states differ everywhere), a counter naming it, an array the program
+// tracks beside the model (Checkpoint::Track "ema", an average of the
+// weights) and a user object ("loader"), so that the crash, damage and
+// async sweeps cover tracked arrays and serialized objects too.
+// StateA/B/C are at steps 4, 8 and 16.
 struct State {
   int64_t step = 0;
   std::vector<float> flat;
   std::map<std::string, int64_t> counters;
   std::vector<float> ema;
+  LoaderState loader;
 };
 
 inline State MakeState(int steps) {
@@ -102,7 +119,9 @@ inline State MakeState(int steps) {
   const std::span<const float> params = std::as_const(*t.model).store().params();
   std::vector<float> ema(params.begin(), params.end());
   for (float& v : ema) v = v * 0.5f + static_cast<float>(steps);
-  return {t.optimizer->iterations(), Flat(t), {{"saved_at", steps}}, std::move(ema)};
+  LoaderState loader{steps / 4, {steps, 3, 1, steps * 2}, "shard-" + std::to_string(steps)};
+  return {
+      t.optimizer->iterations(), Flat(t), {{"saved_at", steps}}, std::move(ema), std::move(loader)};
 }
 
 inline const State& StateA() {
@@ -137,14 +156,17 @@ struct LoadedState {
   explicit LoadedState(const State& s)
       : trainee(MakeClassifier(1)),
         checkpoint(trainee.model.get(), trainee.optimizer.get()),
-        ema(s.ema) {
+        ema(s.ema),
+        loader(s.loader) {
     Load(s, trainee);
     checkpoint.counters = s.counters;
     checkpoint.Track("ema", ema);
+    checkpoint.Track("loader", &loader);
   }
   Trainee trainee;
   Checkpoint checkpoint;
   std::vector<float> ema;
+  LoaderState loader;
 };
 
 // What a fresh process restores into: a classifier built with another seed
@@ -155,11 +177,15 @@ struct FreshState {
         checkpoint(trainee.model.get(), trainee.optimizer.get()),
         ema(trainee.model->store().params().size(), 0.0f) {
     checkpoint.Track("ema", ema);
+    checkpoint.Track("loader", &loader);
   }
-  State Snapshot(int64_t step) { return State{step, Flat(trainee), checkpoint.counters, ema}; }
+  State Snapshot(int64_t step) {
+    return State{step, Flat(trainee), checkpoint.counters, ema, loader};
+  }
   Trainee trainee;
   Checkpoint checkpoint;
   std::vector<float> ema;
+  LoaderState loader;
 };
 
 struct SaveSetup {
@@ -251,7 +277,8 @@ inline Restored RestoreFresh(const std::string& dir) {
 }
 
 inline bool Same(const State& a, const State& b) {
-  return a.step == b.step && a.flat == b.flat && a.counters == b.counters && a.ema == b.ema;
+  return a.step == b.step && a.flat == b.flat && a.counters == b.counters && a.ema == b.ema &&
+         a.loader == b.loader;
 }
 
 // "old" or "new" for a restored state, "neither" for anything else.
