@@ -38,26 +38,9 @@
 #include "examples/cli.h"
 #include "examples/layout_flags.h"
 
-namespace {
-
-using holdfast::kExitFailure;
-using holdfast::kExitUsage;
-
-struct Flags {
-  std::string data = holdfast::kFashionMnistDir;
-  std::string checkpoint_dir;
-  int epochs = 3;
-  int64_t batch = 50;
-  int64_t train_samples = 6000;
-  uint64_t seed = 7;
-  int64_t checkpoint_interval = 0;  // 0: one checkpoint per epoch
-  int max_to_keep = 2;
-  double keep_every_n_hours = 0;
-  int64_t stop_at_step = -1;
-  bool async_checkpoint = false;
-  std::string summary_json;
-  holdfast::examples::LayoutFlags layout;
-};
+// The program's own state types. Named (not in an anonymous namespace):
+// `holdfast ckpt inspect` shows their type names.
+namespace custom_loop {
 
 // Where the loop is, and the epoch's running loss: state of the program's
 // own, saved through its serialize().
@@ -103,6 +86,31 @@ struct PlateauSchedule {
   void serialize(Archive& ar, unsigned /*version*/) {
     ar& rate& best& window_loss& window_samples& window_steps& bad_windows;
   }
+};
+
+}  // namespace custom_loop
+
+namespace {
+
+using custom_loop::LoopPosition;
+using custom_loop::PlateauSchedule;
+using holdfast::kExitFailure;
+using holdfast::kExitUsage;
+
+struct Flags {
+  std::string data = holdfast::kFashionMnistDir;
+  std::string checkpoint_dir;
+  int epochs = 3;
+  int64_t batch = 50;
+  int64_t train_samples = 6000;
+  uint64_t seed = 7;
+  int64_t checkpoint_interval = 0;  // 0: one checkpoint per epoch
+  int max_to_keep = 2;
+  double keep_every_n_hours = 0;
+  int64_t stop_at_step = -1;
+  bool async_checkpoint = false;
+  std::string summary_json;
+  holdfast::examples::LayoutFlags layout;
 };
 
 // The EMA of the weights: ema = kEmaDecay * ema + (1 - kEmaDecay) * weights

@@ -74,4 +74,22 @@ Stats BlobStats(const std::vector<float>& blob, const std::vector<TensorSpec>& l
   return s;
 }
 
+bool IsFloatBlob(const CheckpointContents& c, const std::string& name) {
+  for (const ObjectInfo& o : c.objects) {
+    if (std::find(o.blobs.begin(), o.blobs.end(), name) == o.blobs.end()) continue;
+    switch (o.kind) {
+      case ObjectKind::kModel:
+        return true;
+      case ObjectKind::kOptimizer:  // its step count is an int64 (Checkpoint::Track)
+        return !name.ends_with("/iterations");
+      case ObjectKind::kArray:
+      case ObjectKind::kScalar:
+        return o.dtype == "float32";
+      case ObjectKind::kSerializable:
+        return false;
+    }
+  }
+  return false;
+}
+
 }  // namespace holdfast::launcher

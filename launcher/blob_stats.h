@@ -35,6 +35,10 @@ struct Stats {
 // it is only a hint. Every blob of that size shares the layout (the
 // optimizer's slots, a tracked copy of the weights).
 uint64_t ParamsFloats(const CheckpointContents& c);
+// Whether blob `name` of `c` holds float32 values (a model's parameters, an
+// optimizer's slots, a float32 array), which have statistics; others hold
+// float64 or int64 values or an object's archive bytes.
+bool IsFloatBlob(const CheckpointContents& c, const std::string& name);
 std::vector<TensorSpec> ParamsLayout(const CheckpointContents& c);
 
 // Statistics of a blob over `layout`'s tensors, or over every float when

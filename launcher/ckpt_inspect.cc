@@ -17,6 +17,18 @@ namespace holdfast::launcher {
 
 namespace {
 
+// The bytes of an object's blobs as saved (a serializable object's include
+// their length word and padding).
+uint64_t ObjectBytes(const CheckpointContents& c, const ObjectInfo& o) {
+  uint64_t bytes = 0;
+  for (const auto& [name, floats] : c.blob_floats) {
+    if (std::find(o.blobs.begin(), o.blobs.end(), name) != o.blobs.end()) {
+      bytes += floats * sizeof(float);
+    }
+  }
+  return bytes;
+}
+
 json InspectJson(const std::string& path, const CheckpointContents& c, const Status& damage,
                  double now) {
   json j;
@@ -44,12 +56,20 @@ json InspectJson(const std::string& path, const CheckpointContents& c, const Sta
         {{"file", s.file}, {"rank", s.writer_rank}, {"bytes", s.bytes}, {"xxh3", s.xxh3}});
   }
   j["shards"] = shards;
+  json objects = json::array();
+  for (const ObjectInfo& o : c.objects) {
+    json entry = ObjectToJson(o);
+    entry["description"] = Describe(o);
+    entry["bytes"] = ObjectBytes(c, o);
+    objects.push_back(entry);
+  }
+  j["objects"] = objects;
   const uint64_t params_floats = ParamsFloats(c);
   const std::vector<TensorSpec> layout = ParamsLayout(c);
   json blobs = json::array();
   for (const auto& [name, floats] : c.blob_floats) {
     json b = {{"name", name}, {"floats", floats}};
-    const auto blob = c.blobs.find(name);
+    const auto blob = IsFloatBlob(c, name) ? c.blobs.find(name) : c.blobs.end();
     const bool shared_layout = !layout.empty() && floats == params_floats;
     if (blob != c.blobs.end()) {
       BlobStats(blob->second, shared_layout ? layout : std::vector<TensorSpec>{}).ToJson(b);
@@ -111,13 +131,20 @@ void PrintInspect(const std::string& path, const CheckpointContents& c, const St
   }
   std::fputs(shards.Render("  ").c_str(), stdout);
 
+  std::printf("\nobjects\n");
+  Table objects({"PATH", "WHAT", "BYTES"}, {false, false, true});
+  for (const ObjectInfo& o : c.objects) {
+    objects.Add({o.path, Describe(o), std::to_string(ObjectBytes(c, o))});
+  }
+  std::fputs(objects.Render("  ").c_str(), stdout);
+
   std::printf("\nblobs%s\n", damage.ok() ? "" : " (no statistics: the checkpoint is damaged)");
   const uint64_t params_floats = ParamsFloats(c);
   const std::vector<TensorSpec> layout = ParamsLayout(c);
   Table blobs({"NAME", "FLOATS", "SHAPE", "MIN", "MAX", "MEAN", "RMS", "NAN", "INF"},
               {false, true, false, true, true, true, true, true, true});
   for (const auto& [name, floats] : c.blob_floats) {
-    const auto blob = c.blobs.find(name);
+    const auto blob = IsFloatBlob(c, name) ? c.blobs.find(name) : c.blobs.end();
     const bool shared_layout = !layout.empty() && floats == params_floats;
     std::vector<std::string> row = {name, std::to_string(floats), "-"};
     if (blob != c.blobs.end()) {

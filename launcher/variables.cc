@@ -47,6 +47,26 @@ StatusOr<Variable> FindVariable(const CheckpointContents& c, const std::string& 
   }
   const std::vector<TensorSpec> layout = ParamsLayout(c);
   // A blob by its own name first: a tracked "ema/x" is not a tensor of "ema".
+  // What its values are, its object says.
+  if (const auto it = c.blobs.find(path); it != c.blobs.end() && !IsFloatBlob(c, path)) {
+    const std::span<const std::byte> bytes = std::as_bytes(std::span(it->second));
+    for (const ObjectInfo& o : c.objects) {
+      if (std::find(o.blobs.begin(), o.blobs.end(), path) == o.blobs.end()) continue;
+      if (o.kind == ObjectKind::kSerializable) {  // its archive, as bytes
+        HOLDFAST_ASSIGN_OR_RETURN(std::string archive, UnpackBytes(bytes));
+        return Variable{path,
+                        "uint8",
+                        {static_cast<int64_t>(archive.size())},
+                        std::vector<unsigned char>(archive.begin(), archive.end())};
+      }
+      // An int64 or float64 array or scalar, or an optimizer's step count.
+      Variable v{path, o.kind == ObjectKind::kOptimizer ? "int64" : o.dtype, o.shape, {}};
+      const size_t size = o.kind == ObjectKind::kOptimizer ? 8 : bytes.size();
+      const auto* first = reinterpret_cast<const unsigned char*>(bytes.data());
+      v.bytes.assign(first, first + std::min(size, bytes.size()));
+      return v;
+    }
+  }
   if (const auto it = c.blobs.find(path); it != c.blobs.end()) {
     return Floats(path, {static_cast<int64_t>(it->second.size())}, it->second.data(),
                   it->second.size());
@@ -78,7 +98,10 @@ std::vector<std::string> VariablePaths(const CheckpointContents& c) {
 }
 
 std::string NpyBytes(const Variable& v) {
-  const char* descr = v.dtype == "float32" ? "<f4" : v.dtype == "float64" ? "<f8" : "<i8";
+  const char* descr = v.dtype == "float32"   ? "<f4"
+                      : v.dtype == "float64" ? "<f8"
+                      : v.dtype == "uint8"   ? "|u1"
+                                             : "<i8";
   std::string shape = "(";  // Python's tuple: "()", "(5,)", "(784, 256)"
   for (size_t i = 0; i < v.shape.size(); ++i) {
     shape += (i > 0 ? ", " : "") + std::to_string(v.shape[i]);
@@ -98,11 +121,19 @@ std::string NpyBytes(const Variable& v) {
   return out;
 }
 
-size_t ValueCount(const Variable& v) { return v.bytes.size() / (v.dtype == "float32" ? 4 : 8); }
+namespace {
+size_t ValueBytes(const Variable& v) {
+  return v.dtype == "uint8" ? 1 : v.dtype == "float32" ? 4 : 8;
+}
+}  // namespace
+
+size_t ValueCount(const Variable& v) { return v.bytes.size() / ValueBytes(v); }
 
 std::string ValueText(const Variable& v, size_t i) {
   char buf[40];
-  if (v.dtype == "float32") {
+  if (v.dtype == "uint8") {
+    std::snprintf(buf, sizeof buf, "%u", static_cast<unsigned>(v.bytes[i]));
+  } else if (v.dtype == "float32") {
     float f;
     std::memcpy(&f, v.bytes.data() + i * 4, 4);
     std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(f));
@@ -119,6 +150,7 @@ std::string ValueText(const Variable& v, size_t i) {
 }
 
 nlohmann::ordered_json ValueJson(const Variable& v, size_t i) {
+  if (v.dtype == "uint8") return v.bytes[i];
   if (v.dtype == "int64") {
     int64_t n;
     std::memcpy(&n, v.bytes.data() + i * 8, 8);

@@ -1,7 +1,8 @@
 // The variables of a checkpoint by path (docs/checkpoint-state.md), for
 // `holdfast ckpt get`: "model/dense_0/kernel", "optimizer/m/dense_0/kernel",
 // "counters/epoch", "values/loss_sum", and the whole flat blobs by name
-// ("params", "optimizer/m", a tracked array "ema") as 1-D arrays; a blob of
+// ("params", "optimizer/m", a tracked array "ema") as 1-D arrays of their
+// object's dtype (a tracked object's archive as bytes); a blob of
 // the params' size also by tensor ("ema/dense_0/kernel"). Pure: works on a verified
 // CheckpointContents, so that it is tested without files.
 #pragma once
@@ -18,7 +19,9 @@ namespace holdfast::launcher {
 
 struct Variable {
   std::string path;
-  std::string dtype;                 // "float32", "float64" or "int64"
+  // "float32", "float64", "int64", or "uint8": a serialized object's
+  // archive bytes (Boost.Serialization's binary archive).
+  std::string dtype;
   std::vector<int64_t> shape;        // empty: a scalar
   std::vector<unsigned char> bytes;  // little-endian, row-major
 };

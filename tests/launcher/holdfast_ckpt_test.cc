@@ -2,6 +2,7 @@
 // over checkpoints written by CheckpointManager.
 #include <gtest/gtest.h>
 
+#include <boost/serialization/version.hpp>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -66,6 +67,38 @@ struct SaveSpec {
   int64_t step = 100;
   int world = 1;
   bool counters = true;  // holdfast/epoch = step / 100, holdfast/batch = step / 10
+  bool objects = false;  // also the tracked objects of TrackObjects
+};
+
+}  // namespace
+
+// A program's own type (class version 3 in its BOOST_CLASS_VERSION).
+struct Cursor {
+  int64_t position = 0;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned /*version*/) {
+    ar& position;
+  }
+};
+
+}  // namespace holdfast
+
+BOOST_CLASS_VERSION(holdfast::Cursor, 3)
+
+namespace holdfast {
+namespace {
+
+// Tracked beside the model: "stats/steps" int64 {7, -1, 2^40}, "schedule/lr"
+// float64 0.25, "cursor" a Cursor at 42; they must outlive the save.
+struct TrackedObjects {
+  std::vector<int64_t> steps = {7, -1, int64_t{1} << 40};
+  double lr = 0.25;
+  Cursor cursor{42};
+  void TrackIn(Checkpoint& ckpt) {
+    ckpt.Track("stats/steps", std::span<int64_t>(steps));
+    ckpt.Track("schedule/lr", &lr);
+    ckpt.Track("cursor", &cursor);
+  }
 };
 
 // MakeClassifier(1) (2-16-3, Adam) with params[i] = i over the whole flat
@@ -88,6 +121,8 @@ void Save(const std::string& dir, const SaveSpec& spec) {
       ckpt.counters = {{"holdfast/epoch", spec.step / 100}, {"holdfast/batch", spec.step / 10}};
     }
     ckpt.values = {{"loss_sum", 0.1 + 0.2}};
+    TrackedObjects objects;
+    if (spec.objects) objects.TrackIn(ckpt);
     CheckpointManager manager(&ckpt, &comm, {.directory = dir, .max_to_keep = 100});
     ASSERT_OK(manager.Save());
   };
@@ -410,6 +445,39 @@ TEST_F(CkptTest, GetNpyFilesLoadWithNumpyAndHoldTheValues) {
   const std::string scalar = out.File("loss.npy");
   ASSERT_EQ(Holdfast({"ckpt", "get", dir(), "values/loss_sum", "--npy", scalar}).exit_code, 0);
   EXPECT_EQ(NumpyView(scalar), "float64 ()\n0.30000000000000004\n");
+}
+
+TEST(CkptObjectsTest, InspectListsEveryObjectAndGetReadsEachByItsType) {
+  TempDir dir;
+  Save(dir.path(), {.step = 400, .world = 2, .objects = true});
+  const ProcessResult r = Holdfast({"ckpt", "inspect", dir.path()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(LineStartingWith(r.out, "  model ").find("model in:2|dense_0/kernel:2x16"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(Words(LineStartingWith(r.out, "  stats/steps ")),
+            (std::vector<std::string>{"stats/steps", "int64[3]", "24"}));
+  EXPECT_EQ(Words(LineStartingWith(r.out, "  schedule/lr ")),
+            (std::vector<std::string>{"schedule/lr", "float64", "8"}));
+  const std::vector<std::string> cursor = Words(LineStartingWith(r.out, "  cursor "));
+  ASSERT_EQ(cursor.size(), 5u) << r.out;
+  EXPECT_EQ(cursor[1], "serializable");
+  EXPECT_EQ(cursor[2], "holdfast::Cursor");
+  EXPECT_EQ(cursor[3], "v3");
+  // Only float32 blobs have statistics.
+  const std::string blobs = r.out.substr(r.out.find("\nblobs"));
+  EXPECT_EQ(Words(LineStartingWith(blobs, "  stats/steps ")),
+            (std::vector<std::string>{"stats/steps", "6", "-"}));
+
+  TempDir out;
+  const std::string steps = out.File("steps.npy");
+  ASSERT_EQ(Holdfast({"ckpt", "get", dir.path(), "stats/steps", "--npy", steps}).exit_code, 0);
+  EXPECT_EQ(NumpyView(steps), "int64 (3,)\n7\n-1\n1099511627776\n");
+  EXPECT_EQ(Holdfast({"ckpt", "get", dir.path(), "schedule/lr"}).out,
+            "schedule/lr float64 scalar (" + dir.path() + "/ckpt-400)\n0.25\n");
+  const json archive = json::parse(Holdfast({"ckpt", "get", "--json", dir.path(), "cursor"}).out);
+  EXPECT_EQ(archive["dtype"], "uint8");  // Boost's binary archive of the Cursor
+  EXPECT_GT(archive["values"].size(), 8u);
 }
 
 TEST_F(CkptTest, GetListsEveryPathAndRefusesAnUnknownOne) {
