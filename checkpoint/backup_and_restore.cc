@@ -52,6 +52,7 @@ void BackupAndRestore::Bind(TrainingState& s) {
                                 matches.message());
   }
   checkpoint_ = std::make_unique<Checkpoint>(s.model, s.optimizer);
+  if (options_.track) options_.track(*checkpoint_);
   CheckpointOptions co = options_.checkpoint;
   co.replica = s.replica;
   manager_ = std::make_unique<CheckpointManager>(checkpoint_.get(), comm_, co);
@@ -59,7 +60,7 @@ void BackupAndRestore::Bind(TrainingState& s) {
 
 void BackupAndRestore::OnTrainBegin(TrainingState& s) {
   Bind(s);
-  auto restored = manager_->RestoreLatest();
+  auto restored = manager_->RestoreLatest(options_.restore);
   if (!restored.ok()) {
     const Status& st = restored.status();
     if (st.code() == StatusCode::kFailedPrecondition) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,6 +46,13 @@ struct BackupAndRestoreOptions {
   // A failed save ends training (std::runtime_error) instead of a warning
   // and a retry at the next save point.
   bool fail_on_save_error = false;
+  // The program's own state, saved and restored with the training's: called
+  // with the Checkpoint (model and optimizer already tracked) before the
+  // first restore, to Track more objects (an EMA, a schedule, a struct).
+  std::function<void(Checkpoint&)> track = nullptr;
+  // How strict the restore is (RestoreOptions): allow_missing lets a run
+  // that tracks a new object resume from a backup without it.
+  RestoreOptions restore = {};
 };
 
 // A run stopped for preemption.

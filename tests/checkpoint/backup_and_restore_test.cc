@@ -113,6 +113,33 @@ TEST(BackupAndRestoreTest, StepSavesResumeMidEpochBitExact) {
   }
 }
 
+// A program's own state beside Fit's: a count of the batches trained.
+class CountBatches : public Callback {
+ public:
+  void OnBatchEnd(TrainingState&) override { ++seen; }
+  int64_t seen = 0;
+};
+
+// The program tracks its counter through `track`: killed after step 13 and
+// resumed from the save at step 8, it counts 24 batches as a run that was
+// never stopped does (untracked, it would count 16: a fresh counter).
+TEST(BackupAndRestoreTest, TrackedProgramStateResumesWithTheTraining) {
+  TempDir dir;
+  CountBatches first;
+  BackupAndRestoreOptions backup = {.checkpoint = {.directory = dir.path()}};
+  backup.track = [&first](Checkpoint& c) { c.Track("batches_seen", &first.seen); };
+  StopAfterStep kill(13);
+  (void)Train(backup, {&kill, &first});
+  EXPECT_EQ(first.seen, 13);
+
+  CountBatches rerun;
+  backup.track = [&rerun](Checkpoint& c) { c.Track("batches_seen", &rerun.seen); };
+  const TrainedRun resumed = Train(backup, {&rerun});
+  ASSERT_TRUE(resumed.resumed.has_value());
+  EXPECT_EQ(resumed.resumed->step, 8);
+  EXPECT_EQ(rerun.seen, 24);
+}
+
 TEST(BackupAndRestoreTest, AFinishedRunDeletesItsBackupUnlessAskedToKeepIt) {
   TempDir deleted, kept;
   TrainedRun a = Train({.checkpoint = {.directory = deleted.path()}, .save_freq = 5});
