@@ -13,7 +13,9 @@
 
 namespace holdfast {
 
-// Loads into `model` (built) the parameters of `path`: a checkpoint
+// Loads into `model` (built) the parameters of the model tracked as `object`
+// ("model": the one the Checkpoint was built with; or another tracked
+// model, an "ema") in `path`: a checkpoint
 // (DIR/ckpt-N), or a directory, from which the newest checkpoint that
 // verifies is taken (damaged ones are skipped with a note on stderr, as a
 // restore does). Returns the step of the checkpoint loaded.
@@ -22,7 +24,9 @@ namespace holdfast {
 // writing (an uncommitted save is never read). `model` changes only when
 // everything was verified and fits. Errors name the path: NotFound (nothing
 // there, no committed checkpoint), DataLoss (none verifies),
-// FailedPrecondition (written for another model; both signatures named).
-StatusOr<int64_t> LoadWeights(Sequential& model, const std::string& path, Env* env = nullptr);
+// FailedPrecondition (written for another model, both signatures named; or
+// no model `object` in it).
+StatusOr<int64_t> LoadWeights(Sequential& model, const std::string& path,
+                              const std::string& object = "model", Env* env = nullptr);
 
 }  // namespace holdfast

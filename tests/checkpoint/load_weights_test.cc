@@ -57,6 +57,31 @@ TEST(LoadWeightsTest, AFreshModelPredictsAsTheTrainedOneWhileItsJobHoldsTheDirec
   EXPECT_EQ(fresh.optimizer->iterations(), 0);  // the optimizer is not the model's weights
 }
 
+// Another tracked model (an EMA of the weights) loads by its path.
+TEST(LoadWeightsTest, ATrackedModelLoadsByItsPath) {
+  TempDir dir;
+  Trainee t = Trained(5, 4);
+  Trainee ema = Trained(6, 4);
+  {
+    LocalCommunicator comm;
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    c.Track("ema", ema.model.get());
+    CheckpointManager m(&c, &comm, {.directory = dir.path()});
+    ASSERT_OK(m.Save());
+  }
+  Trainee fresh = MakeClassifier(99);
+  ASSERT_OK(LoadWeights(*fresh.model, dir.path(), "ema"));
+  EXPECT_EQ(fresh.Params(), ema.Params());
+  ASSERT_OK(LoadWeights(*fresh.model, dir.path()));
+  EXPECT_EQ(fresh.Params(), t.Params());
+  StatusOr<int64_t> none = LoadWeights(*fresh.model, dir.path(), "student");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(none.status().message().find("has no model 'student'"), std::string::npos)
+      << none.status().message();
+  EXPECT_EQ(fresh.Params(), t.Params());
+}
+
 TEST(LoadWeightsTest, TheNewestThatVerifiesOrTheOneNamed) {
   HeldJob job;
   Trainee& t = job.t;
