@@ -211,10 +211,14 @@ StatusOr<CheckpointContents> ReadCheckpoint(
   // The staged blobs first, so that `before_into` sees them; the live
   // destinations last.
   auto live = [into](const std::string& name) { return into != nullptr && into->contains(name); };
+  bool staged = false;
   for (const auto& [name, floats] : blob_sizes) {
-    if (!live(name)) c.blobs[name].resize(floats);
+    if (live(name)) continue;
+    c.blobs[name].resize(floats);
+    staged = true;
   }
   for (const bool to_live : {false, true}) {
+    if (!to_live && !staged) continue;  // every blob goes live: one pass
     if (to_live && before_into) HOLDFAST_RETURN_IF_ERROR(before_into(c));
     if (to_live && into == nullptr) break;
     const internal::SliceDestination destination = [&](const std::string& name, uint64_t offset,
