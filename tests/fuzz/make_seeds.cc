@@ -1,6 +1,7 @@
 // Writes the fuzzers' seed corpora: valid shards (and a header-only one)
 // into <dir>/shard; a valid manifest for two shards (in both fuzzer modes) and
-// one with unbacked size claims into <dir>/manifest. Usage: make_seeds <dir>
+// one with unbacked size claims, and one listing tracked objects into
+// <dir>/manifest. Usage: make_seeds <dir>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -44,5 +45,27 @@ int main(int argc, char** argv) {
   lying["blobs"][0]["floats"] = uint64_t{1'000'000'000};
   lying["shards"][0]["bytes"] = uint64_t{4'000'100'000};
   Write(dir / "manifest" / "fixup-size-claims", std::string(1, '\0') + lying.dump());
+  // The objects list (checkpoint/object_info.h) over the same blobs: every
+  // kind, so that the fuzzer starts from entries the reader accepts.
+  nlohmann::json objects = nlohmann::json::parse(manifest);
+  objects["objects"] = nlohmann::json::array(
+      {{{"path", "model"}, {"kind", "model"}, {"signature", "in:2"}, {"blobs", {"params"}}},
+       {{"path", "optimizer"},
+        {"kind", "optimizer"},
+        {"signature", "adam()"},
+        {"blobs", {"optimizer/m"}}},
+       {{"path", "stats"},
+        {"kind", "array"},
+        {"dtype", "float64"},
+        {"shape", {33}},
+        {"blobs", {"optimizer/v"}}},
+       {{"path", "sampler"},
+        {"kind", "serializable"},
+        {"type", "Sampler"},
+        {"class_version", 2},
+        {"per_rank", true},
+        {"world", 1},
+        {"blobs", {"optimizer/v"}}}});
+  Write(dir / "manifest" / "fixup-objects", std::string(1, '\0') + objects.dump());
   return 0;
 }
