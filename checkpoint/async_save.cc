@@ -109,7 +109,7 @@ Status CheckpointManager::StartAsyncSave() {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t step = checkpoint_->step();
   const int rank = comm_->rank();
-  checkpoint_->Capture(rank);
+  const Status captured = checkpoint_->Capture(rank);
   auto ticket = std::make_shared<const Ticket>(
       MakeTicket(step, JoinPath(options_.directory, PrepareAreaName(step, "a" + a.session))));
   const bool writer = rank < ticket->writers;
@@ -147,9 +147,10 @@ Status CheckpointManager::StartAsyncSave() {
     // rank counts this writer from the next step until its shard is done
     // (on the chief: until the commit is done).
     options_.replica->SetCheckpointBusy(true);
-    a.worker.Enqueue([this, ticket, own = std::move(own), rank] {
+    a.worker.Enqueue([this, ticket, own = std::move(own), rank, captured] {
       AsyncSave& a = *async_;
-      Status s = env_->CreateDir(options_.directory);
+      Status s = captured;  // a serialize() that threw: this rank votes no
+      if (s.ok()) s = env_->CreateDir(options_.directory);
       if (s.ok()) s = env_->CreateDir(ticket->area);  // whichever rank comes first
       std::unique_ptr<WritableFile> shard;
       a.vote = s.ok() ? WriteOwnShard(*ticket, own, &shard, /*direct=*/true) : FailedVote(s);

@@ -111,7 +111,11 @@ void Checkpoint::TrackArray(const std::string& path, const char* dtype, std::spa
   o.info.dtype = dtype;
   o.info.shape = std::move(shape);
   o.info.blobs = {path};
-  o.blobs = [path, bytes] { return std::vector<NamedBlob>{{path, bytes}}; };
+  // A scalar is one value: the chief's (split word by word, a double could
+  // come from two ranks).
+  const Placement placement =
+      o.info.kind == ObjectKind::kScalar ? Placement::kChief : Placement::kSplit;
+  o.blobs = [path, bytes, placement] { return std::vector<NamedBlob>{{path, bytes, placement}}; };
   Add(std::move(o));
 }
 
@@ -168,13 +172,18 @@ void Checkpoint::Track(const std::string& path, Optimizer* optimizer) {
   Add(std::move(o));
 }
 
-void Checkpoint::Capture(int rank) {
+Status Checkpoint::Capture(int rank) {
   for (TrackedObject& o : objects_) {
     if (!o.capture) continue;
     const bool replicated = o.info.kind == ObjectKind::kSerializable && !o.info.per_rank;
     if (replicated && rank != 0 && !o.check_replicas) continue;
-    o.capture();
+    try {
+      o.capture();
+    } catch (const std::exception& e) {
+      return FailedPreconditionError("cannot serialize '" + o.info.path + "': " + e.what());
+    }
   }
+  return Status::Ok();
 }
 
 std::vector<NamedBlob> Checkpoint::Blobs() {

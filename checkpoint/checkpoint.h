@@ -18,9 +18,11 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <span>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <typeinfo>
 #include <utility>
 #include <vector>
@@ -115,7 +117,9 @@ class Checkpoint {
   // (BOOST_CLASS_VERSION) is recorded and handed to serialize() on load, so
   // a type that grew a field still reads its older checkpoints.
   template <class T>
-  void Track(const std::string& path, T* object, TrackOptions options = {});
+  requires(!std::is_arithmetic_v<T> && !std::is_base_of_v<Sequential, T> &&
+           !std::is_base_of_v<Optimizer, T>) void Track(const std::string& path, T* object,
+                                                        TrackOptions options = {});
   // The same for state each rank holds its own of (a sampler's RNG, a
   // rank-local cache): every rank's copy is saved. A resume on another world
   // size is refused naming the path, unless `reshard` says how to build the
@@ -138,8 +142,9 @@ class Checkpoint {
   std::vector<TrackedObject>& objects() { return objects_; }
   // Serializes what lives in C++ objects into their blobs' buffers, at the
   // save step. `rank`: replicated objects are serialized on the chief only
-  // (and on every rank when checked).
-  void Capture(int rank);
+  // (and on every rank when checked). An exception from a serialize() is
+  // returned as an error naming the path (the save then fails).
+  Status Capture(int rank);
   // Every object's blobs, in a fixed order.
   std::vector<NamedBlob> Blobs();
 
@@ -185,7 +190,9 @@ Status LoadArchive(const std::string& bytes, const std::string& path, T* into) {
 }  // namespace internal
 
 template <class T>
-void Checkpoint::Track(const std::string& path, T* object, TrackOptions options) {
+requires(!std::is_arithmetic_v<T> && !std::is_base_of_v<Sequential, T> &&
+         !std::is_base_of_v<Optimizer, T>) void Checkpoint::Track(const std::string& path,
+                                                                  T* object, TrackOptions options) {
   TrackSerializable<T>(path, object, /*per_rank=*/false, nullptr, options);
 }
 
@@ -218,10 +225,14 @@ void Checkpoint::TrackSerializable(const std::string& path, T* object, bool per_
   };
   o.load = [path, object, per_rank, reshard](const std::vector<std::string>& saved, int rank,
                                              int world) -> StatusOr<std::function<void()>> {
+    if (saved.empty() || (!per_rank && saved.size() != 1)) {
+      return DataLossError("'" + path + "' has " + std::to_string(saved.size()) + " archives");
+    }
     std::vector<T> read(saved.size());
     for (size_t i = 0; i < saved.size(); ++i) {
       HOLDFAST_RETURN_IF_ERROR(internal::LoadArchive(saved[i], path, &read[i]));
     }
+    std::shared_ptr<T> fresh;
     if (per_rank && static_cast<int>(saved.size()) != world) {
       if (!reshard) {
         return FailedPreconditionError("'" + path + "' is per-rank state saved by " +
@@ -229,11 +240,16 @@ void Checkpoint::TrackSerializable(const std::string& path, T* object, bool per_
                                        std::to_string(world) +
                                        " (give TrackPerRank a reshard function)");
       }
-      auto fresh = std::make_shared<T>(reshard(std::move(read), rank, world));
-      return std::function<void()>([object, fresh] { *object = std::move(*fresh); });
+      try {
+        fresh = std::make_shared<T>(reshard(std::move(read), rank, world));
+      } catch (const std::exception& e) {
+        return FailedPreconditionError("cannot reshard '" + path + "' to rank " +
+                                       std::to_string(rank) + " of " + std::to_string(world) +
+                                       ": " + e.what());
+      }
+    } else {
+      fresh = std::make_shared<T>(std::move(read[per_rank ? static_cast<size_t>(rank) : 0]));
     }
-    const size_t mine = per_rank ? static_cast<size_t>(rank) : 0;
-    auto fresh = std::make_shared<T>(std::move(read[mine]));
     return std::function<void()>([object, fresh] { *object = std::move(*fresh); });
   };
   Add(std::move(o));

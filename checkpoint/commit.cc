@@ -61,6 +61,10 @@ StatusOr<std::unique_ptr<WritableFile>> CheckpointManager::WriteManifest(
         {{"file", vote["file"]}, {"bytes", vote["bytes"]}, {"xxh3", vote["xxh3"]}, {"rank", r}});
     if (r == 0) continue;  // the chief's blobs are the ticket's
     try {
+      if (vote.at("tracked") != ticket.tracked) {
+        fail(r, "it tracks other objects than the chief (paths, kinds or sizes differ)");
+        continue;
+      }
       for (const auto& [path, hash] : vote.at("replicas").items()) {
         const auto chief = ticket.replica_hashes.find(path);
         if (chief != ticket.replica_hashes.end() && chief->second != hash.get<std::string>()) {
@@ -80,7 +84,9 @@ StatusOr<std::unique_ptr<WritableFile>> CheckpointManager::WriteManifest(
   json objects = json::array();
   for (const ObjectInfo& info : ticket.objects) {
     for (const std::string& blob : info.blobs) {
-      if (!listed.contains(blob)) fail(0, "no blob " + blob + " of " + info.path + " was written");
+      if (listed.contains(blob)) continue;
+      if (!failures.empty()) failures += "; ";
+      failures += "no blob " + blob + " of " + info.path + " was written";
     }
     objects.push_back(ObjectToJson(info));
   }

@@ -76,6 +76,13 @@ std::string VoteFile(const std::string& area, int rank) {
   return JoinPath(area, ".vote-" + std::to_string(rank));
 }
 
+std::string TrackedHash(const std::vector<TrackedObject>& objects) {
+  std::string text;
+  for (const TrackedObject& o : objects)
+    text.append(o.info.path).append("\n").append(Describe(o.info)).append("\n");
+  return HexU64(Xxh3(text));
+}
+
 }  // namespace internal
 
 using internal::FailedVote;
@@ -172,6 +179,7 @@ CheckpointManager::Ticket CheckpointManager::MakeTicket(int64_t step, std::strin
   for (const NamedBlob& blob : WrittenBlobs()) {
     t.blobs.push_back({blob.name, blob.bytes.size() / sizeof(float), blob.placement});
   }
+  t.tracked = internal::TrackedHash(checkpoint_->objects());
   for (const TrackedObject& o : checkpoint_->objects()) {
     ObjectInfo info = o.info;
     if (info.per_rank) {
@@ -246,6 +254,7 @@ std::string CheckpointManager::WriteOwnShard(const Ticket& ticket, const ShardTo
                {"file", name},
                {"bytes", written->bytes},
                {"xxh3", HexU64(written->checksum)},
+               {"tracked", ticket.tracked},
                {"replicas", ticket.replica_hashes}};
   // Only this rank knows the sizes of its per-rank blobs.
   json per_rank = json::array();
@@ -259,11 +268,18 @@ std::string CheckpointManager::WriteOwnShard(const Ticket& ticket, const ShardTo
 Status CheckpointManager::OpenDirectory() {
   if (directory_open_) return Status::Ok();
   if (options_.chief_writes_all) {
-    // The same on every rank: no collective needed to agree on it.
+    // The same on every rank: no collective needed to agree on it. Only
+    // writers vote, so neither per-rank state nor replica hashes could
+    // reach the chief.
     for (const TrackedObject& o : checkpoint_->objects()) {
-      if (!o.info.per_rank) continue;
-      return InvalidArgumentError("cannot save the per-rank '" + o.info.path +
-                                  "' when the chief writes every shard (chief_writes_all)");
+      if (o.info.per_rank) {
+        return InvalidArgumentError("cannot save the per-rank '" + o.info.path +
+                                    "' when the chief writes every shard (chief_writes_all)");
+      }
+      if (o.check_replicas) {
+        return InvalidArgumentError("cannot check the replicas of '" + o.info.path +
+                                    "' when the chief writes every shard (chief_writes_all)");
+      }
     }
   }
   Status status = Status::Ok();
@@ -319,7 +335,7 @@ Status CheckpointManager::SaveSync() {
     ++stats_.failed;
     return AbortedError("checkpoint " + name + " not saved: " + area.substr(1));
   }
-  checkpoint_->Capture(comm_->rank());
+  const Status captured = checkpoint_->Capture(comm_->rank());
   const Ticket ticket = MakeTicket(step, area.substr(1));
 
   // Phase 1 (prepare): each writer writes its shard and votes with its size
@@ -330,8 +346,9 @@ Status CheckpointManager::SaveSync() {
   std::unique_ptr<WritableFile> shard;
   std::string vote = "{}";
   if (comm_->rank() < ticket.writers) {
-    vote = WriteOwnShard(ticket, ShardOf(ticket, LiveSlices(ticket.writers)), &shard,
-                         /*direct=*/false);
+    vote = captured.ok() ? WriteOwnShard(ticket, ShardOf(ticket, LiveSlices(ticket.writers)),
+                                         &shard, /*direct=*/false)
+                         : FailedVote(captured);
   }
   const std::vector<std::string> votes = comm_->Gather(vote, 0);
   std::vector<std::function<Status()>> syncs;

@@ -1,6 +1,7 @@
 #include "checkpoint/object_info.h"
 
 #include <cstring>
+#include <set>
 
 namespace holdfast {
 namespace {
@@ -128,6 +129,40 @@ StatusOr<ObjectInfo> ObjectFromJson(const json& entry) {
                          std::to_string(info.world) + " ranks");
   }
   return info;
+}
+
+Status CheckObjects(const std::vector<ObjectInfo>& objects,
+                    const std::map<std::string, uint64_t>& blob_words) {
+  std::set<std::string> paths, owned;
+  for (const ObjectInfo& o : objects) {
+    if (!paths.insert(o.path).second) return DataLossError("object " + o.path + " listed twice");
+    for (const std::string& blob : o.blobs) {
+      if (!blob_words.contains(blob)) {
+        return DataLossError("object " + o.path + " is in a blob the manifest lacks: " + blob);
+      }
+      if (!owned.insert(blob).second) {
+        return DataLossError("blob " + blob + " belongs to two objects");
+      }
+    }
+    const bool one_blob = o.kind != ObjectKind::kOptimizer && !o.per_rank;
+    if (one_blob && o.blobs.size() != 1) {
+      return DataLossError("object " + o.path + " lists " + std::to_string(o.blobs.size()) +
+                           " blobs");
+    }
+    if (o.kind != ObjectKind::kArray && o.kind != ObjectKind::kScalar) continue;
+    const uint64_t value_bytes = o.dtype == "float32"                         ? 4
+                                 : o.dtype == "float64" || o.dtype == "int64" ? 8
+                                                                              : 0;
+    const bool shape_ok =
+        o.kind == ObjectKind::kScalar ? o.shape.empty() : o.shape.size() == 1 && o.shape[0] >= 0;
+    const uint64_t values =
+        o.kind == ObjectKind::kScalar ? 1 : static_cast<uint64_t>(shape_ok ? o.shape[0] : 0);
+    if (value_bytes == 0 || !shape_ok || values > blob_words.at(o.blobs[0]) * 4 / value_bytes ||
+        values * value_bytes != blob_words.at(o.blobs[0]) * 4) {
+      return DataLossError("object " + o.path + " (" + Describe(o) + ") does not fit its blob");
+    }
+  }
+  return Status::Ok();
 }
 
 std::string PerRankBlobName(const std::string& path, int rank) {

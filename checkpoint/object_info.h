@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
@@ -44,6 +45,13 @@ std::string Mismatch(const ObjectInfo& saved, const ObjectInfo& tracked);
 nlohmann::json ObjectToJson(const ObjectInfo& info);
 // DataLoss when the entry is malformed.
 StatusOr<ObjectInfo> ObjectFromJson(const nlohmann::json& entry);
+
+// Whether a manifest's objects fit its blobs (name -> 4-byte words): unique
+// paths, every blob listed and owned by one object, one blob for every
+// object but optimizers and per-rank ones, a known dtype, and an array's or
+// scalar's blob exactly its values. DataLoss naming the first misfit.
+Status CheckObjects(const std::vector<ObjectInfo>& objects,
+                    const std::map<std::string, uint64_t>& blob_words);
 
 // The name of rank `rank`'s blob of per-rank object `path`. '@' is never in a path.
 std::string PerRankBlobName(const std::string& path, int rank);

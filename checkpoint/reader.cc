@@ -113,15 +113,10 @@ StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
     return DataLossError(dir + "/MANIFEST.json is malformed: " + e.what());
   }
   if (c.shards.empty()) return DataLossError(dir + ": manifest lists no shards");
-  std::set<std::string> blob_names;
-  for (const auto& [name, floats] : c.blob_floats) blob_names.insert(name);
-  for (const ObjectInfo& object : c.objects) {
-    for (const std::string& blob : object.blobs) {
-      if (!blob_names.contains(blob)) {
-        return DataLossError(dir + ": object " + object.path +
-                             " is in a blob the manifest lacks: " + blob);
-      }
-    }
+  std::map<std::string, uint64_t> blob_words;
+  for (const auto& [name, floats] : c.blob_floats) blob_words.emplace(name, floats);
+  if (Status fits = CheckObjects(c.objects, blob_words); !fits.ok()) {
+    return fits.WithContext(dir + "/MANIFEST.json");
   }
   return c;
 }

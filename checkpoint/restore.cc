@@ -101,7 +101,10 @@ StatusOr<std::vector<std::string>> SavedArchives(const CheckpointContents& c,
                                                  const ObjectInfo& saved) {
   std::vector<std::string> archives;
   for (const std::string& blob : saved.blobs) {
-    auto bytes = UnpackBytes(std::as_bytes(std::span(c.blobs.at(blob))));
+    const auto staged = c.blobs.find(blob);
+    if (staged == c.blobs.end())
+      return DataLossError(saved.path + ": its blob " + blob + " was not read");
+    auto bytes = UnpackBytes(std::as_bytes(std::span(staged->second)));
     if (!bytes.ok()) return bytes.status().WithContext(saved.path);
     archives.push_back(std::move(*bytes));
   }
@@ -116,6 +119,18 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest(const RestoreO
   const std::string& dir = options_.directory;
   std::vector<TrackedObject>& objects = checkpoint_->objects();
   const int rank = comm_->rank(), world = comm_->size();
+  {
+    // Every rank restores the objects the chief's plan names, in its order:
+    // they must track the same ones.
+    const std::string tracked = internal::TrackedHash(objects);
+    const std::vector<int64_t> hash = {static_cast<int64_t>(Xxh3(tracked))};
+    const Communicator::MinMax range = comm_->AllReduceMinMax(hash);
+    if (range.min != range.max) {
+      return FailedPreconditionError(
+          "the ranks track different objects (paths, kinds or sizes differ): every rank must "
+          "Track the same ones in the same order");
+    }
+  }
   std::optional<CheckpointContents> chosen;
   RestorePlan plan;
   // The chief's: the archives of each restored serializable object, and
@@ -177,6 +192,13 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest(const RestoreO
               HOLDFAST_ASSIGN_OR_RETURN(std::function<void()> apply,
                                         objects[i].load(archives[i], rank, world));
               assign.push_back(std::move(apply));
+              // A reshard builds each rank's object: every rank's must come
+              // out before anything changes anywhere.
+              const bool reshards =
+                  objects[i].info.per_rank && archives[i].size() != static_cast<size_t>(world);
+              for (int r = 1; reshards && r < world; ++r) {
+                HOLDFAST_RETURN_IF_ERROR(objects[i].load(archives[i], r, world).status());
+              }
             }
             return Status::Ok();
           };

@@ -89,7 +89,7 @@ bool IsFloatBlob(const CheckpointContents& c, const std::string& name) {
         return false;
     }
   }
-  return false;
+  return true;  // no object describes it: a float blob, as every blob was before objects
 }
 
 }  // namespace holdfast::launcher

@@ -73,7 +73,9 @@ StatusOr<Variable> FindVariable(const CheckpointContents& c, const std::string& 
   }
   for (const auto& [name, blob] : c.blobs) {
     const std::string prefix = TensorPrefix(name);
-    if (!path.starts_with(prefix) || blob.size() != ParamsFloats(c)) continue;
+    if (!path.starts_with(prefix) || blob.size() != ParamsFloats(c) || !IsFloatBlob(c, name)) {
+      continue;
+    }
     for (const TensorSpec& t : layout) {
       if (path.substr(prefix.size()) == t.name && t.offset + t.size <= blob.size()) {
         return Floats(path, t.shape, blob.data() + t.offset, t.size);
@@ -89,7 +91,7 @@ std::vector<std::string> VariablePaths(const CheckpointContents& c) {
   const std::vector<TensorSpec> layout = ParamsLayout(c);
   for (const auto& [name, floats] : c.blob_floats) {  // manifest order: params first
     paths.push_back(name);
-    if (floats != ParamsFloats(c)) continue;
+    if (floats != ParamsFloats(c) || !IsFloatBlob(c, name)) continue;
     for (const TensorSpec& t : layout) paths.push_back(TensorPrefix(name) + t.name);
   }
   for (const auto& [key, value] : c.counters) paths.push_back("counters/" + key);

@@ -47,6 +47,8 @@ struct CheckpointManager::Ticket {
   std::vector<ObjectInfo> objects;
   // Replicated objects checked across ranks: path -> XXH3 of this rank's copy.
   std::map<std::string, std::string> replica_hashes;
+  // TrackedHash of this rank's objects: every writer's must be the chief's.
+  std::string tracked;
 };
 
 namespace internal {
@@ -104,6 +106,9 @@ std::string FailedVote(const Status& why);
 Status RemoveCheckpoint(Env* env, const std::string& path);
 // 16 hex digits for prepare-area names that no other run or save used.
 std::string RandomNonce();
+// What every rank must track alike: each object's path and description
+// (kind, dtype and shape, signature, type and version), hashed.
+std::string TrackedHash(const std::vector<TrackedObject>& objects);
 // Where a writer leaves its vote for a chief that commits in the background.
 std::string VoteFile(const std::string& area, int rank);
 inline constexpr uint64_t kMaxVoteBytes = 1 << 16;

@@ -11,6 +11,7 @@
 #include <boost/serialization/vector.hpp>
 #include <boost/serialization/version.hpp>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -56,10 +57,31 @@ struct Sampler {
   }
 };
 
+// A version-5 type that dropped support for archives older than version 4.
+struct Picky {
+  int64_t epoch = 0;
+  template <class Archive>
+  void serialize(Archive& ar, unsigned version) {
+    if (Archive::is_loading::value && version < 4) {
+      throw std::runtime_error("version " + std::to_string(version) + " is no longer read");
+    }
+    ar& epoch;
+  }
+};
+
+// A type whose serialize() throws when saving (a bug in the program's code).
+struct Broken {
+  template <class Archive>
+  void serialize(Archive&, unsigned) {
+    throw std::runtime_error("cannot save this");
+  }
+};
+
 }  // namespace holdfast::tracked_objects_test
 
 BOOST_CLASS_VERSION(holdfast::tracked_objects_test::LoaderV1, 1)
 BOOST_CLASS_VERSION(holdfast::tracked_objects_test::LoaderV2, 2)
+BOOST_CLASS_VERSION(holdfast::tracked_objects_test::Picky, 5)
 
 namespace holdfast::tracked_objects_test {
 namespace {
@@ -235,6 +257,42 @@ TEST_P(PerRankTest, EachRankGetsItsOwnBack) {
 
 INSTANTIATE_TEST_SUITE_P(Worlds, PerRankTest, ::testing::Values(1, 2, 3));
 
+// Asynchronous saves carry per-rank and checked replicated objects too:
+// each is serialized at the save step (later changes are not in it), every
+// rank's per-rank size reaches the chief through its vote file, and each
+// rank gets its own copy back.
+TEST(PerRankTest, AnAsynchronousSaveCarriesThemAsTheSynchronousOneDoes) {
+  TempDir dir;
+  RunInProcessRanks(2, [&](Communicator& comm) {
+    Trainee t = Trained(3, 4);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    Sampler sampler = SamplerOf(comm.rank(), 3);
+    LoaderV1 loader = LoaderOf(5);
+    c.TrackPerRank("sampler", &sampler);
+    c.Track("loader", &loader, {.check_replicas = true});
+    StepReplica replica(comm);
+    CheckpointManager m(&c, &comm, {.directory = dir.path(), .async = true, .replica = &replica});
+    ASSERT_OK(m.Save());
+    sampler.drawn = -1;  // after the save step: not in the checkpoint
+    loader.position = -1;
+    ASSERT_OK(StepUntilResolved(m, replica, Status::Ok()));
+    EXPECT_EQ(m.last_committed_step(), 4);
+  });
+  RunInProcessRanks(2, [&](Communicator& comm) {
+    Trainee t = Trained(8, 4);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    Sampler sampler;
+    LoaderV1 loader;
+    c.TrackPerRank("sampler", &sampler);
+    c.Track("loader", &loader, {.check_replicas = true});
+    CheckpointManager m(&c, &comm, {.directory = dir.path()});
+    ASSERT_OK(m.RestoreLatest());
+    EXPECT_EQ(sampler.seed, SamplerOf(comm.rank(), 3).seed);
+    EXPECT_EQ(sampler.drawn, SamplerOf(comm.rank(), 3).drawn);
+    EXPECT_EQ(loader.position, LoaderOf(5).position);
+  });
+}
+
 TEST(PerRankWorldTest, AnotherWorldIsRefusedInOneLineNamingTheObject) {
   TempDir dir;
   SaveSamplers(3, dir.path());
@@ -348,6 +406,7 @@ TEST(StrictRestoreTest, AMissingAndAnUnusedObjectAreOneLineAndNothingChanges) {
       s.message().find("it has no schedule/lr; it holds what this run does not track: loader"),
       std::string::npos)
       << s.message();
+  // (refused from the manifest alone: nothing was read)
   EXPECT_EQ(t.Hash(), before);
   EXPECT_EQ(lr, 0.5);
   EXPECT_EQ(t.optimizer->iterations(), 4);
@@ -383,6 +442,119 @@ TEST(StrictRestoreTest, ExpectPartialLeavesUnusedObjectsUnread) {
   ASSERT_OK(restored);
   EXPECT_EQ(t.Params(), Trained(3, 4).Params());
   EXPECT_TRUE(m.fresh_objects().empty());
+}
+
+// The chief reads every user type as its type before anything changes: a
+// type that cannot read its archive leaves the model, the arrays and the
+// user objects that did read untouched, and the line names it.
+TEST(StrictRestoreTest, AUserTypeThatCannotReadItsArchiveChangesNothing) {
+  TempDir dir;
+  {
+    LocalCommunicator comm;
+    Trainee t = Trained(3, 4);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    LoaderV1 first = LoaderOf(5), loader = LoaderOf(6);
+    std::vector<double> stats = {1.5, 2.5};
+    c.Track("first", &first);
+    c.Track("stats", std::span<double>(stats));
+    c.Track("loader", &loader);
+    CheckpointManager m(&c, &comm, {.directory = dir.path()});
+    ASSERT_OK(m.Save());
+  }
+  LocalCommunicator comm;
+  Trainee t = Trained(8, 4);
+  const uint64_t before = t.Hash();
+  Checkpoint c(t.model.get(), t.optimizer.get());
+  LoaderV1 first;
+  std::vector<double> stats = {0, 0};
+  Picky loader{77};
+  c.Track("first", &first);
+  c.Track("stats", std::span<double>(stats));
+  c.Track("loader", &loader);
+  CheckpointManager m(&c, &comm, {.directory = dir.path()});
+  auto restored = m.RestoreLatest();
+  ASSERT_FALSE(restored.ok());
+  EXPECT_EQ(restored.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(restored.status().message().find("'loader' does not read as "
+                                             "holdfast::tracked_objects_test::Picky: version 1 is "
+                                             "no longer read"),
+            std::string::npos)
+      << restored.status().message();
+  EXPECT_EQ(t.Hash(), before);
+  EXPECT_EQ(t.optimizer->iterations(), 4);
+  EXPECT_EQ(stats, (std::vector<double>{0, 0}));
+  EXPECT_EQ(first.order, std::vector<int64_t>{});
+  EXPECT_EQ(loader.epoch, 77);
+}
+
+// Every rank must track the same objects: a save where one rank tracks
+// another array fails naming that rank, and a restore is refused on every
+// rank (no rank waits for a broadcast the others never make).
+TEST(RanksTrackAlikeTest, ARankThatTracksOtherObjectsFailsTheSaveAndTheRestore) {
+  TempDir dir;
+  RunInProcessRanks(2, [&](Communicator& comm) {
+    Trainee t = Trained(3, 4);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    std::vector<float> ema(comm.rank() == 1 ? 5 : 4, 1.0f);
+    c.Track("ema", ema);
+    CheckpointManager m(&c, &comm, {.directory = dir.path()});
+    const Status saved = m.Save();
+    ASSERT_FALSE(saved.ok());
+    EXPECT_NE(saved.message().find("rank 1: it tracks other objects than the chief"),
+              std::string::npos)
+        << saved.message();
+    auto restored = m.RestoreLatest();
+    ASSERT_FALSE(restored.ok());
+    EXPECT_NE(restored.status().message().find("the ranks track different objects"),
+              std::string::npos)
+        << restored.status().message();
+  });
+}
+
+// A serialize() that throws on the chief alone fails the save on every
+// rank, naming the object; the previous checkpoint stays.
+TEST(SaveErrorsTest, ASerializeThatThrowsFailsTheSaveOnEveryRank) {
+  TempDir dir;
+  RunInProcessRanks(2, [&](Communicator& comm) {
+    Trainee t = Trained(3, 4);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    Broken broken;
+    c.Track("broken", &broken);
+    CheckpointManager m(&c, &comm, {.directory = dir.path()});
+    const Status saved = m.Save();
+    ASSERT_FALSE(saved.ok());
+    EXPECT_NE(saved.message().find("rank 0: "), std::string::npos) << saved.message();
+    EXPECT_NE(saved.message().find("cannot serialize 'broken': cannot save this"),
+              std::string::npos)
+        << saved.message();
+    EXPECT_EQ(m.last_committed_step(), -1);
+  });
+}
+
+// A reshard that fails for one new rank fails the restore on every rank
+// before any of them changes.
+TEST(PerRankWorldTest, AReshardThatFailsForOneRankChangesNothingAnywhere) {
+  TempDir dir;
+  SaveSamplers(3, dir.path());
+  RunInProcessRanks(2, [&](Communicator& comm) {
+    Trainee t = Trained(8, 4);
+    const uint64_t before = t.Hash();
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    Sampler sampler{9, 9};
+    c.TrackPerRank<Sampler>("sampler", &sampler, [](std::vector<Sampler> saved, int rank, int) {
+      if (rank == 1) throw std::runtime_error("no seed left for rank 1");
+      return saved[0];
+    });
+    CheckpointManager m(&c, &comm, {.directory = dir.path()});
+    auto restored = m.RestoreLatest();
+    ASSERT_FALSE(restored.ok());
+    EXPECT_NE(restored.status().message().find(
+                  "cannot reshard 'sampler' to rank 1 of 2: no seed left for rank 1"),
+              std::string::npos)
+        << restored.status().message();
+    EXPECT_EQ(t.Hash(), before);
+    EXPECT_EQ(sampler.seed, 9u);
+  });
 }
 
 TEST(TrackPathTest, ObjectsMayNotNest) {
