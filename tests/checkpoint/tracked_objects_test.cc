@@ -179,16 +179,22 @@ TEST(AllKindsTest, TheManifestDescribesEveryObject) {
   EXPECT_EQ(described["ema/optimizer"].rfind("optimizer ", 0), 0u);
 }
 
-TEST(VersionTest, AVersion2TypeReadsTheCheckpointsItsVersion1Wrote) {
-  TempDir dir;
-  RunInProcessRanks(2, [&](Communicator& comm) {
+// A run of `world` ranks that saved a model and "loader" (LoaderV1 at
+// LoaderOf(5)); the tests restore it into runs that track other things.
+void SaveWithLoader(const std::string& dir, int world = 1) {
+  RunInProcessRanks(world, [&](Communicator& comm) {
     Trainee t = Trained(3, 4);
     Checkpoint c(t.model.get(), t.optimizer.get());
     LoaderV1 loader = LoaderOf(5);
     c.Track("loader", &loader);
-    CheckpointManager m(&c, &comm, {.directory = dir.path()});
+    CheckpointManager m(&c, &comm, {.directory = dir});
     ASSERT_OK(m.Save());
   });
+}
+
+TEST(VersionTest, AVersion2TypeReadsTheCheckpointsItsVersion1Wrote) {
+  TempDir dir;
+  SaveWithLoader(dir.path(), 2);
   LocalCommunicator comm;
   Trainee t = Trained(8, 4);
   Checkpoint c(t.model.get(), t.optimizer.get());
@@ -373,18 +379,6 @@ TEST(ReplicaCheckTest, ACopyThatDiffersOnOneRankFailsTheSaveNamingIt) {
         << s.message();
     EXPECT_EQ(m.last_committed_step(), 4);
   });
-}
-
-// A run that saved a model and "loader"; the tests restore it into runs that
-// track other things.
-void SaveWithLoader(const std::string& dir) {
-  LocalCommunicator comm;
-  Trainee t = Trained(3, 4);
-  Checkpoint c(t.model.get(), t.optimizer.get());
-  LoaderV1 loader = LoaderOf(5);
-  c.Track("loader", &loader);
-  CheckpointManager m(&c, &comm, {.directory = dir});
-  ASSERT_OK(m.Save());
 }
 
 TEST(StrictRestoreTest, AMissingAndAnUnusedObjectAreOneLineAndNothingChanges) {
