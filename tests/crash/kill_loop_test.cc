@@ -113,8 +113,10 @@ TEST_F(KillLoopTest, EveryRestartAfterAKilledRankEndsBitExact) {
       bool killed = false;
       std::optional<ProcessResult> done;
       if (kills < kKillsPerRound) {
+        // Up to 80% of a whole run: a run's length varies by 10-20% on a
+        // busy 2-core machine, and a kill drawn past the end misses.
         std::uniform_real_distribution<double> when(0.1 * run_seconds[async],
-                                                    0.95 * run_seconds[async]);
+                                                    0.8 * run_seconds[async]);
         done = job.WaitFor(when(random));
         if (!done) {
           const std::vector<pid_t> ranks = DescendantPids(job.pid(), "fmnist_mlp");
