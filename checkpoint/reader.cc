@@ -121,9 +121,9 @@ StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
   return c;
 }
 
-StatusOr<CheckpointContents> ReadCheckpoint(
-    Env* env, const std::string& dir, const BlobDestinations* into,
-    const std::function<Status(const CheckpointContents&)>& before_into) {
+StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
+                                            const ReadTargets* targets) {
+  const BlobDestinations* into = targets != nullptr ? &targets->live : nullptr;
   HOLDFAST_ASSIGN_OR_RETURN(CheckpointContents c, ReadManifest(env, dir));
   std::map<std::string, uint64_t> blob_sizes;
   uint64_t total_floats = 0;
@@ -203,22 +203,27 @@ StatusOr<CheckpointContents> ReadCheckpoint(
     if (next != floats) return DataLossError(dir + ": blob " + name + " is incomplete");
   }
 
-  // The staged blobs first, so that `before_into` sees them; the live
-  // destinations last.
+  // The staged blobs first, so that `before_live` sees them; the live
+  // destinations last; skipped ones nowhere.
   auto live = [into](const std::string& name) { return into != nullptr && into->contains(name); };
+  auto skipped = [targets](const std::string& name) {
+    return targets != nullptr && targets->skip.contains(name);
+  };
   bool staged = false;
   for (const auto& [name, floats] : blob_sizes) {
-    if (live(name)) continue;
+    if (live(name) || skipped(name)) continue;
     c.blobs[name].resize(floats);
     staged = true;
   }
   for (const bool to_live : {false, true}) {
-    if (!to_live && !staged) continue;  // every blob goes live: one pass
-    if (to_live && before_into) HOLDFAST_RETURN_IF_ERROR(before_into(c));
+    if (!to_live && !staged) continue;  // nothing staged: one pass
+    if (to_live && targets != nullptr && targets->before_live) {
+      HOLDFAST_RETURN_IF_ERROR(targets->before_live(c));
+    }
     if (to_live && into == nullptr) break;
     const internal::SliceDestination destination = [&](const std::string& name, uint64_t offset,
                                                        uint64_t /*count*/) -> std::byte* {
-      if (live(name) != to_live) return nullptr;
+      if (skipped(name) || live(name) != to_live) return nullptr;
       if (to_live) return into->at(name).data() + offset * sizeof(float);
       return reinterpret_cast<std::byte*>(c.blobs.at(name).data() + offset);
     };

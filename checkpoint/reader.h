@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -55,17 +56,27 @@ struct CheckpointContents {
 // by blob name.
 using BlobDestinations = std::map<std::string, std::span<std::byte>>;
 
+// What ReadCheckpoint does with each blob besides verifying it.
+struct ReadTargets {
+  // Copied into live state (each must be in the checkpoint, of its size,
+  // else FailedPrecondition), and only once all is verified and
+  // `before_live` accepted it.
+  BlobDestinations live;
+  // Verified, then neither copied nor kept (a partial restore's unused
+  // objects, the optimizer's slots when only weights are wanted).
+  std::set<std::string> skip;
+  // Called with everything verified and the other blobs in c.blobs, before
+  // `live` is written: an error from it is returned and `live` stays as it was.
+  std::function<Status(const CheckpointContents&)> before_live;
+};
+
 // Reads `dir` (a "ckpt-<step>" directory). DataLoss for anything damaged or
 // inconsistent, NotFound for missing files; nothing is allocated beyond what
-// the shard files on disk can hold. The blobs named in `into` are copied
-// there (each must be in the checkpoint, of its size, else
-// FailedPrecondition), the others into c.blobs. Nothing is written into
-// `into` until the whole checkpoint has been verified and `before_into`
-// (if given) has accepted it, with c.blobs filled: an error from it is
-// returned and leaves `into` untouched.
-StatusOr<CheckpointContents> ReadCheckpoint(
-    Env* env, const std::string& dir, const BlobDestinations* into = nullptr,
-    const std::function<Status(const CheckpointContents&)>& before_into = nullptr);
+// the shard files on disk can hold. Every blob is verified; those `targets`
+// neither copies live nor skips are returned in c.blobs (without targets:
+// all of them).
+StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
+                                            const ReadTargets* targets = nullptr);
 
 // Reads only the manifest (cheap; checks its checksum, not the shards).
 StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir);

@@ -177,14 +177,19 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest(const RestoreO
         if (loaded.ok()) {
           std::map<std::string, const ObjectInfo*> saved;
           for (const ObjectInfo& info : loaded->objects) saved.emplace(info.path, &info);
-          BlobDestinations live;
+          ReadTargets targets;
           for (size_t i : plan.restored) {
             if (objects[i].info.kind == ObjectKind::kSerializable) continue;
-            for (const NamedBlob& blob : objects[i].blobs()) live.emplace(blob.name, blob.bytes);
+            for (const NamedBlob& blob : objects[i].blobs()) {
+              targets.live.emplace(blob.name, blob.bytes);
+            }
+          }
+          for (const std::string& path : plan.ignored) {  // expect_partial: verified, not kept
+            for (const std::string& blob : saved.at(path)->blobs) targets.skip.insert(blob);
           }
           archives.clear();
           assign.clear();
-          auto check_objects = [&](const CheckpointContents& c) -> Status {
+          targets.before_live = [&](const CheckpointContents& c) -> Status {
             for (size_t i : plan.restored) {
               if (objects[i].info.kind != ObjectKind::kSerializable) continue;
               HOLDFAST_ASSIGN_OR_RETURN(archives[i],
@@ -202,7 +207,7 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest(const RestoreO
             }
             return Status::Ok();
           };
-          loaded = ReadCheckpoint(env_, e.path, &live, check_objects);
+          loaded = ReadCheckpoint(env_, e.path, &targets);
         }
         if (loaded.status().code() == StatusCode::kFailedPrecondition) {
           return loaded.status().WithContext("checkpoint " + e.path);

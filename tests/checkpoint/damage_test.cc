@@ -164,10 +164,10 @@ TEST_P(DamageTest, ReadingIntoLiveStateWritesNothingUntilAllIsVerified) {
   auto plain = ReadCheckpoint(Env::Default(), b.string());
   ASSERT_OK(plain.status());
   std::map<std::string, std::vector<float>> storage;
-  BlobDestinations into;
+  ReadTargets into;
   for (const auto& [name, floats] : plain->blob_floats) {
     storage[name].assign(floats, 42.0f);
-    into.emplace(name, std::as_writable_bytes(std::span(storage[name])));
+    into.live.emplace(name, std::as_writable_bytes(std::span(storage[name])));
   }
   const std::string last =
       "shard-" + std::to_string(World() - 1) + "-of-" + std::to_string(World()) + ".bin";
@@ -187,7 +187,7 @@ TEST_P(DamageTest, ReadingIntoLiveStateWritesNothingUntilAllIsVerified) {
   for (const auto& [name, values] : storage) EXPECT_EQ(values, plain->blobs.at(name)) << name;
   // Destinations that are not the checkpoint's blobs are refused up front.
   storage.begin()->second.push_back(0.0f);
-  into.at(storage.begin()->first) = std::as_writable_bytes(std::span(storage.begin()->second));
+  into.live.at(storage.begin()->first) = std::as_writable_bytes(std::span(storage.begin()->second));
   auto wrong = ReadCheckpoint(Env::Default(), b.string(), &into);
   EXPECT_EQ(wrong.status().code(), StatusCode::kFailedPrecondition) << wrong.status().ToString();
 }
