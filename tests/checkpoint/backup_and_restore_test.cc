@@ -140,6 +140,32 @@ TEST(BackupAndRestoreTest, TrackedProgramStateResumesWithTheTraining) {
   EXPECT_EQ(rerun.seen, 24);
 }
 
+// A run that starts tracking a new object resumes a backup written without
+// it only with allow_missing; strict, it is refused naming the object.
+TEST(BackupAndRestoreTest, ANewlyTrackedObjectNeedsAllowMissingToResume) {
+  TempDir dir;
+  StopAfterStep kill(13);
+  BackupAndRestoreOptions backup = {.checkpoint = {.directory = dir.path()}};
+  (void)Train(backup, {&kill});  // saved at step 8, without "batches_seen"
+
+  CountBatches counter;
+  counter.seen = 100;  // the new object's initial value
+  backup.track = [&counter](Checkpoint& c) { c.Track("batches_seen", &counter.seen); };
+  try {
+    (void)Train(backup, {&counter});
+    ADD_FAILURE() << "a strict restore accepted a backup without batches_seen";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("it has no batches_seen"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(counter.seen, 100);
+
+  backup.restore.allow_missing = true;
+  const TrainedRun resumed = Train(backup, {&counter});
+  ASSERT_TRUE(resumed.resumed.has_value());
+  EXPECT_EQ(resumed.resumed->step, 8);
+  EXPECT_EQ(counter.seen, 100 + 16);  // kept its value, then counted the 16 steps left
+}
+
 TEST(BackupAndRestoreTest, AFinishedRunDeletesItsBackupUnlessAskedToKeepIt) {
   TempDir deleted, kept;
   TrainedRun a = Train({.checkpoint = {.directory = deleted.path()}, .save_freq = 5});

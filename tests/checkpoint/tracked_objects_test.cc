@@ -406,23 +406,25 @@ TEST(StrictRestoreTest, AMissingAndAnUnusedObjectAreOneLineAndNothingChanges) {
   EXPECT_EQ(t.optimizer->iterations(), 4);
 }
 
+// On every rank: the chief's plan says which objects start fresh.
 TEST(StrictRestoreTest, AllowMissingStartsANewObjectFreshAndSaysWhich) {
   TempDir dir;
-  SaveWithLoader(dir.path());
-  LocalCommunicator comm;
-  Trainee t = Trained(8, 4);
-  Checkpoint c(t.model.get(), t.optimizer.get());
-  LoaderV1 loader;
-  double lr = 0.5;
-  c.Track("loader", &loader);
-  c.Track("schedule/lr", &lr);  // new in this run
-  CheckpointManager m(&c, &comm, {.directory = dir.path()});
-  auto restored = m.RestoreLatest({.allow_missing = true});
-  ASSERT_OK(restored);
-  EXPECT_EQ(m.fresh_objects(), std::vector<std::string>{"schedule/lr"});
-  EXPECT_EQ(lr, 0.5);
-  EXPECT_EQ(loader.order, LoaderOf(5).order);
-  EXPECT_EQ(t.Params(), Trained(3, 4).Params());
+  SaveWithLoader(dir.path(), 2);
+  RunInProcessRanks(2, [&](Communicator& comm) {
+    Trainee t = Trained(8, 4);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    LoaderV1 loader;
+    double lr = 0.5;
+    c.Track("loader", &loader);
+    c.Track("schedule/lr", &lr);  // new in this run
+    CheckpointManager m(&c, &comm, {.directory = dir.path()});
+    auto restored = m.RestoreLatest({.allow_missing = true});
+    ASSERT_OK(restored);
+    EXPECT_EQ(m.fresh_objects(), std::vector<std::string>{"schedule/lr"});
+    EXPECT_EQ(lr, 0.5);
+    EXPECT_EQ(loader.order, LoaderOf(5).order);
+    EXPECT_EQ(t.Params(), Trained(3, 4).Params());
+  });
 }
 
 TEST(StrictRestoreTest, ExpectPartialLeavesUnusedObjectsUnread) {
