@@ -16,6 +16,11 @@ bool IsPathWord(const std::string& word) {
   return true;
 }
 
+// Whether `path` lies under `prefix` ("ema/x" under "ema", not "ema2").
+bool IsUnder(const std::string& path, const std::string& prefix) {
+  return path.size() > prefix.size() && path.starts_with(prefix) && path[prefix.size()] == '/';
+}
+
 void CheckPath(const std::string& path) {
   static const char* const kReserved[] = {"params",   "model",  "optimizer",
                                           "counters", "values", "holdfast"};
@@ -91,11 +96,7 @@ void Checkpoint::Add(TrackedObject object) {
     // An object's blobs are named under its path ("ema/params"): no other
     // object may live there.
     const std::string& other = o.info.path;
-    const bool nested = (path.size() > other.size() && path.compare(0, other.size(), other) == 0 &&
-                         path[other.size()] == '/') ||
-                        (other.size() > path.size() && other.compare(0, path.size(), path) == 0 &&
-                         other[path.size()] == '/');
-    if (nested) {
+    if (IsUnder(path, other) || IsUnder(other, path)) {
       throw std::invalid_argument("cannot track '" + path + "': it nests with the tracked '" +
                                   other + "'");
     }
@@ -146,9 +147,9 @@ void Checkpoint::Track(const std::string& path, Sequential* model) {
 }
 
 void Checkpoint::Track(const std::string& path, Optimizer* optimizer) {
-  // Its step count travels as a blob of its own, "<path>/iterations".
+  // Its step count travels as a blob of its own.
   TrackedObject o = OptimizerObject(path, optimizer);
-  const std::string steps = path + "/iterations";
+  const std::string steps = OptimizerStepBlobName(path);
   o.info.blobs.push_back(steps);
   const size_t index = objects_.size();
   o.capture = [this, index, optimizer] {

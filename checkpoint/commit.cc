@@ -43,12 +43,13 @@ StatusOr<std::unique_ptr<WritableFile>> CheckpointManager::WriteManifest(
   for (const Ticket::Blob& blob : ticket.blobs)
     blobs.push_back({{"name", blob.name}, {"floats", blob.floats}});
   std::string failures;
-  auto fail = [&failures](size_t rank, const std::string& why) {
+  auto note = [&failures](const std::string& why) {
     if (!failures.empty()) failures += "; ";
-    failures += "rank ";
-    failures += std::to_string(rank);
-    failures += ": ";
     failures += why;
+  };
+  // (append, not "rank " + ...: GCC 12 warns falsely on the latter, bug 105651)
+  auto fail = [&note](size_t rank, const std::string& why) {
+    note(std::string("rank ").append(std::to_string(rank)).append(": ").append(why));
   };
   for (size_t r = 0; r < votes.size(); ++r) {
     const json vote = json::parse(votes[r], nullptr, /*allow_exceptions=*/false);
@@ -84,9 +85,7 @@ StatusOr<std::unique_ptr<WritableFile>> CheckpointManager::WriteManifest(
   json objects = json::array();
   for (const ObjectInfo& info : ticket.objects) {
     for (const std::string& blob : info.blobs) {
-      if (listed.contains(blob)) continue;
-      if (!failures.empty()) failures += "; ";
-      failures += "no blob " + blob + " of " + info.path + " was written";
+      if (!listed.contains(blob)) note("no blob " + blob + " of " + info.path + " was written");
     }
     objects.push_back(ObjectToJson(info));
   }

@@ -165,6 +165,23 @@ Status CheckObjects(const std::vector<ObjectInfo>& objects,
   return Status::Ok();
 }
 
+std::string OptimizerStepBlobName(const std::string& path) { return path + "/iterations"; }
+
+std::string BlobDtype(const ObjectInfo& object, const std::string& blob) {
+  switch (object.kind) {
+    case ObjectKind::kModel:
+      return "float32";
+    case ObjectKind::kOptimizer:
+      return blob == OptimizerStepBlobName(object.path) ? "int64" : "float32";
+    case ObjectKind::kArray:
+    case ObjectKind::kScalar:
+      return object.dtype;
+    case ObjectKind::kSerializable:
+      return "bytes";
+  }
+  return "bytes";
+}
+
 std::string PerRankBlobName(const std::string& path, int rank) {
   return path + "@" + std::to_string(rank);
 }

@@ -55,6 +55,12 @@ Status CheckObjects(const std::vector<ObjectInfo>& objects,
 
 // The name of rank `rank`'s blob of per-rank object `path`. '@' is never in a path.
 std::string PerRankBlobName(const std::string& path, int rank);
+// The blob that holds the step count of an optimizer tracked at `path`
+// beside the main one (an int64; the slots are float32).
+std::string OptimizerStepBlobName(const std::string& path);
+// What blob `blob` of `object` holds: "float32", "float64" or "int64"
+// values, or "bytes" (a serialized object's packed archive).
+std::string BlobDtype(const ObjectInfo& object, const std::string& blob);
 
 // A serializable object's bytes travel in a blob of 4-byte words: their
 // length (8 bytes, little-endian), the bytes, then zero padding.

@@ -60,6 +60,13 @@ uint64_t CheckpointContents::bytes() const {
   return total;
 }
 
+const ObjectInfo* CheckpointContents::ObjectOf(const std::string& blob) const {
+  for (const ObjectInfo& o : objects) {
+    if (std::find(o.blobs.begin(), o.blobs.end(), blob) != o.blobs.end()) return &o;
+  }
+  return nullptr;
+}
+
 StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
   HOLDFAST_ASSIGN_OR_RETURN(
       std::string text, env->ReadFile(JoinPath(dir, kManifestFile), internal::kMaxManifestBytes));

@@ -50,6 +50,8 @@ struct CheckpointContents {
   // read them: every blob not given a destination.
   std::map<std::string, std::vector<float>> blobs;
   uint64_t bytes() const;
+  // The object whose blobs include `blob`; null when none does.
+  const ObjectInfo* ObjectOf(const std::string& blob) const;
 };
 
 // Where ReadCheckpoint copies blobs instead of allocating them: live state,

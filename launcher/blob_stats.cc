@@ -75,21 +75,9 @@ Stats BlobStats(const std::vector<float>& blob, const std::vector<TensorSpec>& l
 }
 
 bool IsFloatBlob(const CheckpointContents& c, const std::string& name) {
-  for (const ObjectInfo& o : c.objects) {
-    if (std::find(o.blobs.begin(), o.blobs.end(), name) == o.blobs.end()) continue;
-    switch (o.kind) {
-      case ObjectKind::kModel:
-        return true;
-      case ObjectKind::kOptimizer:  // its step count is an int64 (Checkpoint::Track)
-        return !name.ends_with("/iterations");
-      case ObjectKind::kArray:
-      case ObjectKind::kScalar:
-        return o.dtype == "float32";
-      case ObjectKind::kSerializable:
-        return false;
-    }
-  }
-  return true;  // no object describes it: a float blob, as every blob was before objects
+  const ObjectInfo* object = c.ObjectOf(name);
+  // No object describes it: a float blob, as every blob was before objects.
+  return object == nullptr || BlobDtype(*object, name) == "float32";
 }
 
 }  // namespace holdfast::launcher

@@ -50,22 +50,23 @@ StatusOr<Variable> FindVariable(const CheckpointContents& c, const std::string& 
   // What its values are, its object says.
   if (const auto it = c.blobs.find(path); it != c.blobs.end() && !IsFloatBlob(c, path)) {
     const std::span<const std::byte> bytes = std::as_bytes(std::span(it->second));
-    for (const ObjectInfo& o : c.objects) {
-      if (std::find(o.blobs.begin(), o.blobs.end(), path) == o.blobs.end()) continue;
-      if (o.kind == ObjectKind::kSerializable) {  // its archive, as bytes
-        HOLDFAST_ASSIGN_OR_RETURN(std::string archive, UnpackBytes(bytes));
-        return Variable{path,
-                        "uint8",
-                        {static_cast<int64_t>(archive.size())},
-                        std::vector<unsigned char>(archive.begin(), archive.end())};
-      }
-      // An int64 or float64 array or scalar, or an optimizer's step count.
-      Variable v{path, o.kind == ObjectKind::kOptimizer ? "int64" : o.dtype, o.shape, {}};
-      const size_t size = o.kind == ObjectKind::kOptimizer ? 8 : bytes.size();
-      const auto* first = reinterpret_cast<const unsigned char*>(bytes.data());
-      v.bytes.assign(first, first + std::min(size, bytes.size()));
-      return v;
+    const ObjectInfo& o = *c.ObjectOf(path);  // a blob no object describes is a float one
+    const std::string dtype = BlobDtype(o, path);
+    if (dtype == "bytes") {  // a serialized object's archive
+      HOLDFAST_ASSIGN_OR_RETURN(std::string archive, UnpackBytes(bytes));
+      return Variable{path,
+                      "uint8",
+                      {static_cast<int64_t>(archive.size())},
+                      std::vector<unsigned char>(archive.begin(), archive.end())};
     }
+    // An int64 or float64 array or scalar, or an optimizer's step count (a
+    // scalar of its own).
+    const bool step_count = o.kind == ObjectKind::kOptimizer;
+    Variable v{path, dtype, step_count ? std::vector<int64_t>{} : o.shape, {}};
+    const size_t size = step_count ? sizeof(int64_t) : bytes.size();
+    const auto* first = reinterpret_cast<const unsigned char*>(bytes.data());
+    v.bytes.assign(first, first + std::min(size, bytes.size()));
+    return v;
   }
   if (const auto it = c.blobs.find(path); it != c.blobs.end()) {
     return Floats(path, {static_cast<int64_t>(it->second.size())}, it->second.data(),
