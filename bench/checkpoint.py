@@ -251,7 +251,8 @@ def main(argv=None):
     sizes = sorted({mb for n in names for mb in io[n]})
     rows = [("state", "program", "save GB/s", "raw write GB/s", "save/raw",
              f">= {TARGET_SAVE_RATIO}", "restore cold GB/s", "raw read cold GB/s",
-             "restore/raw cold", "restore warm GB/s", "raw read warm GB/s", "restore/raw warm")]
+             "restore/raw cold", "restore warm GB/s", "raw read warm GB/s", "restore/raw warm",
+             "restore/(raw+allgather) cold", "warm")]
     for mb in sizes:
         for n in names:
             j = io[n].get(mb)
@@ -268,7 +269,9 @@ def main(argv=None):
                          fmt(j.get("restore_cold_over_raw", j.get("load_cold_over_raw")), ".2f"),
                          fmt(j.get("restore_warm_gbps", j.get("load_warm_gbps")), ".2f"),
                          fmt(j.get("raw_read_warm_gbps"), ".2f"),
-                         fmt(j.get("restore_warm_over_raw", j.get("load_warm_over_raw")), ".2f")))
+                         fmt(j.get("restore_warm_over_raw", j.get("load_warm_over_raw")), ".2f"),
+                         fmt(j.get("restore_cold_over_mirrored_raw"), ".2f"),
+                         fmt(j.get("restore_warm_over_mirrored_raw"), ".2f")))
     if len(rows) > 1:
         print(f"checkpoint I/O against raw sequential I/O of the same bytes, same directory "
               f"({args.repeats} repeats per program alternating which goes first, "
@@ -278,8 +281,9 @@ def main(argv=None):
         print(table(rows))
         print("raw write = write loop + fsync + fsync dir; cold = page cache dropped with "
               "posix_fadvise(DONTNEED) (the hypervisor may still cache); holdfast's restore "
-              "reads every shard on rank 0 and broadcasts, the raw read has each rank read its "
-              "share.")
+              "has each rank read its share of the shards and all-gathers the state; the raw "
+              "read has each rank read its share only, and raw+allgather adds the MPI_Allgatherv "
+              "that gives every rank the whole state (what a mirrored restore needs).")
 
     # Where holdfast's save time goes (chief, median ms), from the timing Env.
     brows = [("state", "program", "op", "total", "shard write", "shard fsync", "shard read",

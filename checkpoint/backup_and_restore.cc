@@ -60,7 +60,10 @@ void BackupAndRestore::Bind(TrainingState& s) {
 
 void BackupAndRestore::OnTrainBegin(TrainingState& s) {
   Bind(s);
-  auto restored = manager_->RestoreLatest(options_.restore);
+  RestoreOptions restore = options_.restore;
+  // Starting fresh after damage needs the weights from before the restore.
+  restore.undo_on_failure |= options_.start_fresh_if_damaged;
+  auto restored = manager_->RestoreLatest(restore);
   if (!restored.ok()) {
     const Status& st = restored.status();
     if (st.code() == StatusCode::kFailedPrecondition) {

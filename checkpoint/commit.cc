@@ -58,8 +58,11 @@ StatusOr<std::unique_ptr<WritableFile>> CheckpointManager::WriteManifest(
       fail(r, vote.is_object() ? vote.value("error", "no error given") : "unreadable vote");
       continue;
     }
-    shards.push_back(
-        {{"file", vote["file"]}, {"bytes", vote["bytes"]}, {"xxh3", vote["xxh3"]}, {"rank", r}});
+    shards.push_back({{"file", vote["file"]},
+                      {"bytes", vote["bytes"]},
+                      {"xxh3", vote["xxh3"]},
+                      {"rank", r},
+                      {"slices", vote["slices"]}});
     if (r == 0) continue;  // the chief's blobs are the ticket's
     try {
       if (vote.at("tracked") != ticket.tracked) {

@@ -177,6 +177,30 @@ class PosixFileLock final : public FileLock {
   int fd_;
 };
 
+class PosixRandomAccessFile final : public RandomAccessFile {
+ public:
+  PosixRandomAccessFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~PosixRandomAccessFile() override { ::close(fd_); }
+
+  Status Read(uint64_t offset, std::span<char> out) override {
+    size_t done = 0;
+    while (done < out.size()) {
+      const ssize_t n =
+          ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return ErrnoToStatus(errno, "read " + path_);
+      if (n == 0)
+        return DataLossError(path_ + ": ends before byte " + std::to_string(offset + out.size()));
+      done += static_cast<size_t>(n);
+    }
+    return Status::Ok();
+  }
+
+ private:
+  const int fd_;
+  const std::string path_;
+};
+
 class PosixEnv final : public Env {
  public:
   StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
@@ -222,6 +246,13 @@ class PosixEnv final : public Env {
     }
     ::close(fd);
     return out;
+  }
+
+  StatusOr<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(
+      const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoToStatus(errno, "open " + path);
+    return std::unique_ptr<RandomAccessFile>(new PosixRandomAccessFile(fd, path));
   }
 
   StatusOr<uint64_t> FileSize(const std::string& path) override {

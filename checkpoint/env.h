@@ -27,6 +27,15 @@ class WritableFile {
   virtual Status Close() = 0;  // also run by the destructor, errors ignored there
 };
 
+// A file read at chosen offsets (pread), by one thread at a time.
+class RandomAccessFile {
+ public:
+  virtual ~RandomAccessFile() = default;
+  // Reads exactly out.size() bytes from `offset` on; DataLoss if the file
+  // ends first.
+  virtual Status Read(uint64_t offset, std::span<char> out) = 0;
+};
+
 // An exclusive lock on a file, held until it is destroyed (LevelDB's
 // FileLock); the kernel also drops it when the holding process dies.
 class FileLock {
@@ -56,6 +65,9 @@ class Env {
   // Reads a whole file; a file larger than `max_bytes` is an error (checked
   // before anything is allocated).
   virtual StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) = 0;
+  // Opens `path` for reads at any offset, straight into the caller's memory.
+  virtual StatusOr<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(
+      const std::string& path) = 0;
   virtual StatusOr<uint64_t> FileSize(const std::string& path) = 0;
   virtual bool Exists(const std::string& path) = 0;
   // True for a real directory; false for files and for symbolic links,
@@ -97,6 +109,10 @@ class EnvWrapper : public Env {
   }
   StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) override {
     return base_->ReadFile(path, max_bytes);
+  }
+  StatusOr<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(
+      const std::string& path) override {
+    return base_->NewRandomAccessFile(path);
   }
   StatusOr<uint64_t> FileSize(const std::string& path) override { return base_->FileSize(path); }
   bool Exists(const std::string& path) override { return base_->Exists(path); }

@@ -250,10 +250,25 @@ std::string CheckpointManager::WriteOwnShard(const Ticket& ticket, const ShardTo
   *file = std::move(*created);
   const StatusOr<internal::WrittenShard> written = internal::WriteShard(shard, **file);
   if (!written.ok()) return FailedVote(written.status());
+  // Where each slice lies in the file, so that readers can split the
+  // shard; the small ones (the chief's and per-rank blobs) with a digest of
+  // their own, so that a restore can check them before it writes any
+  // live state (docs/parallel-restore.md).
+  json layout = json::array();
+  for (size_t i = 0; i < shard.slices.size(); ++i) {
+    const ShardToWrite::Slice& slice = shard.slices[i];
+    json entry = {slice.name, slice.offset, slice.data.size() / sizeof(float),
+                  written->slice_offsets.at(i)};
+    if (ticket.blobs.at(i).placement != Placement::kSplit) {
+      entry.push_back(HexU64(Xxh3(slice.data.data(), slice.data.size())));
+    }
+    layout.push_back(std::move(entry));
+  }
   json vote = {{"ok", true},
                {"file", name},
                {"bytes", written->bytes},
                {"xxh3", HexU64(written->checksum)},
+               {"slices", std::move(layout)},
                {"tracked", ticket.tracked},
                {"replicas", ticket.replica_hashes}};
   // Only this rank knows the sizes of its per-rank blobs.

@@ -109,6 +109,13 @@ struct RestoreOptions {
   bool allow_missing = false;
   // Saved objects this run does not track are left unread.
   bool expect_partial = false;
+  // Tracked arrays are read in place: a checkpoint found damaged after its
+  // bytes reached them leaves them to the older checkpoint restored instead,
+  // or, when none is usable, holding what was read. This keeps a copy of
+  // them first (the state's size in memory and a copy's time) and puts it
+  // back whenever the restore fails or leaves such bytes behind. User
+  // objects, scalars and counters never change before all is verified.
+  bool undo_on_failure = false;
 };
 
 // RestoreLatest reports what it restored to the file kRestoreReportEnv

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <set>
 
 #include "checkpoint/internal/manifest.h"
+#include "checkpoint/internal/parallel_read.h"
 #include "checkpoint/internal/shard_format.h"
 #include "core/hash.h"
 
@@ -52,6 +54,100 @@ std::vector<ObjectInfo> ObjectsOfBlobNames(const CheckpointContents& c) {
   return objects;
 }
 
+// The layout a writer makes (WriteShard): each shard's slices in file
+// order, each right after its header, the first after the shard's prefix,
+// the last ending the file; together they cover every blob exactly once.
+// Checked from the manifest alone, before a byte of a shard is read.
+Status CheckLayout(const CheckpointContents& c, const std::map<std::string, uint64_t>& blobs) {
+  std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> covered;
+  for (const ShardInfo& shard : c.shards) {
+    uint64_t end = internal::kShardHeaderBytes;  // of what precedes the next header
+    for (const SliceInfo& slice : shard.slices) {
+      const auto blob = blobs.find(slice.blob);
+      if (blob == blobs.end() || slice.offset > blob->second ||
+          slice.count > blob->second - slice.offset) {
+        return DataLossError(shard.file + ": a slice of " + slice.blob + " outside its blob");
+      }
+      const uint64_t header =
+          internal::SliceHeaderBytes(slice.blob, blob->second, slice.offset, slice.count).size();
+      const bool first = &slice == &shard.slices.front();
+      // The first slice's header follows the archived counters and values,
+      // whose length the manifest does not say.
+      if (first ? slice.at < end + header : slice.at != end + header) {
+        return DataLossError(shard.file + ": slice of " + slice.blob + " misplaced");
+      }
+      if (slice.count > (shard.bytes - std::min(shard.bytes, slice.at)) / sizeof(float)) {
+        return DataLossError(shard.file + ": slice of " + slice.blob + " beyond the file");
+      }
+      end = slice.at + slice.count * sizeof(float);
+      covered[slice.blob].emplace_back(slice.offset, slice.offset + slice.count);
+    }
+    if (!shard.slices.empty() && end != shard.bytes) {
+      return DataLossError(shard.file + ": its last slice does not end the file");
+    }
+  }
+  for (const auto& [name, words] : blobs) {
+    auto& ranges = covered[name];
+    std::sort(ranges.begin(), ranges.end());
+    uint64_t next = 0;
+    for (const auto& [begin, end] : ranges) {
+      if (begin != next) return DataLossError("blob " + name + " is not covered exactly");
+      next = end;
+    }
+    if (next != words) return DataLossError("blob " + name + " is incomplete");
+  }
+  return Status::Ok();
+}
+
+// ReadCheckpoint of a checkpoint whose manifest records the layout: one
+// reader takes every shard's bytes as a parallel restore's ranks share
+// them (internal/parallel_read.h), into staging memory, so that nothing
+// reaches `targets->live` before all is verified.
+StatusOr<CheckpointContents> ReadLaidOut(Env* env, const std::string& dir, CheckpointContents c,
+                                         const ReadTargets* targets) {
+  auto skipped = [targets](const std::string& name) {
+    return targets != nullptr && targets->skip.contains(name);
+  };
+  std::set<std::string> small;
+  for (const ShardInfo& shard : c.shards) {
+    for (const SliceInfo& slice : shard.slices) {
+      if (!slice.xxh3.empty()) small.insert(slice.blob);
+    }
+  }
+  internal::BlobMemory staged;  // every blob kept, and the small ones: hashed from here
+  for (const auto& [name, floats] : c.blob_floats) {
+    if (skipped(name) && !small.contains(name)) continue;
+    std::vector<float>& words = c.blobs[name];
+    words.resize(floats);
+    staged[name] = std::as_writable_bytes(std::span(words));
+  }
+  const internal::Shares shares = internal::ShareOut(c, 1, /*chief_reads_all=*/true);
+  HOLDFAST_RETURN_IF_ERROR(internal::ReadSmallSlices(env, dir, c, shares[0], staged));
+  HOLDFAST_ASSIGN_OR_RETURN(internal::ShareRead read,
+                            internal::ReadShare(env, dir, c, shares[0], staged, staged));
+  HOLDFAST_RETURN_IF_ERROR(internal::CheckChecksums(c, {read}));
+  c.values = std::move(*read.values);
+  for (const std::string& name : small) {
+    if (skipped(name)) c.blobs.erase(name);
+  }
+  if (targets == nullptr) return c;
+  if (targets->before_live) {
+    // It sees the blobs that are not going live, as a caller would.
+    std::map<std::string, std::vector<float>> going_live;
+    for (const auto& [name, span] : targets->live) {
+      going_live[name] = std::move(c.blobs.at(name));
+      c.blobs.erase(name);
+    }
+    HOLDFAST_RETURN_IF_ERROR(targets->before_live(c));
+    for (auto& [name, words] : going_live) c.blobs[name] = std::move(words);
+  }
+  for (const auto& [name, span] : targets->live) {
+    std::memcpy(span.data(), c.blobs.at(name).data(), span.size());
+    c.blobs.erase(name);
+  }
+  return c;
+}
+
 }  // namespace
 
 uint64_t CheckpointContents::bytes() const {
@@ -70,6 +166,10 @@ const ObjectInfo* CheckpointContents::ObjectOf(const std::string& blob) const {
 StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
   HOLDFAST_ASSIGN_OR_RETURN(
       std::string text, env->ReadFile(JoinPath(dir, kManifestFile), internal::kMaxManifestBytes));
+  return ParseManifest(text, dir);
+}
+
+StatusOr<CheckpointContents> ParseManifest(const std::string& text, const std::string& dir) {
   const json manifest = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (manifest.is_discarded() || !manifest.is_object() || !manifest.contains("checksum") ||
       !manifest["checksum"].is_string()) {
@@ -96,11 +196,25 @@ StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
     c.model_signature = manifest.at("model_signature").get<std::string>();
     c.optimizer_signature = manifest.at("optimizer_signature").get<std::string>();
     c.counters = manifest.at("counters").get<std::map<std::string, int64_t>>();
-    for (const json& s : manifest.at("shards")) {
-      ShardInfo info{s.at("file").get<std::string>(), s.at("bytes").get<uint64_t>(),
-                     s.at("xxh3").get<std::string>(), s.at("rank").get<int>()};
+    const json& shards = manifest.at("shards");
+    c.has_layout = !shards.empty();
+    for (const json& s : shards) {
+      ShardInfo info{s.at("file").get<std::string>(),
+                     s.at("bytes").get<uint64_t>(),
+                     s.at("xxh3").get<std::string>(),
+                     s.at("rank").get<int>(),
+                     {}};
       if (!IsShardFileName(info.file)) {
         return DataLossError(dir + ": manifest names a shard outside the checkpoint: " + info.file);
+      }
+      if (!s.contains("slices")) c.has_layout = false;
+      for (const json& slice : s.value("slices", json::array())) {
+        SliceInfo& si = info.slices.emplace_back();
+        si.blob = slice.at(0).get<std::string>();
+        si.offset = slice.at(1).get<uint64_t>();
+        si.count = slice.at(2).get<uint64_t>();
+        si.at = slice.at(3).get<uint64_t>();
+        if (slice.size() > 4) si.xxh3 = slice.at(4).get<std::string>();
       }
       c.shards.push_back(std::move(info));
     }
@@ -120,10 +234,17 @@ StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir) {
     return DataLossError(dir + "/MANIFEST.json is malformed: " + e.what());
   }
   if (c.shards.empty()) return DataLossError(dir + ": manifest lists no shards");
+  // Layouts came with format 2's chunked checksum, which readers split.
+  c.has_layout = c.has_layout && c.format_version >= 2;
   std::map<std::string, uint64_t> blob_words;
   for (const auto& [name, floats] : c.blob_floats) blob_words.emplace(name, floats);
   if (Status fits = CheckObjects(c.objects, blob_words); !fits.ok()) {
     return fits.WithContext(dir + "/MANIFEST.json");
+  }
+  if (c.has_layout) {
+    if (Status fits = CheckLayout(c, blob_words); !fits.ok()) {
+      return fits.WithContext(dir + "/MANIFEST.json");
+    }
   }
   return c;
 }
@@ -168,6 +289,8 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
     }
     if (!misfits.empty()) return FailedPreconditionError("blobs that do not fit: " + misfits);
   }
+  if (c.has_layout) return ReadLaidOut(env, dir, std::move(c), targets);
+  // A checkpoint written before manifests recorded the layout.
   // First every shard is read, its hash checked and its layout decoded
   // (the floats skipped), and the slices must cover every blob exactly;
   // only then are floats copied anywhere, so a damaged checkpoint leaves

@@ -20,11 +20,23 @@
 
 namespace holdfast {
 
+// Where one slice of a blob lies in its shard file (manifest "slices").
+struct SliceInfo {
+  std::string blob;
+  uint64_t offset = 0, count = 0;  // in 4-byte words of the blob
+  uint64_t at = 0;                 // the file byte where its words start
+  // Hex XXH3-64 of its bytes, for the small slices (the chief's and
+  // per-rank blobs), which a restore checks before writing live state;
+  // empty for the others.
+  std::string xxh3;
+};
+
 struct ShardInfo {
   std::string file;
   uint64_t bytes = 0;
   std::string xxh3;  // hex: the shard's checksum (internal::ShardChecksum)
   int writer_rank = 0;
+  std::vector<SliceInfo> slices;  // in file order; see CheckpointContents::has_layout
 };
 
 struct CheckpointContents {
@@ -39,6 +51,11 @@ struct CheckpointContents {
   std::map<std::string, int64_t> counters;
   std::map<std::string, double> values;
   std::vector<ShardInfo> shards;
+  // Whether the manifest records where every slice lies (checkpoints
+  // written before it did have none): then ReadManifest has checked that
+  // layout, and ranks can read their parts of the shards in parallel
+  // (docs/parallel-restore.md).
+  bool has_layout = false;
   // Blob names and sizes in 4-byte words ("floats": most blobs are float32
   // arrays), from the manifest, in its order.
   std::vector<std::pair<std::string, uint64_t>> blob_floats;
@@ -82,6 +99,8 @@ StatusOr<CheckpointContents> ReadCheckpoint(Env* env, const std::string& dir,
 
 // Reads only the manifest (cheap; checks its checksum, not the shards).
 StatusOr<CheckpointContents> ReadManifest(Env* env, const std::string& dir);
+// The same from the manifest's text (as the chief sends it to every rank).
+StatusOr<CheckpointContents> ParseManifest(const std::string& text, const std::string& dir);
 
 // The fallback a restore makes: the committed checkpoints among `entries`
 // (ListCheckpoints of `dir`) are given to `read` newest first, and the first

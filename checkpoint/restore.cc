@@ -1,5 +1,5 @@
 // CheckpointManager, restore: the newest valid checkpoint, falling back past
-// damaged ones, read by the chief and broadcast.
+// damaged ones, read by every rank in parallel (docs/parallel-restore.md).
 #include <omp.h>
 
 #include <algorithm>
@@ -9,9 +9,12 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "checkpoint/internal/manager_internal.h"
+#include "checkpoint/internal/manifest.h"
+#include "checkpoint/internal/parallel_read.h"
 #include "checkpoint/manager.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/run_layout.h"
@@ -97,18 +100,295 @@ StatusOr<RestorePlan> MatchObjects(const std::vector<ObjectInfo>& saved,
 }
 
 // The saved archives of a serializable object, from the staged blobs.
-StatusOr<std::vector<std::string>> SavedArchives(const CheckpointContents& c,
-                                                 const ObjectInfo& saved) {
+StatusOr<std::vector<std::string>> SavedArchives(
+    const std::map<std::string, std::vector<float>>& blobs, const ObjectInfo& saved) {
   std::vector<std::string> archives;
   for (const std::string& blob : saved.blobs) {
-    const auto staged = c.blobs.find(blob);
-    if (staged == c.blobs.end())
+    const auto staged = blobs.find(blob);
+    if (staged == blobs.end())
       return DataLossError(saved.path + ": its blob " + blob + " was not read");
     auto bytes = UnpackBytes(std::as_bytes(std::span(staged->second)));
     if (!bytes.ok()) return bytes.status().WithContext(saved.path);
     archives.push_back(std::move(*bytes));
   }
   return archives;
+}
+
+json PlanToJson(const RestorePlan& plan) {
+  return {{"restored", plan.restored}, {"fresh", plan.fresh}, {"ignored", plan.ignored}};
+}
+
+RestorePlan PlanFromJson(const json& j) {
+  RestorePlan plan;
+  plan.restored = j.at("restored").get<std::vector<size_t>>();
+  plan.fresh = j.at("fresh").get<std::vector<std::string>>();
+  plan.ignored = j.at("ignored").get<std::vector<std::string>>();
+  return plan;
+}
+
+// The blobs a plan copies into live memory: those of its restored objects,
+// serializable ones aside (those are assigned).
+std::vector<NamedBlob> LiveBlobs(std::vector<TrackedObject>& objects, const RestorePlan& plan) {
+  std::vector<NamedBlob> live;
+  for (size_t i : plan.restored) {
+    if (objects[i].info.kind == ObjectKind::kSerializable) continue;
+    for (NamedBlob& blob : objects[i].blobs()) live.push_back(std::move(blob));
+  }
+  return live;
+}
+
+// One outcome for every rank: the first error in rank order, or OK.
+Status Agree(Communicator& comm, const Status& mine) {
+  Status first = Status::Ok();
+  for (const Status& s : comm.GatherStatus(mine, 0)) {
+    if (!s.ok()) {
+      first = s;
+      break;
+    }
+  }
+  return comm.BroadcastStatus(first, 0);
+}
+
+// Every rank reads its share of a checkpoint whose manifest records the
+// layout, and the ranks then assemble the whole state on each
+// (docs/parallel-restore.md). Collective: every call on every rank.
+class ParallelRestore {
+ public:
+  ParallelRestore(Env* env, Communicator* comm, std::vector<TrackedObject>& objects,
+                  bool chief_reads_all, bool undo_on_failure)
+      : env_(env),
+        comm_(comm),
+        objects_(objects),
+        chief_reads_all_(chief_reads_all),
+        undo_(undo_on_failure) {}
+
+  // Reads checkpoint `c` (at `path`) on every rank: its small state,
+  // checked and read as its types before any live byte changes, then the
+  // rest straight into the live state; returns the verdict every rank
+  // agrees on (DataLoss for damage anywhere).
+  Status Read(const CheckpointContents& c, const std::string& path, const RestorePlan& plan) {
+    const int rank = comm_->rank(), world = comm_->size();
+    shares_ = internal::ShareOut(c, world, chief_reads_all_);
+    const std::span<const internal::Extent> mine = shares_[static_cast<size_t>(rank)];
+    staged_.clear();
+    assign_.clear();
+    internal::BlobMemory staging;
+    for (const ShardInfo& shard : c.shards) {
+      for (const SliceInfo& slice : shard.slices) {
+        if (slice.xxh3.empty()) continue;
+        std::vector<float>& words = staged_[slice.blob];
+        for (const auto& [name, floats] : c.blob_floats) {
+          if (name == slice.blob) words.resize(floats);
+        }
+        staging[slice.blob] = std::as_writable_bytes(std::span(words));
+      }
+    }
+    HOLDFAST_RETURN_IF_ERROR(
+        Agree(*comm_, internal::ReadSmallSlices(env_, path, c, mine, staging)));
+    for (size_t s = 0; s < c.shards.size(); ++s) {
+      for (const SliceInfo& slice : c.shards[s].slices) {
+        const int reader = slice.xxh3.empty() ? -1 : internal::SmallSliceReader(shares_, s, slice);
+        if (reader < 0) continue;
+        comm_->Broadcast(staging.at(slice.blob).data() + slice.offset * sizeof(float),
+                         slice.count * sizeof(float), reader);
+      }
+    }
+    // Every rank reads its user objects as their types (a per-rank one
+    // resharded for it) before anything live changes.
+    std::map<std::string, const ObjectInfo*> saved;
+    for (const ObjectInfo& info : c.objects) saved.emplace(info.path, &info);
+    Status loaded = Status::Ok();
+    for (size_t i : plan.restored) {
+      if (objects_[i].info.kind != ObjectKind::kSerializable) continue;
+      auto archives = SavedArchives(staged_, *saved.at(objects_[i].info.path));
+      auto apply = archives.ok() ? objects_[i].load(*archives, rank, world)
+                                 : StatusOr<std::function<void()>>(archives.status());
+      if (!apply.ok()) {
+        loaded = apply.status();
+        break;
+      }
+      assign_.push_back(std::move(*apply));
+    }
+    HOLDFAST_RETURN_IF_ERROR(Agree(*comm_, loaded));
+
+    internal::BlobMemory live;
+    for (const NamedBlob& blob : LiveBlobs(objects_, plan)) {
+      if (!staged_.contains(blob.name)) live[blob.name] = blob.bytes;
+    }
+    if (undo_ && !kept_) KeepLiveState();
+    auto read = internal::ReadShare(env_, path, c, mine, live, staging,
+                                    /*hash_on_another_thread=*/omp_get_max_threads() > 1);
+    // The chief forms every shard's checksum from the ranks' chunk digests.
+    const std::vector<Status> statuses = comm_->GatherStatus(read.status(), 0);
+    const std::vector<std::string> reports = comm_->Gather(read.ok() ? read->Encode() : "", 0);
+    Status verdict = Status::Ok();
+    if (rank == 0) {
+      std::vector<internal::ShareRead> reads;
+      for (size_t r = 0; r < statuses.size() && verdict.ok(); ++r) {
+        verdict = statuses[r];
+        if (!verdict.ok()) break;
+        auto decoded = internal::ShareRead::Decode(reports[r]);
+        if (!decoded.ok()) {
+          verdict = decoded.status();
+          break;
+        }
+        if (decoded->values) values_ = *decoded->values;
+        reads.push_back(std::move(*decoded));
+      }
+      if (verdict.ok()) verdict = internal::CheckChecksums(c, reads);
+    }
+    verdict = comm_->BroadcastStatus(verdict, 0);
+    if (!verdict.ok()) {
+      for (const auto& [name, bytes] : live) damaged_writes_.insert(name);
+    }
+    return verdict;
+  }
+
+  // After a Read that succeeded: each rank's parts of the arrays reach every
+  // rank, the small ones are copied in and user objects assigned.
+  void Assemble(const CheckpointContents& c, const RestorePlan& plan) {
+    for (const NamedBlob& blob : LiveBlobs(objects_, plan)) {
+      const auto staged = staged_.find(blob.name);
+      if (staged != staged_.end()) {
+        std::memcpy(blob.bytes.data(), staged->second.data(), blob.bytes.size());
+      } else {
+        comm_->AllGather(blob.bytes.data(), internal::BlobParts(c, shares_, blob.name));
+      }
+    }
+    for (const std::function<void()>& apply : assign_) apply();
+  }
+
+  // The chief's: the values of the checkpoint the last Read verified.
+  const std::map<std::string, double>& values() const { return values_; }
+
+  // A damaged checkpoint's bytes may sit in live arrays that the one
+  // restored instead does not overwrite (an allow_missing object it lacks):
+  // they get their values from before (undo_on_failure) or the restore fails.
+  Status CheckOverwritten(const RestorePlan& plan) {
+    std::set<std::string> left = damaged_writes_;
+    for (const NamedBlob& blob : LiveBlobs(objects_, plan)) left.erase(blob.name);
+    if (left.empty()) return Status::Ok();
+    if (kept_) {
+      Undo(&left);
+      return Status::Ok();
+    }
+    std::string names;
+    for (const std::string& name : left) names += (names.empty() ? "" : ", ") + name;
+    return DataLossError("a damaged checkpoint was read into " + names +
+                         ", which the checkpoint restored instead does not hold: they are lost "
+                         "(RestoreOptions::undo_on_failure keeps the values from before)");
+  }
+
+  // Puts back the live state (only the blobs in `only`, if given) as it
+  // was before the first read, if kept.
+  void Undo(const std::set<std::string>* only = nullptr) {
+    if (!kept_) return;
+    for (size_t i = 0; i < objects_.size(); ++i) {
+      if (objects_[i].info.kind == ObjectKind::kSerializable) continue;
+      for (const NamedBlob& blob : objects_[i].blobs()) {
+        if (only != nullptr && !only->contains(blob.name)) continue;
+        const std::vector<std::byte>& before = kept_state_.at(blob.name);
+        std::memcpy(blob.bytes.data(), before.data(), before.size());
+      }
+    }
+  }
+
+ private:
+  void KeepLiveState() {
+    for (TrackedObject& object : objects_) {
+      if (object.info.kind == ObjectKind::kSerializable) continue;
+      for (const NamedBlob& blob : object.blobs()) {
+        kept_state_[blob.name].assign(blob.bytes.begin(), blob.bytes.end());
+      }
+    }
+    kept_ = true;
+  }
+
+  Env* const env_;
+  Communicator* const comm_;
+  std::vector<TrackedObject>& objects_;
+  const bool chief_reads_all_, undo_;
+  internal::Shares shares_;
+  // Every small blob of the checkpoint last read, on every rank.
+  std::map<std::string, std::vector<float>> staged_;
+  std::vector<std::function<void()>> assign_;  // this rank's user objects
+  std::map<std::string, double> values_;
+  std::set<std::string> damaged_writes_;  // live blobs a damaged checkpoint was read into
+  bool kept_ = false;
+  std::map<std::string, std::vector<std::byte>> kept_state_;
+};
+
+// Reads a checkpoint written before manifests recorded the layout, the old
+// way: the chief alone reads it whole into the live state, which it writes
+// only once all is verified and every serializable object has read as its
+// type; the archives of those and what assigns them are returned.
+StatusOr<CheckpointContents> ReadByChief(Env* env, const CheckpointContents& manifest,
+                                         const std::string& path, const RestorePlan& plan,
+                                         std::vector<TrackedObject>& objects, int world,
+                                         std::map<size_t, std::vector<std::string>>* archives,
+                                         std::vector<std::function<void()>>* assign) {
+  std::map<std::string, const ObjectInfo*> saved;
+  for (const ObjectInfo& info : manifest.objects) saved.emplace(info.path, &info);
+  ReadTargets targets;
+  for (size_t i : plan.restored) {
+    if (objects[i].info.kind == ObjectKind::kSerializable) continue;
+    for (const NamedBlob& blob : objects[i].blobs()) targets.live[blob.name] = blob.bytes;
+  }
+  for (const std::string& p : plan.ignored) {  // expect_partial: verified, not kept
+    for (const std::string& blob : saved.at(p)->blobs) targets.skip.insert(blob);
+  }
+  archives->clear();
+  assign->clear();
+  targets.before_live = [&](const CheckpointContents& c) -> Status {
+    for (size_t i : plan.restored) {
+      if (objects[i].info.kind != ObjectKind::kSerializable) continue;
+      HOLDFAST_ASSIGN_OR_RETURN((*archives)[i],
+                                SavedArchives(c.blobs, *saved.at(objects[i].info.path)));
+      HOLDFAST_ASSIGN_OR_RETURN(std::function<void()> apply,
+                                objects[i].load((*archives)[i], /*rank=*/0, world));
+      assign->push_back(std::move(apply));
+      // A reshard builds each rank's object: every rank's must come out
+      // before anything changes anywhere.
+      const bool reshards =
+          objects[i].info.per_rank && (*archives)[i].size() != static_cast<size_t>(world);
+      for (int r = 1; reshards && r < world; ++r) {
+        HOLDFAST_RETURN_IF_ERROR(objects[i].load((*archives)[i], r, world).status());
+      }
+    }
+    return Status::Ok();
+  };
+  return ReadCheckpoint(env, path, &targets);
+}
+
+// What ReadByChief read reaches every rank: arrays broadcast, the archives
+// of serializable objects too, each rank then reading its own.
+void BroadcastReadByChief(Communicator& comm, std::vector<TrackedObject>& objects,
+                          const RestorePlan& plan,
+                          const std::map<size_t, std::vector<std::string>>& archives) {
+  const int rank = comm.rank(), world = comm.size();
+  for (size_t i : plan.restored) {
+    TrackedObject& object = objects.at(i);
+    if (object.info.kind != ObjectKind::kSerializable) {
+      for (const NamedBlob& blob : object.blobs()) {
+        comm.Broadcast(blob.bytes.data(), blob.bytes.size(), 0);
+      }
+      continue;
+    }
+    // Small state: every rank gets every saved copy (a per-rank object may
+    // be resharded from all of them) and reads its own.
+    int64_t count = rank == 0 ? static_cast<int64_t>(archives.at(i).size()) : 0;
+    comm.Broadcast(&count, sizeof count, 0);
+    std::vector<std::string> saved(static_cast<size_t>(count));
+    for (int64_t k = 0; k < count; ++k) {
+      saved[k] = comm.BroadcastString(rank == 0 ? archives.at(i)[k] : "", 0);
+    }
+    if (rank != 0) {
+      // The chief read these very bytes as this type a moment ago.
+      auto apply = object.load(saved, rank, world);
+      HOLDFAST_CHECK(apply.ok(), apply.status().ToString());
+      (*apply)();
+    }
+  }
 }
 
 }  // namespace
@@ -131,101 +411,110 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest(const RestoreO
           "Track the same ones in the same order");
     }
   }
+  ParallelRestore parallel(env_, comm_, objects, options_.chief_writes_all,
+                           options.undo_on_failure);
   std::optional<CheckpointContents> chosen;
+  bool chosen_in_parallel = false;
   RestorePlan plan;
-  // The chief's: the archives of each restored serializable object, and
-  // what assigns them (found while reading, applied once all is verified).
+  // A checkpoint read the old way, by the chief alone (one written before
+  // manifests recorded the layout): the archives of each restored
+  // serializable object, and what assigns them (found while reading,
+  // applied once all is verified).
   std::map<size_t, std::vector<std::string>> archives;
   std::vector<std::function<void()>> assign;
   Status status = Status::Ok();
-  if (rank == 0 && env_->Exists(dir)) {
-    auto entries = ListCheckpoints(env_, dir);
-    if (!entries.ok()) {
-      status = entries.status();
-    } else {
-      for (const DirectoryEntry& e : *entries) {
-        // An interrupted save: never committed, never read.
-        if (e.kind == DirectoryEntry::kPrepareArea) (void)RemoveTree(env_, e.path);
+  if (rank == 0) {
+    // The chief walks the checkpoints newest first; for each whose manifest
+    // fits this run it calls every rank to read it together.
+    std::vector<DirectoryEntry> entries;
+    if (env_->Exists(dir)) {
+      auto listed = ListCheckpoints(env_, dir);
+      if (listed.ok()) {
+        entries = std::move(*listed);
+      } else {
+        status = listed.status();
       }
-      auto read = [&](const DirectoryEntry& e) -> StatusOr<CheckpointContents> {
-        // The manifest alone tells whether it belongs to this run; then
-        // the shards are read straight into the live state, which is
-        // written only once the whole checkpoint has been verified and
-        // every serializable object has read as its type.
-        auto loaded = ReadManifest(env_, e.path);
-        if (loaded.ok()) {
-          Status fits = CheckFitsLiveState(*loaded, *checkpoint_);
-          std::string warning;
-          if (fits.ok() && Layout() != nullptr) {
-            fits = CheckRunLayout(loaded->counters, loaded->world_size, *Layout(),
-                                  omp_get_max_threads(), world, &warning);
-          }
-          if (fits.ok()) {
-            auto matched = MatchObjects(loaded->objects, objects, options);
-            if (matched.ok()) {
-              plan = std::move(*matched);
-            } else {
-              fits = matched.status();
-            }
-          }
-          if (!fits.ok()) loaded = fits;
-          if (!warning.empty()) {
-            std::fprintf(stderr, "holdfast: warning: checkpoint %s: %s\n", e.path.c_str(),
-                         warning.c_str());
+    }
+    for (const DirectoryEntry& e : entries) {
+      // An interrupted save: never committed, never read.
+      if (e.kind == DirectoryEntry::kPrepareArea) (void)RemoveTree(env_, e.path);
+    }
+    auto read = [&](const DirectoryEntry& e) -> StatusOr<CheckpointContents> {
+      // The manifest alone tells whether it belongs to this run.
+      auto text = env_->ReadFile(JoinPath(e.path, kManifestFile), internal::kMaxManifestBytes);
+      if (!text.ok()) return text.status();
+      auto loaded = ParseManifest(*text, e.path);
+      if (loaded.ok()) {
+        Status fits = CheckFitsLiveState(*loaded, *checkpoint_);
+        std::string warning;
+        if (fits.ok() && Layout() != nullptr) {
+          fits = CheckRunLayout(loaded->counters, loaded->world_size, *Layout(),
+                                omp_get_max_threads(), world, &warning);
+        }
+        if (fits.ok()) {
+          auto matched = MatchObjects(loaded->objects, objects, options);
+          if (matched.ok()) {
+            plan = std::move(*matched);
+          } else {
+            fits = matched.status();
           }
         }
-        if (loaded.ok()) {
-          std::map<std::string, const ObjectInfo*> saved;
-          for (const ObjectInfo& info : loaded->objects) saved.emplace(info.path, &info);
-          ReadTargets targets;
-          for (size_t i : plan.restored) {
-            if (objects[i].info.kind == ObjectKind::kSerializable) continue;
-            for (const NamedBlob& blob : objects[i].blobs()) {
-              targets.live.emplace(blob.name, blob.bytes);
-            }
-          }
-          for (const std::string& path : plan.ignored) {  // expect_partial: verified, not kept
-            for (const std::string& blob : saved.at(path)->blobs) targets.skip.insert(blob);
-          }
-          archives.clear();
-          assign.clear();
-          targets.before_live = [&](const CheckpointContents& c) -> Status {
-            for (size_t i : plan.restored) {
-              if (objects[i].info.kind != ObjectKind::kSerializable) continue;
-              HOLDFAST_ASSIGN_OR_RETURN(archives[i],
-                                        SavedArchives(c, *saved.at(objects[i].info.path)));
-              HOLDFAST_ASSIGN_OR_RETURN(std::function<void()> apply,
-                                        objects[i].load(archives[i], rank, world));
-              assign.push_back(std::move(apply));
-              // A reshard builds each rank's object: every rank's must come
-              // out before anything changes anywhere.
-              const bool reshards =
-                  objects[i].info.per_rank && archives[i].size() != static_cast<size_t>(world);
-              for (int r = 1; reshards && r < world; ++r) {
-                HOLDFAST_RETURN_IF_ERROR(objects[i].load(archives[i], r, world).status());
-              }
-            }
-            return Status::Ok();
-          };
-          loaded = ReadCheckpoint(env_, e.path, &targets);
+        if (!fits.ok()) loaded = fits;
+        if (!warning.empty()) {
+          std::fprintf(stderr, "holdfast: warning: checkpoint %s: %s\n", e.path.c_str(),
+                       warning.c_str());
         }
-        if (loaded.status().code() == StatusCode::kFailedPrecondition) {
-          return loaded.status().WithContext("checkpoint " + e.path);
-        }
-        return loaded;
-      };
-      auto newest = ReadNewestValid(*entries, dir, read);
+      }
+      if (loaded.ok() && loaded->has_layout) {
+        const json call = {{"manifest", *text}, {"path", e.path}, {"plan", PlanToJson(plan)}};
+        (void)comm_->BroadcastString(call.dump(), 0);
+        const Status read = parallel.Read(*loaded, e.path, plan);
+        chosen_in_parallel = read.ok();
+        if (!read.ok()) loaded = read;
+      } else if (loaded.ok()) {
+        loaded = ReadByChief(env_, *loaded, e.path, plan, objects, world, &archives, &assign);
+      }
+      if (loaded.status().code() == StatusCode::kFailedPrecondition) {
+        return loaded.status().WithContext("checkpoint " + e.path);
+      }
+      return loaded;
+    };
+    if (status.ok()) {
+      auto newest = ReadNewestValid(entries, dir, read);
       if (newest.ok()) {
         chosen = std::move(*newest);
       } else {
         status = newest.status();
       }
     }
+    (void)comm_->BroadcastString("", 0);  // the walk is over
+  } else {
+    // The other ranks read each checkpoint the chief calls them to.
+    for (std::string call; !(call = comm_->BroadcastString("", 0)).empty();) {
+      const json j = json::parse(call);
+      auto loaded = ParseManifest(j["manifest"].get<std::string>(), j["path"].get<std::string>());
+      HOLDFAST_CHECK(loaded.ok(),
+                     "the chief's manifest does not parse here: " << loaded.status().ToString());
+      plan = PlanFromJson(j["plan"]);
+      const Status read = parallel.Read(*loaded, j["path"].get<std::string>(), plan);
+      chosen_in_parallel = read.ok();
+      if (read.ok()) chosen = std::move(*loaded);
+    }
   }
-  // Everyone learns the outcome; then the chief's state reaches every rank.
-  HOLDFAST_RETURN_IF_ERROR(comm_->BroadcastStatus(status, 0));
+  // Everyone learns the outcome; then the state read reaches every rank.
+  status = comm_->BroadcastStatus(status, 0);
   int64_t found = chosen ? 1 : 0;
   comm_->Broadcast(&found, sizeof found, 0);
+  if (status.ok() && found != 0) {
+    // What the chief's plan restores; the parallel reader has it already.
+    const json p = json::parse(comm_->BroadcastString(rank == 0 ? PlanToJson(plan).dump() : "", 0));
+    plan = PlanFromJson(p);
+  }
+  if (status.ok() && found != 0) status = parallel.CheckOverwritten(plan);
+  if (!status.ok()) {
+    parallel.Undo();
+    return status;
+  }
   if (rank == 0) {
     if (const char* report = std::getenv(kRestoreReportEnv); report != nullptr && *report) {
       (void)AtomicWriteFile(env_, report,
@@ -239,14 +528,8 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest(const RestoreO
     return std::optional<int64_t>();
   }
 
-  // Which objects come back, from the chief's plan; then each in turn.
-  json plan_json;
-  if (rank == 0) plan_json = {{"restored", plan.restored}, {"fresh", plan.fresh}};
-  plan_json = json::parse(comm_->BroadcastString(rank == 0 ? plan_json.dump() : "", 0));
-  plan.restored = plan_json["restored"].get<std::vector<size_t>>();
-  fresh_objects_ = plan_json["fresh"].get<std::vector<std::string>>();
+  fresh_objects_ = plan.fresh;
   if (rank == 0) {
-    for (const std::function<void()>& apply : assign) apply();
     for (const std::string& path : fresh_objects_) {
       std::fprintf(stderr, "holdfast: checkpoint %s has no '%s': it starts fresh\n",
                    chosen->name.c_str(), path.c_str());
@@ -256,43 +539,33 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest(const RestoreO
                    chosen->name.c_str(), path.c_str());
     }
   }
-  for (size_t i : plan.restored) {
-    TrackedObject& object = objects.at(i);
-    if (object.info.kind != ObjectKind::kSerializable) {
-      for (const NamedBlob& blob : object.blobs()) {
-        comm_->Broadcast(blob.bytes.data(), blob.bytes.size(), 0);
-      }
-    } else {
-      // Small state: every rank gets every saved copy (a per-rank object
-      // may be resharded from all of them) and reads its own.
-      int64_t count = rank == 0 ? static_cast<int64_t>(archives[i].size()) : 0;
-      comm_->Broadcast(&count, sizeof count, 0);
-      std::vector<std::string> saved(static_cast<size_t>(count));
-      for (int64_t k = 0; k < count; ++k) {
-        saved[k] = comm_->BroadcastString(rank == 0 ? archives[i][k] : "", 0);
-      }
-      if (rank != 0) {
-        // The chief read these very bytes as this type a moment ago.
-        auto apply = object.load(saved, rank, world);
-        HOLDFAST_CHECK(apply.ok(), apply.status().ToString());
-        (*apply)();
-      }
+  std::map<std::string, double> values;
+  if (chosen_in_parallel) {
+    parallel.Assemble(*chosen, plan);
+    if (rank == 0) values = parallel.values();
+  } else {
+    if (rank == 0) {
+      for (const std::function<void()>& apply : assign) apply();
+      values = chosen->values;
     }
-    if (object.after_restore) object.after_restore();
+    BroadcastReadByChief(*comm_, objects, plan, archives);
+  }
+  for (size_t i : plan.restored) {
+    if (objects[i].after_restore) objects[i].after_restore();
   }
   json scalars;
-  if (chosen) {
+  if (rank == 0) {
     scalars = {{"step", chosen->step}, {"counters", chosen->counters}};
     // Doubles travel as their bit patterns: exact, whatever JSON would print.
-    json values = json::object();
-    for (const auto& [key, v] : chosen->values) {
-      uint64_t bits;
-      std::memcpy(&bits, &v, sizeof bits);
-      values[key] = bits;
+    json bits = json::object();
+    for (const auto& [key, v] : values) {
+      uint64_t b;
+      std::memcpy(&b, &v, sizeof b);
+      bits[key] = b;
     }
-    scalars["values"] = values;
+    scalars["values"] = bits;
   }
-  scalars = json::parse(comm_->BroadcastString(chosen ? scalars.dump() : "", 0));
+  scalars = json::parse(comm_->BroadcastString(rank == 0 ? scalars.dump() : "", 0));
   const int64_t step = scalars["step"].get<int64_t>();
   checkpoint_->optimizer().set_iterations(step);
   checkpoint_->counters = scalars["counters"].get<std::map<std::string, int64_t>>();

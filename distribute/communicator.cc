@@ -97,6 +97,14 @@ std::vector<Status> Communicator::GatherStatus(const Status& s, int root) {
   return out;
 }
 
+void Communicator::AllGather(void* data, std::span<const size_t> parts) {
+  HOLDFAST_CHECK(parts.size() == static_cast<size_t>(size()) + 1,
+                 "AllGather needs size() + 1 parts");
+  for (int r = 0; r < size(); ++r) {
+    Broadcast(static_cast<char*>(data) + parts[r], parts[r + 1] - parts[r], r);
+  }
+}
+
 std::string Communicator::BroadcastString(const std::string& s, int root) {
   int64_t length = rank() == root ? static_cast<int64_t>(s.size()) : 0;
   Broadcast(&length, sizeof length, root);

@@ -45,6 +45,10 @@ class Communicator {
   // Every rank's `bytes`; the root receives all of them in rank order,
   // others an empty vector. Sizes may differ between ranks.
   virtual std::vector<std::string> Gather(const std::string& bytes, int root) = 0;
+  // In place: rank r holds bytes [parts[r], parts[r + 1]) of `data` (parts
+  // has size() + 1 entries, the same on every rank); afterwards every rank
+  // holds all of them. By default one Broadcast per rank.
+  virtual void AllGather(void* data, std::span<const size_t> parts);
   virtual void Barrier() = 0;
   // Ends the whole job (every rank) with `exit_code` after printing `why`
   // (one line, as given) on stderr. For an error this rank may have alone:
@@ -98,6 +102,7 @@ class LocalCommunicator final : public Communicator {
   std::string kind() const override { return "local"; }
   void AllReduce(void*, size_t, DataType, ReduceOp) override {}
   void Broadcast(void*, size_t, int) override {}
+  void AllGather(void*, std::span<const size_t>) override {}
   std::vector<std::string> Gather(const std::string& bytes, int) override { return {bytes}; }
   void Barrier() override {}
   [[noreturn]] void Abort(int exit_code, const std::string& why) override;

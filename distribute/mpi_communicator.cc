@@ -104,6 +104,23 @@ void MpiCommunicator::Broadcast(void* data, size_t bytes, int root) {
   }
 }
 
+void MpiCommunicator::AllGather(void* data, std::span<const size_t> parts) {
+  HOLDFAST_CHECK(parts.size() == static_cast<size_t>(size_) + 1,
+                 "AllGather needs size() + 1 parts");
+  std::vector<int> counts, displacements;
+  for (int r = 0; r < size_; ++r) {
+    counts.push_back(static_cast<int>(parts[r + 1] - parts[r]));
+    displacements.push_back(static_cast<int>(parts[r]));
+  }
+  if (parts.back() >= kMaxMpiCount) {
+    // Displacements are ints too: a larger blob goes one broadcast per rank.
+    Communicator::AllGather(data, parts);
+    return;
+  }
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts.data(), displacements.data(),
+                 MPI_BYTE, impl_->comm);
+}
+
 std::vector<std::string> MpiCommunicator::Gather(const std::string& bytes, int root) {
   HOLDFAST_CHECK(bytes.size() < kMaxMpiCount, "Gather of " << bytes.size() << " bytes");
   int length = static_cast<int>(bytes.size());

@@ -94,6 +94,17 @@ class ThreadCommunicator final : public Communicator {
     group_->Barrier();
   }
 
+  void AllGather(void* data, std::span<const size_t> parts) override {
+    group_->Publish(rank_, data, parts.back());
+    group_->Barrier();
+    for (int r = 0; r < size(); ++r) {
+      if (r == rank_ || parts[r + 1] == parts[r]) continue;
+      std::memcpy(static_cast<char*>(data) + parts[r],
+                  static_cast<const char*>(group_->slot(r)) + parts[r], parts[r + 1] - parts[r]);
+    }
+    group_->Barrier();
+  }
+
   std::vector<std::string> Gather(const std::string& bytes, int root) override {
     group_->Publish(rank_, bytes.data(), bytes.size());
     group_->Barrier();

@@ -67,7 +67,9 @@ class IoBench {
             {"raw_reference",
              "every rank writes its 1/W of the state bytes (its shard's slices) from memory with "
              "one sequential write loop, fsync, close; then the chief fsyncs the directory. Read: "
-             "every rank reads its raw file back into the state."},
+             "every rank reads its raw file back into the state; the mirrored reference then "
+             "gives every rank the whole state with MPI_Allgatherv of each blob, as a mirrored "
+             "restore must."},
             {"sizes", sizes}};
   }
 
@@ -102,8 +104,11 @@ class IoBench {
 
     const int repeats = f_.repeats;
     std::vector<double> save, raw_w, restore_cold, raw_r_cold, restore_warm, raw_r_warm;
+    // The all-gather that follows each raw read in the mirrored reference.
+    std::vector<double> gather_cold, gather_warm;
     // Ratios raw time / holdfast time, by which of the two ran first.
     OrderedRatios r_save, r_restore_cold, r_restore_warm;
+    OrderedRatios r_mirrored_cold, r_mirrored_warm;
     std::vector<double> resident, hash_s, copy_s;
     json save_breakdowns = json::array(), restore_breakdowns = json::array();
     json raw_split = json::array();
@@ -171,11 +176,33 @@ class IoBench {
         });
         if (StateHash(ckpt) != hash) Fail("restored state differs from the saved one");
       };
-      auto do_raw_read = [&](double* t) {
+      // The raw read, then (the mirrored reference) the raw collective that
+      // gives every rank the whole state: MPI_Allgatherv of each blob.
+      auto do_raw_read = [&](double* t, double* t_gather) {
         Scribble(slices);  // only this rank's slices: those it reads back
         *t = h_.Timed([&] { RawRead(raw_path, slices); });
         if (StateHash(ckpt) != hash) Fail("raw read gave other bytes than were written");
+        std::vector<std::span<std::byte>> others;
+        for (int k = 0; k < world_; ++k) {
+          if (k != comm_.rank()) {
+            for (std::span<std::byte> s : MySlices(ckpt, k, world_)) others.push_back(s);
+          }
+        }
+        Scribble(others);  // what the all-gather must bring
+        *t_gather = h_.Timed([&] {
+          for (const holdfast::NamedBlob& b : ckpt.Blobs()) {
+            const int64_t words = static_cast<int64_t>(b.bytes.size() / sizeof(float));
+            std::vector<size_t> parts = {0};
+            for (int k = 0; k < world_; ++k) {
+              parts.push_back(static_cast<size_t>(holdfast::ReplicaSlice(words, k, world_).end) *
+                              sizeof(float));
+            }
+            comm_.AllGather(b.bytes.data(), parts);
+          }
+        });
+        if (StateHash(ckpt) != hash) Fail("the all-gather gave other bytes than were written");
       };
+      double t_gc = 0, t_gw = 0;
       DropPageCache(dir);
       comm_.Barrier();
       double res = 0;
@@ -188,15 +215,15 @@ class IoBench {
       if (r % 2) {
         do_restore(&t_rc);
         restore_env = StatsJson(env);
-        do_raw_read(&t_rawc);
-        do_raw_read(&t_raww);
+        do_raw_read(&t_rawc, &t_gc);
+        do_raw_read(&t_raww, &t_gw);
         do_restore(&t_rw);
       } else {
-        do_raw_read(&t_rawc);
+        do_raw_read(&t_rawc, &t_gc);
         do_restore(&t_rc);
         restore_env = StatsJson(env);
         do_restore(&t_rw);
-        do_raw_read(&t_raww);
+        do_raw_read(&t_raww, &t_gw);
       }
       restore_breakdowns.push_back(record ? h_.GatherJson(restore_env) : json());
       // Calibrations, untimed against the others: XXH3 of this rank's bytes,
@@ -232,6 +259,10 @@ class IoBench {
       r_save.Add(r % 2 == 1, t_raw / t_save);
       r_restore_cold.Add(r % 2 == 1, t_rawc / t_rc);
       r_restore_warm.Add(r % 2 == 1, t_raww / t_rw);
+      r_mirrored_cold.Add(r % 2 == 1, (t_rawc + t_gc) / t_rc);
+      r_mirrored_warm.Add(r % 2 == 1, (t_raww + t_gw) / t_rw);
+      gather_cold.push_back(t_gc);
+      gather_warm.push_back(t_gw);
       resident.push_back(res);
       hash_s.push_back(t_hash);
       copy_s.push_back(t_copy);
@@ -263,6 +294,10 @@ class IoBench {
               {"save_over_raw", r_save.Combined()},
               {"restore_cold_over_raw", r_restore_cold.Combined()},
               {"restore_warm_over_raw", r_restore_warm.Combined()},
+              {"allgather_after_cold_read_seconds", gather_cold},
+              {"allgather_after_warm_read_seconds", gather_warm},
+              {"restore_cold_over_mirrored_raw", r_mirrored_cold.Combined()},
+              {"restore_warm_over_mirrored_raw", r_mirrored_warm.Combined()},
               {"save_over_raw_by_order", r_save.Json()},
               {"restore_cold_over_raw_by_order", r_restore_cold.Json()},
               {"restore_warm_over_raw_by_order", r_restore_warm.Json()},

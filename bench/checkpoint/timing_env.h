@@ -50,6 +50,24 @@ class TimingEnv final : public holdfast::Env {
     s.bytes += bytes;
   }
 
+  // Each Read timed under the file's kind, as ReadFile is.
+  class TimedReader final : public holdfast::RandomAccessFile {
+   public:
+    TimedReader(TimingEnv* env, std::string kind, std::unique_ptr<holdfast::RandomAccessFile> f)
+        : env_(env), kind_(std::move(kind)), file_(std::move(f)) {}
+    holdfast::Status Read(uint64_t offset, std::span<char> out) override {
+      const auto t0 = Clock::now();
+      holdfast::Status s = file_->Read(offset, out);
+      env_->Add(kind_, t0, s.ok() ? out.size() : 0);
+      return s;
+    }
+
+   private:
+    TimingEnv* const env_;
+    const std::string kind_;
+    const std::unique_ptr<holdfast::RandomAccessFile> file_;
+  };
+
   holdfast::StatusOr<std::unique_ptr<holdfast::WritableFile>> NewWritableFile(
       const std::string& path) override {
     return Create(path, /*direct=*/false);
@@ -65,6 +83,13 @@ class TimingEnv final : public holdfast::Env {
     auto r = base_->ReadFile(path, max_bytes);
     Add(FileKind(path) + "_read", t0, r.ok() ? r->size() : 0);
     return r;
+  }
+  holdfast::StatusOr<std::unique_ptr<holdfast::RandomAccessFile>> NewRandomAccessFile(
+      const std::string& path) override {
+    auto file = base_->NewRandomAccessFile(path);
+    if (!file.ok()) return file.status();
+    return std::unique_ptr<holdfast::RandomAccessFile>(
+        new TimedReader(this, FileKind(path) + "_read", std::move(*file)));
   }
   holdfast::StatusOr<uint64_t> FileSize(const std::string& path) override {
     const auto t0 = Clock::now();

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <streambuf>
 #include <string>
@@ -221,6 +222,9 @@ struct Payload {
   const std::map<std::string, uint64_t>* blob_sizes = nullptr;
   ByteSource* source = nullptr;
   const SliceDestination* into = nullptr;
+  // Loading only the part before the first slice (DecodeShardPrefix): the
+  // number of slices goes here and loading stops.
+  uint64_t* slice_count = nullptr;
 
   template <class Archive>
   void save(Archive& ar, unsigned /*version*/) const {
@@ -253,6 +257,10 @@ struct Payload {
     LoadMap(ar, out->values);
     uint64_t n = 0;
     ar >> n;
+    if (slice_count != nullptr) {
+      *slice_count = n;
+      return;
+    }
     if (n > blob_sizes->size() * 4096) throw std::runtime_error("absurd slice count");
     for (uint64_t i = 0; i < n; ++i) {
       DecodedShard::Slice s;
@@ -328,6 +336,7 @@ class StringFile final : public WritableFile {
 
 StatusOr<WrittenShard> WriteShard(const ShardToWrite& shard, WritableFile& file) {
   try {
+    WrittenShard written;
     ShardSink counter(nullptr);
     ArchivePayload(counter, shard);
     const uint64_t payload_bytes = counter.bytes();
@@ -340,12 +349,14 @@ StatusOr<WrittenShard> WriteShard(const ShardToWrite& shard, WritableFile& file)
     PutTo<uint32_t>(sink, 0);
     PutTo<uint64_t>(sink, shard.step);
     PutTo<uint64_t>(sink, payload_bytes);
-    ArchivePayload(sink, shard);
+    ArchivePayload(sink, shard, &written.slice_offsets);
     HOLDFAST_RETURN_IF_ERROR(sink.Finish());
     if (sink.bytes() != kShardHeaderBytes + payload_bytes) {
       return InternalError("shard encoding is not deterministic");
     }
-    return WrittenShard{sink.bytes(), sink.checksum()};
+    written.bytes = sink.bytes();
+    written.checksum = sink.checksum();
+    return written;
   } catch (const std::exception& e) {
     return InternalError(std::string("cannot encode shard: ") + e.what());
   }
@@ -356,6 +367,55 @@ std::vector<uint64_t> SliceFileOffsets(const ShardToWrite& shard) {
   std::vector<uint64_t> offsets;
   ArchivePayload(counter, shard, &offsets);
   return offsets;
+}
+
+std::string SliceHeaderBytes(const std::string& name, uint64_t total, uint64_t offset,
+                             uint64_t count) {
+  std::stringbuf out;
+  {
+    boost::archive::binary_oarchive archive(out, boost::archive::no_header);
+    SaveName(archive, name);  // as Payload::save writes it
+    archive << total << offset << count;
+  }
+  return out.str();
+}
+
+StatusOr<ShardPrefix> DecodeShardPrefix(std::string_view prefix, uint64_t file_bytes) {
+  if (prefix.size() < kShardHeaderBytes || std::memcmp(prefix.data(), kMagic, sizeof kMagic) != 0) {
+    return DataLossError("not a holdfast shard (bad magic)");
+  }
+  const uint32_t version = Get<uint32_t>(prefix, 8);
+  if (version < kOldestShardFormatVersion || version > kShardFormatVersion) {
+    return DataLossError("shard format version " + std::to_string(version) + " is not supported");
+  }
+  if (Get<uint64_t>(prefix, 32) != file_bytes - kShardHeaderBytes) {
+    return DataLossError("shard payload length does not match the file");
+  }
+  ShardPrefix out;
+  DecodedShard decoded;
+  const std::map<std::string, uint64_t> no_blobs;
+  try {
+    ByteSource source(prefix.substr(kShardHeaderBytes));
+    boost::archive::binary_iarchive archive(source, boost::archive::no_header);
+    Payload payload{.out = &decoded,
+                    .blob_sizes = &no_blobs,
+                    .source = &source,
+                    .slice_count = &out.slice_count};
+    archive >> payload;
+    if (source.remaining() != 0) throw std::runtime_error("bytes left before the first slice");
+  } catch (const std::exception& e) {
+    return DataLossError(std::string("shard payload is damaged: ") + e.what());
+  }
+  if (decoded.rank != Get<uint32_t>(prefix, 12) || decoded.world != Get<uint32_t>(prefix, 16) ||
+      decoded.step != Get<uint64_t>(prefix, 24)) {
+    return DataLossError("shard header and payload disagree");
+  }
+  out.rank = decoded.rank;
+  out.world = decoded.world;
+  out.step = decoded.step;
+  out.counters = std::move(decoded.counters);
+  out.values = std::move(decoded.values);
+  return out;
 }
 
 std::string EncodeShard(const ShardToWrite& shard) {

@@ -69,6 +69,9 @@ struct ShardToWrite {
 struct WrittenShard {
   uint64_t bytes = 0;     // the whole file
   uint64_t checksum = 0;  // ShardChecksum of the whole file
+  // Where each slice's words start in the file, in slice order (recorded
+  // in the manifest, so that readers can split a shard among themselves).
+  std::vector<uint64_t> slice_offsets;
 };
 
 // Encodes `shard` straight into `file` (Append only; the caller syncs and
@@ -86,6 +89,28 @@ StatusOr<WrittenShard> WriteShard(const ShardToWrite& shard, WritableFile& file)
 // place its snapshot of a slice at the same offset within a page as the
 // file will hold it (see Env::NewDirectWritableFile).
 std::vector<uint64_t> SliceFileOffsets(const ShardToWrite& shard);
+
+// The bytes WriteShard puts right before a slice's words: its name, total,
+// offset and count. The bytes between two slices of a shard are exactly the
+// second one's header, so a reader that knows the layout (the manifest's)
+// compares what it reads with these.
+std::string SliceHeaderBytes(const std::string& name, uint64_t total, uint64_t offset,
+                             uint64_t count);
+
+// The start of a shard, up to its first slice's header: the fixed header
+// and the archived rank, world, step, counters, values and slice count.
+struct ShardPrefix {
+  uint32_t rank = 0, world = 1;
+  uint64_t step = 0;
+  uint64_t slice_count = 0;
+  std::map<std::string, int64_t> counters;
+  std::map<std::string, double> values;
+};
+// Decodes `prefix`, a shard's first bytes, which must end exactly where the
+// first slice's header begins (or at the end of a shard without slices);
+// `file_bytes` is the whole file's size, checked against the header's
+// payload length. DataLoss for anything malformed.
+StatusOr<ShardPrefix> DecodeShardPrefix(std::string_view prefix, uint64_t file_bytes);
 
 // The same bytes in memory, for tests and fuzzers.
 std::string EncodeShard(const ShardToWrite& shard);

@@ -276,6 +276,27 @@ inline Restored RestoreFresh(const std::string& dir) {
   return {Status::Ok(), fresh.Snapshot(**r)};
 }
 
+// RestoreFresh on `world` in-process ranks, each with its fresh state,
+// reading through `env` (the real one if null): one result per rank.
+inline std::vector<Restored> RestoreOnRanks(int world, const std::string& dir, Env* env = nullptr,
+                                            const RestoreOptions& options = {}) {
+  std::vector<Restored> out(static_cast<size_t>(world));
+  RunInProcessRanks(world, [&](Communicator& comm) {
+    FreshState fresh;
+    CheckpointManager m(&fresh.checkpoint, &comm, {.directory = dir, .env = env});
+    auto r = m.RestoreLatest(options);
+    Restored& mine = out[static_cast<size_t>(comm.rank())];
+    if (!r.ok()) {
+      mine = {r.status(), std::nullopt};
+    } else if (r->has_value()) {
+      mine = {Status::Ok(), fresh.Snapshot(**r)};
+    } else {
+      mine = {Status::Ok(), std::nullopt};
+    }
+  });
+  return out;
+}
+
 inline bool Same(const State& a, const State& b) {
   return a.step == b.step && a.flat == b.flat && a.counters == b.counters && a.ema == b.ema &&
          a.loader == b.loader;

@@ -163,7 +163,42 @@ StatusOr<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewWritableFile(
 StatusOr<std::string> FaultInjectionEnv::ReadFile(const std::string& path, uint64_t max_bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   HOLDFAST_RETURN_IF_ERROR(BeginLocked(kReadFile, path));
-  return base_->ReadFile(path, max_bytes);
+  StatusOr<std::string> content = base_->ReadFile(path, max_bytes);
+  if (content.ok()) reads_.push_back({path, 0, content->size()});
+  return content;
+}
+
+class FaultInjectionEnv::RandomAccess final : public RandomAccessFile {
+ public:
+  RandomAccess(FaultInjectionEnv* env, std::string path, std::unique_ptr<RandomAccessFile> file)
+      : env_(env), path_(std::move(path)), file_(std::move(file)) {}
+
+  Status Read(uint64_t offset, std::span<char> out) override {
+    std::lock_guard<std::mutex> lock(env_->mu_);
+    HOLDFAST_RETURN_IF_ERROR(env_->BeginLocked(kReadFile, path_));
+    HOLDFAST_RETURN_IF_ERROR(file_->Read(offset, out));
+    env_->reads_.push_back({path_, offset, out.size()});
+    return Status::Ok();
+  }
+
+ private:
+  FaultInjectionEnv* const env_;
+  const std::string path_;
+  const std::unique_ptr<RandomAccessFile> file_;
+};
+
+StatusOr<std::unique_ptr<RandomAccessFile>> FaultInjectionEnv::NewRandomAccessFile(
+    const std::string& path) {
+  std::lock_guard<std::mutex> lock(mu_);
+  HOLDFAST_RETURN_IF_ERROR(BeginLocked(kReadFile, path));
+  HOLDFAST_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file,
+                            base_->NewRandomAccessFile(path));
+  return std::unique_ptr<RandomAccessFile>(new RandomAccess(this, path, std::move(file)));
+}
+
+std::vector<FaultInjectionEnv::Read> FaultInjectionEnv::reads() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reads_;
 }
 
 StatusOr<uint64_t> FaultInjectionEnv::FileSize(const std::string& path) {

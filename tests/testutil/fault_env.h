@@ -93,6 +93,8 @@ class FaultInjectionEnv final : public Env {
   // Env.
   StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override;
   StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes) override;
+  // Opening is a kReadFile operation; each Read is one too.
+  StatusOr<std::unique_ptr<RandomAccessFile>> NewRandomAccessFile(const std::string& path) override;
   StatusOr<uint64_t> FileSize(const std::string& path) override;
   bool Exists(const std::string& path) override;
   StatusOr<bool> IsDirectory(const std::string& path) override;
@@ -108,6 +110,14 @@ class FaultInjectionEnv final : public Env {
                                                const std::string& holder) override {
     return base_->LockFile(path, holder);
   }
+
+  // Every read that succeeded: ReadFile (a whole file from 0) and
+  // RandomAccessFile::Read, in call order. For counting what a restore reads.
+  struct Read {
+    std::string path;
+    uint64_t offset = 0, bytes = 0;
+  };
+  std::vector<Read> reads() const;
 
   // Operations started so far (failed and crashed ones included).
   int64_t operations() const;
@@ -138,6 +148,7 @@ class FaultInjectionEnv final : public Env {
 
  private:
   class File;
+  class RandomAccess;
   struct FileState {
     uint64_t pos = 0;     // bytes appended since the file was opened
     uint64_t synced = 0;  // pos at the last successful Sync
@@ -168,6 +179,7 @@ class FaultInjectionEnv final : public Env {
   Env* const base_;
   mutable std::mutex mu_;
   int64_t ops_ = 0;
+  std::vector<Read> reads_;
   int64_t faults_ = 0;
   std::string last_fault_;
   int64_t fail_at_ = -1;
