@@ -23,8 +23,12 @@ BackupAndRestore::BackupAndRestore(BackupAndRestoreOptions options, Communicator
     : options_(std::move(options)), comm_(comm) {
   if (options_.checkpoint.directory.empty())
     throw std::invalid_argument("BackupAndRestore needs a backup directory (checkpoint.directory)");
-  if (options_.save_freq < 0)
-    throw std::invalid_argument("save_freq must be 0 (epoch) or positive");
+  if (options_.save_freq < 0 && options_.save_freq != kSaveFreqAuto)
+    throw std::invalid_argument("save_freq must be 0 (epoch), positive or kSaveFreqAuto");
+  if (options_.save_freq == kSaveFreqAuto &&
+      !(options_.checkpoint.overhead_budget > 0 && options_.checkpoint.overhead_budget < 1)) {
+    throw std::invalid_argument("overhead_budget must be a share of run time in (0, 1)");
+  }
   if (options_.checkpoint.checkpoint_interval != 0)
     throw std::invalid_argument("BackupAndRestore saves by save_freq: leave checkpoint_interval 0");
   if (comm_ == nullptr) {
@@ -60,6 +64,10 @@ void BackupAndRestore::Bind(TrainingState& s) {
 
 void BackupAndRestore::OnTrainBegin(TrainingState& s) {
   Bind(s);
+  if (options_.save_freq == kSaveFreqAuto) {
+    auto_ = std::make_unique<AutoSaveInterval>(options_.checkpoint.overhead_budget);
+    step_affected_ = false;
+  }
   RestoreOptions restore = options_.restore;
   // Starting fresh after damage needs the weights from before the restore.
   restore.undo_on_failure |= options_.start_fresh_if_damaged;
@@ -144,7 +152,26 @@ Status BackupAndRestore::SaveNow(TrainingState& s) {
   return status;
 }
 
+std::optional<AutoSaveReport> BackupAndRestore::auto_save() const {
+  if (!auto_) return std::nullopt;
+  AutoSaveReport r;
+  r.budget = auto_->budget();
+  r.step_seconds = auto_->step_seconds();
+  r.save_cost_seconds = auto_->last_save_cost();
+  r.interval = interval_;
+  r.saves_measured = auto_->saves_measured();
+  if (interval_ > 0 && r.step_seconds > 0) {
+    r.estimated_overhead = r.save_cost_seconds / (static_cast<double>(interval_) * r.step_seconds);
+  }
+  return r;
+}
+
 void BackupAndRestore::OnBatchBegin(TrainingState& s) {
+  if (auto_ && next_save_step_ == 0) {
+    // The first step of this run (fresh or resumed): measure before saving.
+    next_save_step_ = s.step() + 1 + auto_->Proposal();
+    step_began_ = std::chrono::steady_clock::now();
+  }
   // A signal's stop request then rides in this step's control words: every
   // rank learns of it in OnBatchEnd of the same step.
   if (options_.checkpoint.save_before_preemption) {
@@ -154,11 +181,37 @@ void BackupAndRestore::OnBatchBegin(TrainingState& s) {
 }
 
 void BackupAndRestore::OnBatchEnd(TrainingState& s) {
+  const auto now = std::chrono::steady_clock::now();
+  if (auto_) {
+    // This step's time, with any save it waited for, before this end's own
+    // work; the next step's time will include what this end does.
+    auto_->AddStep(std::chrono::duration<double>(now - step_began_).count(), step_affected_);
+    step_began_ = now;
+  }
   if (options_.checkpoint.async) {
     Bind(s);
     Report(manager_->Poll());
   }
-  if (options_.save_freq > 0 && s.step() % options_.save_freq == 0) (void)SaveNow(s);
+  bool saved = false;
+  if (options_.save_freq > 0 && s.step() % options_.save_freq == 0) {
+    (void)SaveNow(s);
+    saved = true;
+  }
+  if (auto_ && s.step() >= next_save_step_) {
+    auto_->SaveStarted();
+    (void)SaveNow(s);
+    saved = true;
+    // Every rank saves at the same steps: the longest interval any
+    // rank's measurement asks for.
+    std::vector<int64_t> proposal = {auto_->Proposal()};
+    comm_->AllReduceMax(proposal);
+    interval_ = proposal[0];
+    next_save_step_ = s.step() + interval_;
+  }
+  if (auto_) {
+    const SaveStats st = manager_->stats();
+    step_affected_ = saved || st.started > st.committed + st.failed;
+  }
   if (options_.checkpoint.save_before_preemption && s.replica->control().stop_requests > 0) {
     Bind(s);
     Stage(s);

@@ -6,6 +6,7 @@
 // the run ends bit-identical to one that was never interrupted.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -14,6 +15,7 @@
 
 #include "checkpoint/manager.h"
 #include "checkpoint/preemption.h"
+#include "checkpoint/save_interval.h"
 #include "core/fit.h"
 #include "distribute/communicator.h"
 
@@ -22,6 +24,23 @@ namespace holdfast {
 // Keras' BackupAndRestore vocabulary over CheckpointManager: where and how
 // checkpoints are written is the manager's (CheckpointOptions); this adds
 // only what the callback itself decides.
+// BackupAndRestoreOptions::save_freq: measure, then save as often as the
+// budget allows.
+inline constexpr int64_t kSaveFreqAuto = -1;
+
+// What save_freq = kSaveFreqAuto chose, for the run's summary.
+struct AutoSaveReport {
+  double budget = 0;
+  double step_seconds = 0;       // median step without a save in flight
+  double save_cost_seconds = 0;  // training time the last measured save cost
+  int64_t interval = 0;          // the last interval the ranks agreed on
+  int64_t saves_measured = 0;
+  // The last measured save's cost over the interval then in force
+  // (save_cost_seconds / (interval x step_seconds)): the share of run time
+  // saves took lately; the next interval answers it.
+  double estimated_overhead = 0;
+};
+
 struct BackupAndRestoreOptions {
   // The manager's options. `directory` is Keras' backup_dir; max_to_keep
   // is 2 by default, double checkpointing: restore falls back to the
@@ -35,7 +54,8 @@ struct BackupAndRestoreOptions {
   // (save_freq decides when to save).
   CheckpointOptions checkpoint;
   // 0: save at the end of every epoch (Keras' "epoch"); N > 0: every N
-  // global steps.
+  // global steps; kSaveFreqAuto: as often as checkpoint.overhead_budget
+  // allows (AutoSaveInterval, checkpoint/save_interval.h).
   int64_t save_freq = 0;
   // Delete the backup once training has finished (Keras' default). A run
   // that was stopped or interrupted keeps it.
@@ -97,6 +117,8 @@ class BackupAndRestore final : public Callback {
   // Saves committed and failed, and (async) the stall they caused.
   SaveStats save_stats() const { return manager_ ? manager_->stats() : SaveStats{}; }
   int64_t saves_committed() const { return save_stats().committed; }
+  // With save_freq = kSaveFreqAuto: what it measured and chose.
+  std::optional<AutoSaveReport> auto_save() const;
   int64_t saves_failed() const { return save_stats().failed; }
 
  private:
@@ -117,6 +139,13 @@ class BackupAndRestore final : public Callback {
   // from construction (Fit may start much later), lent to the manager.
   std::unique_ptr<PreemptionHandler> own_preemption_;
   std::optional<Preemption> preempted_;
+  // save_freq = kSaveFreqAuto: the measurement, the next save's step, and
+  // where the step being timed began.
+  std::unique_ptr<AutoSaveInterval> auto_;
+  int64_t next_save_step_ = 0;
+  int64_t interval_ = 0;
+  std::chrono::steady_clock::time_point step_began_;
+  bool step_affected_ = false;
 };
 
 }  // namespace holdfast

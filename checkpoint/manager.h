@@ -77,6 +77,9 @@ struct CheckpointOptions {
   // The loop must call Poll() (or Save()) after every step, and
   // WaitForSave() before it ends.
   bool async = false;
+  // With BackupAndRestore's save_freq = kSaveFreqAuto: the share of run
+  // time saves may cost (CheckFreq's default, 3.5%).
+  double overhead_budget = 0.035;
   // The training's replica, given once, here: required with async and with
   // save_before_preemption; must outlive the manager and belong to the same
   // ranks as the manager's Communicator. Its layout (core/fit.h) is recorded

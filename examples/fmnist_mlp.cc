@@ -68,6 +68,7 @@ struct Flags {
   // Fault tolerance.
   std::string backup_dir;
   std::string save_freq = "epoch";
+  double overhead_budget = 0.035;
   bool double_checkpoint = false;
   bool keep_checkpoint = false;
   bool start_fresh_if_damaged = false;
@@ -164,13 +165,19 @@ void ParseFlags(CLI::App& app, Flags& f) {
   app.add_option("--backup-dir", f.backup_dir,
                  "Back up training state to DIR and resume from it (BackupAndRestore)");
   app.add_option("--save-freq", f.save_freq,
-                 "With --backup-dir: 'epoch' (at each epoch end) or N (every N steps)")
+                 "With --backup-dir: 'epoch' (at each epoch end), N (every N steps) or 'auto' "
+                 "(as often as --overhead-budget allows, measured as training runs)")
       ->check([](const std::string& v) {
-        if (v == "epoch") return std::string();
+        if (v == "epoch" || v == "auto") return std::string();
         char* end = nullptr;
         const long long n = std::strtoll(v.c_str(), &end, 10);
-        return (*end == '\0' && n > 0) ? std::string() : std::string("must be 'epoch' or N > 0");
+        return (*end == '\0' && n > 0) ? std::string()
+                                       : std::string("must be 'epoch', 'auto' or N > 0");
       })
+      ->capture_default_str();
+  app.add_option("--overhead-budget", f.overhead_budget,
+                 "With --save-freq auto: the share of run time saves may cost")
+      ->check(CLI::Range(0.0001, 0.9999))
       ->capture_default_str();
   app.add_flag("--double-checkpoint", f.double_checkpoint,
                "Keep the previous checkpoint too, to fall back to if the newest is damaged");
@@ -240,7 +247,10 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
     bo.checkpoint.async = f.async_checkpoint;
     bo.checkpoint.save_before_preemption = f.save_before_preemption;
     bo.checkpoint.preemption_handler = preemption;
-    bo.save_freq = f.save_freq == "epoch" ? 0 : std::stoll(f.save_freq);
+    bo.save_freq = f.save_freq == "epoch"  ? 0
+                   : f.save_freq == "auto" ? holdfast::kSaveFreqAuto
+                                           : std::stoll(f.save_freq);
+    bo.checkpoint.overhead_budget = f.overhead_budget;
     bo.delete_checkpoint = !f.keep_checkpoint;
     bo.start_fresh_if_damaged = f.start_fresh_if_damaged;
     backup = std::make_unique<holdfast::BackupAndRestore>(bo, &auto_strategy.communicator());
@@ -361,6 +371,14 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
       const holdfast::SaveStats st = backup->save_stats();
       j["checkpoint_waits"] = st.waits;
       j["checkpoint_stall_seconds"] = st.snapshot_seconds + st.wait_seconds;
+      if (const auto a = backup->auto_save()) {
+        j["save_freq_auto"] = {{"overhead_budget", a->budget},
+                               {"step_seconds", a->step_seconds},
+                               {"save_cost_seconds", a->save_cost_seconds},
+                               {"interval_steps", a->interval},
+                               {"saves_measured", a->saves_measured},
+                               {"estimated_overhead", a->estimated_overhead}};
+      }
     }
     j["holdfast_version"] = HOLDFAST_VERSION;
     nlohmann::json epochs = nlohmann::json::array();

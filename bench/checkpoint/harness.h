@@ -48,6 +48,8 @@ struct Flags {
   float dropout = 0.2f;
   int64_t steps = 60;
   int64_t save_freq = 10;
+  bool save_freq_auto = false;  // BackupAndRestore's kSaveFreqAuto instead
+  double overhead_budget = 0.035;
   int stall_repeats = 3;
   int threads = 0;
   bool async_checkpoint = false;

@@ -119,6 +119,13 @@ void ParseFlags(CLI::App& app, Flags& f) {
   app.add_option("--save-freq", f.save_freq, "stall: save every N steps")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_flag("--save-freq-auto", f.save_freq_auto,
+               "stall: save as often as --overhead-budget allows (save_freq = kSaveFreqAuto) "
+               "instead of every --save-freq steps");
+  app.add_option("--overhead-budget", f.overhead_budget,
+                 "stall, with --save-freq-auto: the share of run time saves may cost")
+      ->check(CLI::Range(0.0001, 0.9999))
+      ->capture_default_str();
   app.add_option("--stall-repeats", f.stall_repeats,
                  "stall: runs with and without saves (alternating)")
       ->check(CLI::PositiveNumber)

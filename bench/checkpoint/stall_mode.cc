@@ -22,6 +22,12 @@
 namespace checkpoint_bench {
 namespace {
 
+std::string Percent(double share) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f%%", share * 100);
+  return text;
+}
+
 namespace fs = std::filesystem;
 
 class StallBench {
@@ -105,7 +111,11 @@ class StallBench {
     bo.checkpoint.max_to_keep = 1;  // as Keras' callback
     bo.checkpoint.env = &env;
     bo.checkpoint.async = f_.async_checkpoint;
-    bo.save_freq = f_.save_freq;
+    bo.save_freq = f_.save_freq_auto ? holdfast::kSaveFreqAuto : f_.save_freq;
+    bo.checkpoint.overhead_budget = f_.overhead_budget;
+    const std::string schedule =
+        f_.save_freq_auto ? "saving as often as a " + Percent(f_.overhead_budget) + " budget allows"
+                          : "saving every " + std::to_string(f_.save_freq) + " steps";
     bo.delete_checkpoint = true;  // each run starts fresh
     bo.fail_on_save_error = true;
 
@@ -117,6 +127,7 @@ class StallBench {
       double foreign_cpu_share = -1;
       int64_t waits = 0;       // async saves that waited for the previous one
       double snapshot_ms = 0;  // async: mean time of the state copy per save
+      json auto_save;          // what save_freq = auto chose
     };
     auto train_once = [&](bool with_saves, int64_t steps) {
       holdfast::BackupAndRestore backup(bo, &comm_);
@@ -131,12 +142,21 @@ class StallBench {
       const holdfast::Dataset part = train.Head(steps * f_.batch);
       const CpuSample cpu0 = SampleCpu();
       holdfast::Fit(model, adam, loss, part, options);
-      RunResult run{timer.seconds, timer.saved, timer.save_env, timer.save_env_seconds, -1};
+      RunResult run{
+          timer.seconds, timer.saved, timer.save_env, timer.save_env_seconds, -1, 0, 0, {}};
       if (with_saves) {
         const holdfast::SaveStats st = backup.save_stats();
         run.waits = st.waits;
         run.snapshot_ms =
             st.started > 0 ? st.snapshot_seconds * 1e3 / static_cast<double>(st.started) : 0;
+        if (const auto a = backup.auto_save()) {
+          run.auto_save = {{"interval_steps", a->interval},
+                           {"step_seconds", a->step_seconds},
+                           {"save_cost_seconds", a->save_cost_seconds},
+                           {"saves_measured", a->saves_measured},
+                           {"estimated_overhead", a->estimated_overhead},
+                           {"saves", st.started}};
+        }
       }
       run.foreign_cpu_share = h_.ForeignCpuShare(cpu0);
       if (with_saves && backup.saves_failed() > 0) Fail("a save failed during training");
@@ -145,18 +165,18 @@ class StallBench {
 
     // Warm-up: BLAS threads, page faults of the activations, the first save.
     h_.Log("stall: warm-up");
-    (void)train_once(true, std::min<int64_t>(f_.steps, f_.save_freq + 2));
+    (void)train_once(true, std::min<int64_t>(f_.steps, f_.save_freq_auto ? 25 : f_.save_freq + 2));
     json runs = json::array();
     std::vector<double> base_ms, mean_ms, save_step_ms, stall_ms, stall_share, total_on, total_off,
-        overhead, save_fs_ms, foreign;
+        overhead, save_fs_ms, foreign, saves_per_step;
+    json auto_save;                                        // the last run's, with save_freq = auto
     std::map<std::string, std::vector<double>> fs_groups;  // per save, by kind of call
     for (int r = 0; r < f_.stall_repeats; ++r) {
       RunResult with_run, without_run;
       for (int k = 0; k < 2; ++k) {
         const bool with_saves = (k == 0) == (r % 2 == 1);
-        h_.Log(
-            std::string("stall: repeat ") + std::to_string(r + 1) + ", " +
-            (with_saves ? "saving every " + std::to_string(f_.save_freq) + " steps" : "no saves"));
+        h_.Log(std::string("stall: repeat ") + std::to_string(r + 1) + ", " +
+               (with_saves ? schedule : std::string("no saves")));
         (with_saves ? with_run : without_run) = train_once(with_saves, f_.steps);
       }
       // Step 0 carries Fit's start (broadcast, first touch): left out.
@@ -201,6 +221,9 @@ class StallBench {
       total_on.push_back(total(with_run));
       total_off.push_back(total(without_run));
       overhead.push_back(total(with_run) / total(without_run) - 1);
+      saves_per_step.push_back(static_cast<double>(stalls.size()) /
+                               static_cast<double>(with_run.seconds.size() - 1));
+      auto_save = with_run.auto_save;
       foreign.push_back(std::max(with_run.foreign_cpu_share, without_run.foreign_cpu_share));
       runs.push_back({{"repeat", r},
                       {"with_saves",
@@ -249,7 +272,9 @@ class StallBench {
         {"data", data_.source},
         {"threads", omp_get_max_threads()},
         {"steps_per_run", f_.steps},
-        {"save_freq", f_.save_freq},
+        {"save_freq", f_.save_freq_auto ? json("auto") : json(f_.save_freq)},
+        {"overhead_budget", f_.save_freq_auto ? json(f_.overhead_budget) : json(nullptr)},
+        {"auto_save", auto_save},
         {"repeats", f_.stall_repeats},
         {"state_bytes", state_bytes},
         {"median_step_ms", step_ms},
@@ -265,7 +290,7 @@ class StallBench {
         {"save_file_system_ms_chief", fs_breakdown},
         // What saving every save_freq steps costs, from the stall per save,
         // and as measured on whole runs (noisier).
-        {"overhead_share_from_stall", Median(stall_share) / static_cast<double>(f_.save_freq)},
+        {"overhead_share_from_stall", Median(stall_share) * Median(saves_per_step)},
         {"overhead_share_measured", Median(overhead)},
         {"total_seconds_with_saves", total_on},
         {"total_seconds_without_saves", total_off},
@@ -275,25 +300,30 @@ class StallBench {
     if (chief_) {
       std::printf(
           "\ntraining stall per save, np=%d x %d threads: %s, batch %lld, Adam, %.0f MB "
-          "of state, save every %lld steps, %lld steps per run, median of %d\n",
+          "of state, %s, %lld steps per run, median of %d\n",
           world_, omp_get_max_threads(), HiddenLabel().c_str(), static_cast<long long>(f_.batch),
-          static_cast<double>(state_bytes) / 1e6, static_cast<long long>(f_.save_freq),
+          static_cast<double>(state_bytes) / 1e6, schedule.c_str(),
           static_cast<long long>(f_.steps), f_.stall_repeats);
       std::printf("%9s %9s %9s %9s %10s %12s %14s\n", "step ms", "save step", "stall ms",
                   "stall/step", "overhead", "overhead", "other CPU use");
       std::printf("%9s %9s %9s %9s %10s %12s %14s\n", "(median)", "ms", "per save", "",
-                  ("1/" + std::to_string(f_.save_freq) + " steps").c_str(), "measured", "(max)");
+                  "from stall", "measured", "(max)");
       double max_foreign = 0;
       for (double x : foreign) max_foreign = std::max(max_foreign, x);
       std::printf("%9.1f %9.1f %9.1f %9.2f %9.1f%% %11.1f%% %13.0f%%\n", step_ms,
                   Median(save_step_ms), stall, Median(stall_share),
-                  Median(stall_share) / static_cast<double>(f_.save_freq) * 100,
-                  Median(overhead) * 100, max_foreign * 100);
+                  Median(stall_share) * Median(saves_per_step) * 100, Median(overhead) * 100,
+                  max_foreign * 100);
       std::printf(
           "(save step = mean time of the steps that saved; stall = that minus the "
-          "median other step of the same run; overhead = stall / (%lld x median step of "
-          "the run without saves); measured = run time with saves / without - 1)\n",
-          static_cast<long long>(f_.save_freq));
+          "median other step of the same run; overhead from stall = stall / median step x "
+          "saves per step; measured = run time with saves / without - 1)\n");
+      if (!auto_save.is_null()) {
+        std::printf("save_freq auto: interval %lld steps, %lld saves, estimated overhead %.1f%%\n",
+                    static_cast<long long>(auto_save["interval_steps"].get<int64_t>()),
+                    static_cast<long long>(auto_save["saves"].get<int64_t>()),
+                    auto_save["estimated_overhead"].get<double>() * 100);
+      }
       std::printf(
           "%s saves; copying this rank's %.0f MB share in memory takes %.1f ms: stall / copy = "
           "%.2f; the save's own snapshot took %.1f ms; saves that waited for the previous one: "

@@ -194,7 +194,7 @@ TEST(BackupAndRestoreTest, DoubleCheckpointingIsTheDefaultAndOneCanBeKept) {
 TEST(BackupAndRestoreTest, OptionsThatCannotWorkAreRefused) {
   EXPECT_THROW(BackupAndRestore({}), std::invalid_argument);
   TempDir dir;
-  EXPECT_THROW(BackupAndRestore({.checkpoint = {.directory = dir.path()}, .save_freq = -1}),
+  EXPECT_THROW(BackupAndRestore({.checkpoint = {.directory = dir.path()}, .save_freq = -2}),
                std::invalid_argument);
   EXPECT_THROW(
       BackupAndRestore({.checkpoint = {.directory = dir.path(), .checkpoint_interval = 5}}),
@@ -240,6 +240,37 @@ TEST(BackupAndRestoreTest, ABackupOfAnotherRunIsRefusedNamingWhatDiffers) {
     EXPECT_NE(std::string(e.what()).find("not written by BackupAndRestore"), std::string::npos)
         << e.what();
   }
+}
+
+// save_freq = kSaveFreqAuto measures the steps first, then saves as often
+// as the budget allows; a run stopped after its first save resumes from it
+// and ends with the uninterrupted run's weights.
+TEST(BackupAndRestoreTest, AutoSaveFreqSavesWithinTheBudgetAndResumes) {
+  const uint64_t expected = Train({}).trainee.Hash();
+  TempDir dir;
+  std::optional<AutoSaveReport> report;
+  {
+    BackupAndRestore backup({.checkpoint = {.directory = dir.path()},
+                             .save_freq = kSaveFreqAuto,
+                             .delete_checkpoint = false});
+    StopAfterStep kill(23);
+    FitOptions o = Options();
+    o.callbacks = {&backup, &kill};
+    Trainee t = MakeClassifier(11, /*dropout=*/true);
+    (void)Fit(*t.model, *t.optimizer, SoftmaxCrossEntropy(), MakeBlobs(64, 3), o);
+    EXPECT_EQ(backup.saves_committed(), 1) << "20 steps measured, then the first save";
+    report = backup.auto_save();
+  }
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->budget, 0.035);
+  EXPECT_GT(report->step_seconds, 0);
+  EXPECT_GE(report->interval, 1);
+  EXPECT_TRUE(fs::exists(fs::path(dir.path()) / "ckpt-21"));
+  ExpectResumedAt(Train({.checkpoint = {.directory = dir.path()}, .save_freq = kSaveFreqAuto}),
+                  {2, 5, 21}, expected);
+  EXPECT_THROW(BackupAndRestore({.checkpoint = {.directory = dir.path(), .overhead_budget = 0},
+                                 .save_freq = kSaveFreqAuto}),
+               std::invalid_argument);
 }
 
 // The only checkpoint damaged: an error, or a fresh start when asked.
