@@ -185,14 +185,7 @@ class ParallelRestore {
     }
     HOLDFAST_RETURN_IF_ERROR(
         Agree(*comm_, internal::ReadSmallSlices(env_, path, c, mine, staging)));
-    for (size_t s = 0; s < c.shards.size(); ++s) {
-      for (const SliceInfo& slice : c.shards[s].slices) {
-        const int reader = slice.xxh3.empty() ? -1 : internal::SmallSliceReader(shares_, s, slice);
-        if (reader < 0) continue;
-        comm_->Broadcast(staging.at(slice.blob).data() + slice.offset * sizeof(float),
-                         slice.count * sizeof(float), reader);
-      }
-    }
+    ShareSmallSlices(c, staging);
     // Every rank reads its user objects as their types (a per-rank one
     // resharded for it) before anything live changes.
     std::map<std::string, const ObjectInfo*> saved;
@@ -302,6 +295,48 @@ class ParallelRestore {
       }
     }
     kept_ = true;
+  }
+
+  // Every rank's small slices reach every rank in one all-gather: packed
+  // by reader rank (then shard and slice order), so that each rank's part
+  // is contiguous, whatever the number of per-rank objects.
+  void ShareSmallSlices(const CheckpointContents& c, const internal::BlobMemory& staging) {
+    struct Piece {
+      std::byte* at;
+      size_t bytes;
+    };
+    std::vector<std::vector<Piece>> by_reader(static_cast<size_t>(comm_->size()));
+    for (size_t s = 0; s < c.shards.size(); ++s) {
+      for (const SliceInfo& slice : c.shards[s].slices) {
+        const int reader = slice.xxh3.empty() ? -1 : internal::SmallSliceReader(shares_, s, slice);
+        if (reader < 0) continue;
+        by_reader[static_cast<size_t>(reader)].push_back(
+            {staging.at(slice.blob).data() + slice.offset * sizeof(float),
+             slice.count * sizeof(float)});
+      }
+    }
+    std::vector<size_t> parts = {0};
+    for (const std::vector<Piece>& pieces : by_reader) {
+      size_t bytes = 0;
+      for (const Piece& p : pieces) bytes += p.bytes;
+      parts.push_back(parts.back() + bytes);
+    }
+    if (parts.back() == 0) return;
+    std::vector<std::byte> packed(parts.back());
+    const size_t mine = static_cast<size_t>(comm_->rank());
+    size_t at = parts[mine];
+    for (const Piece& p : by_reader[mine]) {
+      std::memcpy(packed.data() + at, p.at, p.bytes);
+      at += p.bytes;
+    }
+    comm_->AllGather(packed.data(), parts);
+    at = 0;
+    for (const std::vector<Piece>& pieces : by_reader) {
+      for (const Piece& p : pieces) {
+        std::memcpy(p.at, packed.data() + at, p.bytes);
+        at += p.bytes;
+      }
+    }
   }
 
   Env* const env_;
