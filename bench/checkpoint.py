@@ -59,6 +59,8 @@ def holdfast_cmd(args, nproc, out_json, scratch, asynchronous=False):
         common.append("--synthetic")
     if asynchronous:
         common.append("--async-checkpoint")
+    if args.save_freq_auto:
+        common += ["--save-freq-auto", "--overhead-budget", str(args.overhead_budget)]
     if nproc == 1:
         return [exe] + common, {}
     cmd = [args.mpirun, "-np", str(nproc), "--oversubscribe", "--bind-to", "none", exe] + common
@@ -156,6 +158,11 @@ def main(argv=None):
                    help="io: rest before every timed operation (see bench/README.md)")
     p.add_argument("--steps", type=int, default=60, help="stall: steps per training run")
     p.add_argument("--save-freq", type=int, default=10, help="stall: save every N steps")
+    p.add_argument("--save-freq-auto", action="store_true",
+                   help="stall, holdfast: save as often as --overhead-budget allows "
+                        "(save_freq = auto) instead of every --save-freq steps")
+    p.add_argument("--overhead-budget", type=float, default=0.035,
+                   help="stall, with --save-freq-auto: the share of run time saves may cost")
     p.add_argument("--stall-repeats", type=int, default=3,
                    help="stall: runs with and without saves inside each program")
     p.add_argument("--rounds", type=int, default=1,
@@ -311,7 +318,7 @@ def main(argv=None):
         print(table(brows))
 
     srows = [("program", "step ms", "mean step ms", "save step ms", "stall ms/save",
-              "stall/step", f"overhead (1 save/{args.save_freq} steps)", "overhead measured",
+              "stall/step", "overhead from stall" if args.save_freq_auto else f"overhead (1 save/{args.save_freq} steps)", "overhead measured",
               "stall/memcpy", "waits")]
     stall_info = None
     for n in names:
@@ -327,8 +334,11 @@ def main(argv=None):
                           fmt(s.get("stall_over_memcpy"), ".2f"), fmt(s.get("async_waits"), ".0f")))
     if len(srows) > 1:
         print(f"\ntraining stall per save: 784-2048-2048-2048-10, batch 256, dropout 0.2, Adam, "
-              f"{stall_info['state_bytes'] / 1e6:.0f} MB of state, save every {args.save_freq} "
-              f"steps, {args.steps} steps per run (median of {args.stall_repeats})")
+              f"{stall_info['state_bytes'] / 1e6:.0f} MB of state, "
+              + (f"holdfast saving as often as a {args.overhead_budget * 100:.1f}% budget allows "
+                 f"(save_freq auto)" if args.save_freq_auto else
+                 f"save every {args.save_freq} steps")
+              + f", {args.steps} steps per run (median of {args.stall_repeats})")
         print(table(srows))
         print("save step = mean time of the steps that saved; stall = that minus the median "
               "other step of the same run; stall/memcpy = that over copying the rank's share of the "
