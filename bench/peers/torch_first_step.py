@@ -34,14 +34,7 @@ import xxhash  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from torch_mlp import DEFAULT_DATA, build_model, load_split  # noqa: E402
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from torch_save import fsync_dir  # noqa: E402
 
 
 def main(argv=None):

@@ -33,6 +33,32 @@ std::string Shard(int rank, int world) {
   return "shard-" + std::to_string(rank) + "-of-" + std::to_string(world) + ".bin";
 }
 
+// Every file read was read whole and each byte once: the reads of each file
+// (named relative to `dir`, as `name_of` gives it) tile it exactly.
+void ExpectEachByteReadOnce(const std::vector<testing::FaultInjectionEnv::Read>& reads,
+                            const fs::path& dir,
+                            const std::function<std::string(const fs::path&)>& name_of,
+                            const std::vector<std::string>& expected_files) {
+  std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> by_file;
+  for (const testing::FaultInjectionEnv::Read& read : reads) {
+    by_file[name_of(read.path)].emplace_back(read.offset, read.offset + read.bytes);
+  }
+  std::vector<std::string> read_files, expected = expected_files;
+  for (const auto& [file, ranges] : by_file) read_files.push_back(file);
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(read_files, expected);
+  for (auto& [file, ranges] : by_file) {
+    SCOPED_TRACE(file);
+    std::sort(ranges.begin(), ranges.end());
+    uint64_t next = 0;
+    for (const auto& [begin, end] : ranges) {
+      EXPECT_EQ(begin, next) << "bytes read twice or not at all";
+      next = std::max(next, end);
+    }
+    EXPECT_EQ(next, fs::file_size(dir / file));
+  }
+}
+
 // Parameters: the world size that saved, the world size that restores.
 class ParallelRestoreTest : public ::testing::TestWithParam<std::tuple<int, int>> {
  protected:
@@ -134,28 +160,12 @@ TEST_P(ParallelRestoreTest, EachShardByteIsReadOnceInAll) {
   testing::FaultInjectionEnv env;
   const std::vector<Restored> ranks = RestoreOnRanks(Reading(), pristine_.string(), &env);
   for (const Restored& r : ranks) ASSERT_OK(r.status);
-  std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> by_file;
-  for (const testing::FaultInjectionEnv::Read& read : env.reads()) {
-    by_file[fs::path(read.path).lexically_relative(pristine_).string()].emplace_back(
-        read.offset, read.offset + read.bytes);
-  }
   const std::string b = CkptName(StateB());
   std::vector<std::string> expected = {b + "/" + std::string(kManifestFile)};
   for (int s = 0; s < Saved(); ++s) expected.push_back(b + "/" + Shard(s, Saved()));
-  std::vector<std::string> read_files;
-  for (const auto& [file, ranges] : by_file) read_files.push_back(file);
-  std::sort(expected.begin(), expected.end());
-  EXPECT_EQ(read_files, expected);
-  for (auto& [file, ranges] : by_file) {
-    SCOPED_TRACE(file);
-    std::sort(ranges.begin(), ranges.end());
-    uint64_t next = 0;
-    for (const auto& [begin, end] : ranges) {
-      EXPECT_EQ(begin, next) << "bytes read twice or not at all";
-      next = std::max(next, end);
-    }
-    EXPECT_EQ(next, fs::file_size(pristine_ / file));
-  }
+  ExpectEachByteReadOnce(
+      env.reads(), pristine_,
+      [&](const fs::path& p) { return p.lexically_relative(pristine_).string(); }, expected);
 }
 
 // The shares: every byte of every shard in exactly one rank's share, runs
@@ -296,22 +306,11 @@ TEST_P(BigParallelRestoreTest, DamageAnywhereInAnyShardFallsBackOnEveryRank) {
 TEST_P(BigParallelRestoreTest, EachShardByteIsReadOnceInAll) {
   testing::FaultInjectionEnv env;
   ExpectEveryRankRestores(pristine_, kNew, &env);
-  std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> by_file;
-  for (const testing::FaultInjectionEnv::Read& read : env.reads()) {
-    by_file[fs::path(read.path).filename().string()].emplace_back(read.offset,
-                                                                  read.offset + read.bytes);
-  }
-  ASSERT_EQ(by_file.size(), static_cast<size_t>(Saved()) + 1);  // the shards and the manifest
-  for (auto& [file, ranges] : by_file) {
-    SCOPED_TRACE(file);
-    std::sort(ranges.begin(), ranges.end());
-    uint64_t next = 0;
-    for (const auto& [begin, end] : ranges) {
-      EXPECT_EQ(begin, next) << "bytes read twice or not at all";
-      next = std::max(next, end);
-    }
-    EXPECT_EQ(next, fs::file_size(pristine_ / "ckpt-20" / file));
-  }
+  std::vector<std::string> expected = {std::string(kManifestFile)};
+  for (int s = 0; s < Saved(); ++s) expected.push_back(Shard(s, Saved()));
+  ExpectEachByteReadOnce(
+      env.reads(), pristine_ / "ckpt-20",
+      [](const fs::path& p) { return p.filename().string(); }, expected);
 }
 
 INSTANTIATE_TEST_SUITE_P(Worlds, BigParallelRestoreTest,
