@@ -67,6 +67,8 @@ void BackupAndRestore::OnTrainBegin(TrainingState& s) {
   if (options_.save_freq == kSaveFreqAuto) {
     auto_ = std::make_unique<AutoSaveInterval>(options_.checkpoint.overhead_budget);
     step_affected_ = false;
+    next_save_step_ = 0;  // set at the first step: a Fit measures before it saves
+    interval_ = 0;
   }
   RestoreOptions restore = options_.restore;
   // Starting fresh after damage needs the weights from before the restore.
