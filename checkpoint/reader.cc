@@ -108,12 +108,7 @@ StatusOr<CheckpointContents> ReadLaidOut(Env* env, const std::string& dir, Check
   auto skipped = [targets](const std::string& name) {
     return targets != nullptr && targets->skip.contains(name);
   };
-  std::set<std::string> small;
-  for (const ShardInfo& shard : c.shards) {
-    for (const SliceInfo& slice : shard.slices) {
-      if (!slice.xxh3.empty()) small.insert(slice.blob);
-    }
-  }
+  const std::set<std::string> small = internal::SmallBlobs(c);
   internal::BlobMemory staged;  // every blob kept, and the small ones: hashed from here
   for (const auto& [name, floats] : c.blob_floats) {
     if (skipped(name) && !small.contains(name)) continue;

@@ -173,15 +173,12 @@ class ParallelRestore {
     staged_.clear();
     assign_.clear();
     internal::BlobMemory staging;
-    for (const ShardInfo& shard : c.shards) {
-      for (const SliceInfo& slice : shard.slices) {
-        if (slice.xxh3.empty()) continue;
-        std::vector<float>& words = staged_[slice.blob];
-        for (const auto& [name, floats] : c.blob_floats) {
-          if (name == slice.blob) words.resize(floats);
-        }
-        staging[slice.blob] = std::as_writable_bytes(std::span(words));
-      }
+    const std::set<std::string> small = internal::SmallBlobs(c);
+    for (const auto& [name, floats] : c.blob_floats) {
+      if (!small.contains(name)) continue;
+      std::vector<float>& words = staged_[name];
+      words.resize(floats);
+      staging[name] = std::as_writable_bytes(std::span(words));
     }
     HOLDFAST_RETURN_IF_ERROR(
         Agree(*comm_, internal::ReadSmallSlices(env_, path, c, mine, staging)));

@@ -187,6 +187,16 @@ Shares ShareOut(const CheckpointContents& c, int world, bool chief_reads_all) {
   return shares;
 }
 
+std::set<std::string> SmallBlobs(const CheckpointContents& c) {
+  std::set<std::string> small;
+  for (const ShardInfo& shard : c.shards) {
+    for (const SliceInfo& slice : shard.slices) {
+      if (!slice.xxh3.empty()) small.insert(slice.blob);
+    }
+  }
+  return small;
+}
+
 int SmallSliceReader(const Shares& shares, size_t shard, const SliceInfo& slice) {
   if (slice.count == 0) return -1;
   for (size_t r = 0; r < shares.size(); ++r) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -33,6 +34,10 @@ struct Extent {
 // inside a shard's prefix). `chief_reads_all`: rank 0 reads everything.
 using Shares = std::vector<std::vector<Extent>>;
 Shares ShareOut(const CheckpointContents& c, int world, bool chief_reads_all);
+
+// The small blobs: those whose slices carry a digest of their own (the
+// chief's and per-rank blobs), read and checked before anything else.
+std::set<std::string> SmallBlobs(const CheckpointContents& c);
 
 // The rank that reads a small slice (the one whose share holds its first
 // byte); -1 for an empty slice.

@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -207,13 +208,9 @@ TEST_P(ParallelRestoreTest, SharesCoverEveryByteOnceAtChunkBoundaries) {
         }
         EXPECT_EQ(next, c->shards[s].bytes);
       }
+      const std::set<std::string> small = internal::SmallBlobs(*c);
       for (const auto& [blob, words] : c->blob_floats) {
-        const bool small = std::any_of(c->shards.begin(), c->shards.end(), [&](const ShardInfo& s) {
-          return std::any_of(s.slices.begin(), s.slices.end(), [&](const SliceInfo& slice) {
-            return slice.blob == blob && !slice.xxh3.empty();
-          });
-        });
-        if (small) continue;  // read whole by one rank, then broadcast
+        if (small.contains(blob)) continue;  // read whole by one rank, then all-gathered
         const std::vector<size_t> parts = internal::BlobParts(*c, shares, blob);
         EXPECT_EQ(parts.back(), words * sizeof(float));
       }
@@ -309,8 +306,8 @@ TEST_P(BigParallelRestoreTest, EachShardByteIsReadOnceInAll) {
   std::vector<std::string> expected = {std::string(kManifestFile)};
   for (int s = 0; s < Saved(); ++s) expected.push_back(Shard(s, Saved()));
   ExpectEachByteReadOnce(
-      env.reads(), pristine_ / "ckpt-20",
-      [](const fs::path& p) { return p.filename().string(); }, expected);
+      env.reads(), pristine_ / "ckpt-20", [](const fs::path& p) { return p.filename().string(); },
+      expected);
 }
 
 INSTANTIATE_TEST_SUITE_P(Worlds, BigParallelRestoreTest,
