@@ -84,9 +84,10 @@ def programs(args):
     v = []
     if "holdfast" in args.peers:
         for n in args.np:
-            v.append((f"holdfast_np{n}", "holdfast",
-                      lambda o, s, n=n: holdfast_cmd(args, n, o, s)))
-            if "stall" in args.mode:
+            if "io" in args.mode or "sync" in args.saves:
+                v.append((f"holdfast_np{n}", "holdfast",
+                          lambda o, s, n=n: holdfast_cmd(args, n, o, s)))
+            if "stall" in args.mode and "async" in args.saves:
                 v.append((f"holdfast_np{n}_async", "holdfast",
                           lambda o, s, n=n: holdfast_cmd(args, n, o, s, asynchronous=True)))
     if "torch" in args.peers:
@@ -164,7 +165,9 @@ def main(argv=None):
     p.add_argument("--overhead-budget", type=float, default=0.035,
                    help="stall, with --save-freq-auto: the share of run time saves may cost")
     p.add_argument("--stall-repeats", type=int, default=3,
-                   help="stall: runs with and without saves inside each program")
+                   help="stall: pairs of runs with and without saves inside each program")
+    p.add_argument("--saves", default="sync,async",
+                   help="stall, holdfast: which saves to measure, sync and/or async (default both)")
     p.add_argument("--rounds", type=int, default=1,
                    help="times each program runs, rotating their order (median over rounds)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
@@ -197,6 +200,9 @@ def main(argv=None):
     if not modes or set(modes) - {"io", "stall"}:
         p.error("--mode takes io and/or stall")
     args.mode = ",".join(modes)
+    args.saves = [x.strip() for x in args.saves.split(",") if x.strip()]
+    if not args.saves or set(args.saves) - {"sync", "async"}:
+        p.error("--saves takes sync and/or async")
     args.peers = [x.strip() for x in args.peers.split(",") if x.strip()]
     if not args.peers or set(args.peers) - {"holdfast", "torch"}:
         p.error("--peers takes holdfast and/or torch")

@@ -328,11 +328,11 @@ class CountingCommunicator final : public Communicator {
     at(Collective::kGather).bytes_received += received;
     return out;
   }
-  void AllGather(void* data, std::span<const size_t> parts) override {
-    const size_t r = static_cast<size_t>(rank());
-    const uint64_t own = parts[r + 1] - parts[r];
-    Timed(Collective::kAllGather, own, parts.back() - parts.front() - own,
-          [&] { base_.AllGather(data, parts); });
+  void AllGather(void* data, std::span<const Part> parts) override {
+    uint64_t all = 0;
+    for (const Part& p : parts) all += p.bytes;
+    const uint64_t own = parts[static_cast<size_t>(rank())].bytes;
+    Timed(Collective::kAllGather, own, all - own, [&] { base_.AllGather(data, parts); });
   }
   void Barrier() override {
     Timed(Collective::kBarrier, 0, 0, [&] { base_.Barrier(); });

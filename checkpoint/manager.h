@@ -119,6 +119,11 @@ struct RestoreOptions {
   // back whenever the restore fails or leaves such bytes behind. User
   // objects, scalars and counters never change before all is verified.
   bool undo_on_failure = false;
+  // Each rank's part of an array reaches the other ranks while the rest is
+  // read, in all-gathers of this many bytes per rank: smaller pieces hide
+  // more of the all-gather behind the reads, larger ones need fewer
+  // collectives. Must be > 0.
+  size_t gather_piece_bytes = size_t{16} << 20;
 };
 
 // RestoreLatest reports what it restored to the file kRestoreReportEnv

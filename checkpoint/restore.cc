@@ -6,11 +6,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "checkpoint/internal/manager_internal.h"
 #include "checkpoint/internal/manifest.h"
@@ -155,17 +157,19 @@ Status Agree(Communicator& comm, const Status& mine) {
 class ParallelRestore {
  public:
   ParallelRestore(Env* env, Communicator* comm, std::vector<TrackedObject>& objects,
-                  bool chief_reads_all, bool undo_on_failure)
+                  bool chief_reads_all, bool undo_on_failure, size_t gather_piece_bytes)
       : env_(env),
         comm_(comm),
         objects_(objects),
         chief_reads_all_(chief_reads_all),
-        undo_(undo_on_failure) {}
+        undo_(undo_on_failure),
+        gather_piece_(gather_piece_bytes) {}
 
   // Reads checkpoint `c` (at `path`) on every rank: its small state,
   // checked and read as its types before any live byte changes, then the
-  // rest straight into the live state; returns the verdict every rank
-  // agrees on (DataLoss for damage anywhere).
+  // rest straight into the live arrays, which the ranks all-gather as it
+  // comes in; returns the verdict every rank agrees on (DataLoss for damage
+  // anywhere).
   Status Read(const CheckpointContents& c, const std::string& path, const RestorePlan& plan) {
     const int rank = comm_->rank(), world = comm_->size();
     shares_ = internal::ShareOut(c, world, chief_reads_all_);
@@ -206,8 +210,7 @@ class ParallelRestore {
       if (!staged_.contains(blob.name)) live[blob.name] = blob.bytes;
     }
     if (undo_ && !kept_) KeepLiveState();
-    auto read = internal::ReadShare(env_, path, c, mine, live, staging,
-                                    /*hash_on_another_thread=*/omp_get_max_threads() > 1);
+    const StatusOr<internal::ShareRead> read = ReadAndGather(c, path, mine, live, staging);
     // The chief forms every shard's checksum from the ranks' chunk digests.
     const std::vector<Status> statuses = comm_->GatherStatus(read.status(), 0);
     const std::vector<std::string> reports = comm_->Gather(read.ok() ? read->Encode() : "", 0);
@@ -234,15 +237,13 @@ class ParallelRestore {
     return verdict;
   }
 
-  // After a Read that succeeded: each rank's parts of the arrays reach every
-  // rank, the small ones are copied in and user objects assigned.
-  void Assemble(const CheckpointContents& c, const RestorePlan& plan) {
+  // After a Read that succeeded (which gave every rank the whole arrays):
+  // the small blobs are copied in and user objects assigned.
+  void Assemble(const RestorePlan& plan) {
     for (const NamedBlob& blob : LiveBlobs(objects_, plan)) {
       const auto staged = staged_.find(blob.name);
       if (staged != staged_.end()) {
         std::memcpy(blob.bytes.data(), staged->second.data(), blob.bytes.size());
-      } else {
-        comm_->AllGather(blob.bytes.data(), internal::BlobParts(c, shares_, blob.name));
       }
     }
     for (const std::function<void()>& apply : assign_) apply();
@@ -294,6 +295,77 @@ class ParallelRestore {
     kept_ = true;
   }
 
+  // Reads this rank's share into the live arrays while the parts already
+  // in go to every rank, piece by piece: from a cold cache the reads wait
+  // for the disk, and the all-gathers use that time. They run on a thread
+  // of their own (MPI_THREAD_SERIALIZED allows it: this thread makes no MPI
+  // call until that one has ended). Every rank makes the same all-gathers
+  // in the same order whatever its read does: a read that fails ends early,
+  // what it did not read is sent as it is, and the verdict throws it away.
+  StatusOr<internal::ShareRead> ReadAndGather(const CheckpointContents& c, const std::string& path,
+                                              std::span<const internal::Extent> mine,
+                                              const internal::BlobMemory& live,
+                                              const internal::BlobMemory& small) {
+    const bool hash_on_another_thread = omp_get_max_threads() > 1;
+    if (comm_->size() == 1) {
+      return internal::ReadShare(env_, path, c, mine, live, small, hash_on_another_thread);
+    }
+    internal::ReadProgress progress;
+    std::exception_ptr gather_failed;
+    std::jthread gatherer([&] {
+      try {
+        GatherAsRead(c, live, progress);
+      } catch (...) {  // a collective that threw (in-process ranks): thrown here
+        gather_failed = std::current_exception();
+      }
+    });
+    StatusOr<internal::ShareRead> read = [&] {
+      struct Finish {  // however the read ends, the all-gathers go on
+        internal::ReadProgress& progress;
+        ~Finish() { progress.Finish(); }
+      } finish{progress};
+      return internal::ReadShare(env_, path, c, mine, live, small, hash_on_another_thread,
+                                 &progress);
+    }();
+    gatherer.join();
+    if (gather_failed) std::rethrow_exception(gather_failed);
+    return read;
+  }
+
+  // The all-gathers of ReadAndGather: blob by blob in the order the shards
+  // hold them, each rank's part cut into pieces, the
+  // k-th pieces of all parts in one all-gather once this rank's is in.
+  // (gather_piece_ bytes: RestoreOptions::gather_piece_bytes.)
+  void GatherAsRead(const CheckpointContents& c, const internal::BlobMemory& live,
+                    internal::ReadProgress& progress) {
+    std::vector<std::string> order;
+    std::set<std::string> seen;
+    for (const ShardInfo& shard : c.shards) {
+      for (const SliceInfo& slice : shard.slices) {
+        if (live.contains(slice.blob) && seen.insert(slice.blob).second)
+          order.push_back(slice.blob);
+      }
+    }
+    const size_t rank = static_cast<size_t>(comm_->rank());
+    for (const std::string& name : order) {
+      const std::vector<size_t> offsets = internal::BlobParts(c, shares_, name);
+      size_t longest = 0;
+      for (size_t r = 0; r + 1 < offsets.size(); ++r) {
+        longest = std::max(longest, offsets[r + 1] - offsets[r]);
+      }
+      for (size_t done = 0; done < longest; done += gather_piece_) {
+        std::vector<Communicator::Part> parts;
+        for (size_t r = 0; r + 1 < offsets.size(); ++r) {
+          const size_t length = offsets[r + 1] - offsets[r];
+          const size_t a = std::min(done, length), b = std::min(done + gather_piece_, length);
+          parts.push_back({offsets[r] + a, b - a});
+        }
+        progress.WaitFor(name, parts[rank].at + parts[rank].bytes - offsets[rank]);
+        comm_->AllGather(live.at(name).data(), parts);
+      }
+    }
+  }
+
   // Every rank's small slices reach every rank in one all-gather: packed
   // by reader rank (then shard and slice order), so that each rank's part
   // is contiguous, whatever the number of per-rank objects.
@@ -326,7 +398,7 @@ class ParallelRestore {
       std::memcpy(packed.data() + at, p.at, p.bytes);
       at += p.bytes;
     }
-    comm_->AllGather(packed.data(), parts);
+    comm_->AllGather(packed.data(), Communicator::Consecutive(parts));
     at = 0;
     for (const std::vector<Piece>& pieces : by_reader) {
       for (const Piece& p : pieces) {
@@ -340,6 +412,7 @@ class ParallelRestore {
   Communicator* const comm_;
   std::vector<TrackedObject>& objects_;
   const bool chief_reads_all_, undo_;
+  const size_t gather_piece_;
   internal::Shares shares_;
   // Every small blob of the checkpoint last read, on every rank.
   std::map<std::string, std::vector<float>> staged_;
@@ -443,8 +516,11 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest(const RestoreO
           "Track the same ones in the same order");
     }
   }
-  ParallelRestore parallel(env_, comm_, objects, options_.chief_writes_all,
-                           options.undo_on_failure);
+  if (options.gather_piece_bytes == 0) {
+    return InvalidArgumentError("RestoreOptions::gather_piece_bytes must be > 0");
+  }
+  ParallelRestore parallel(env_, comm_, objects, options_.chief_writes_all, options.undo_on_failure,
+                           options.gather_piece_bytes);
   std::optional<CheckpointContents> chosen;
   bool chosen_in_parallel = false;
   RestorePlan plan;
@@ -573,7 +649,7 @@ StatusOr<std::optional<int64_t>> CheckpointManager::RestoreLatest(const RestoreO
   }
   std::map<std::string, double> values;
   if (chosen_in_parallel) {
-    parallel.Assemble(*chosen, plan);
+    parallel.Assemble(plan);
     if (rank == 0) values = parallel.values();
   } else {
     if (rank == 0) {

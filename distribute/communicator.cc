@@ -97,11 +97,18 @@ std::vector<Status> Communicator::GatherStatus(const Status& s, int root) {
   return out;
 }
 
-void Communicator::AllGather(void* data, std::span<const size_t> parts) {
-  HOLDFAST_CHECK(parts.size() == static_cast<size_t>(size()) + 1,
-                 "AllGather needs size() + 1 parts");
+std::vector<Communicator::Part> Communicator::Consecutive(std::span<const size_t> offsets) {
+  std::vector<Part> parts;
+  for (size_t r = 0; r + 1 < offsets.size(); ++r) {
+    parts.push_back({offsets[r], offsets[r + 1] - offsets[r]});
+  }
+  return parts;
+}
+
+void Communicator::AllGather(void* data, std::span<const Part> parts) {
+  HOLDFAST_CHECK(parts.size() == static_cast<size_t>(size()), "AllGather needs a part per rank");
   for (int r = 0; r < size(); ++r) {
-    Broadcast(static_cast<char*>(data) + parts[r], parts[r + 1] - parts[r], r);
+    Broadcast(static_cast<char*>(data) + parts[r].at, parts[r].bytes, r);
   }
 }
 

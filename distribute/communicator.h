@@ -45,10 +45,17 @@ class Communicator {
   // Every rank's `bytes`; the root receives all of them in rank order,
   // others an empty vector. Sizes may differ between ranks.
   virtual std::vector<std::string> Gather(const std::string& bytes, int root) = 0;
-  // In place: rank r holds bytes [parts[r], parts[r + 1]) of `data` (parts
-  // has size() + 1 entries, the same on every rank); afterwards every rank
-  // holds all of them. By default one Broadcast per rank.
-  virtual void AllGather(void* data, std::span<const size_t> parts);
+  // One rank's bytes in an all-gather: [at, at + bytes) of the buffer.
+  struct Part {
+    size_t at = 0, bytes = 0;
+  };
+  // Parts that follow each other in rank order: rank r's bytes are
+  // [offsets[r], offsets[r + 1]) (offsets has one entry more than ranks).
+  static std::vector<Part> Consecutive(std::span<const size_t> offsets);
+  // In place: rank r holds parts[r] of `data` (one part per rank, the same
+  // on every rank, none overlapping); afterwards every rank holds all of
+  // them. By default one Broadcast per rank.
+  virtual void AllGather(void* data, std::span<const Part> parts);
   virtual void Barrier() = 0;
   // Ends the whole job (every rank) with `exit_code` after printing `why`
   // (one line, as given) on stderr. For an error this rank may have alone:
@@ -102,7 +109,7 @@ class LocalCommunicator final : public Communicator {
   std::string kind() const override { return "local"; }
   void AllReduce(void*, size_t, DataType, ReduceOp) override {}
   void Broadcast(void*, size_t, int) override {}
-  void AllGather(void*, std::span<const size_t>) override {}
+  void AllGather(void*, std::span<const Part>) override {}
   std::vector<std::string> Gather(const std::string& bytes, int) override { return {bytes}; }
   void Barrier() override {}
   [[noreturn]] void Abort(int exit_code, const std::string& why) override;

@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -104,15 +105,16 @@ void MpiCommunicator::Broadcast(void* data, size_t bytes, int root) {
   }
 }
 
-void MpiCommunicator::AllGather(void* data, std::span<const size_t> parts) {
-  HOLDFAST_CHECK(parts.size() == static_cast<size_t>(size_) + 1,
-                 "AllGather needs size() + 1 parts");
+void MpiCommunicator::AllGather(void* data, std::span<const Part> parts) {
+  HOLDFAST_CHECK(parts.size() == static_cast<size_t>(size_), "AllGather needs a part per rank");
   std::vector<int> counts, displacements;
-  for (int r = 0; r < size_; ++r) {
-    counts.push_back(static_cast<int>(parts[r + 1] - parts[r]));
-    displacements.push_back(static_cast<int>(parts[r]));
+  size_t end = 0;
+  for (const Part& p : parts) {
+    counts.push_back(static_cast<int>(p.bytes));
+    displacements.push_back(static_cast<int>(p.at));
+    end = std::max(end, p.at + p.bytes);
   }
-  if (parts.back() >= kMaxMpiCount) {
+  if (end >= kMaxMpiCount) {
     // Displacements are ints too: a larger blob goes one broadcast per rank.
     Communicator::AllGather(data, parts);
     return;

@@ -21,7 +21,7 @@ class MpiCommunicator final : public Communicator {
   std::string kind() const override { return "mpi"; }
   void AllReduce(void* data, size_t count, DataType type, ReduceOp op) override;
   void Broadcast(void* data, size_t bytes, int root) override;
-  void AllGather(void* data, std::span<const size_t> parts) override;
+  void AllGather(void* data, std::span<const Part> parts) override;
   std::vector<std::string> Gather(const std::string& bytes, int root) override;
   void Barrier() override;
   [[noreturn]] void Abort(int exit_code, const std::string& why) override;

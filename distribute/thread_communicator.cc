@@ -1,11 +1,14 @@
 #include "distribute/thread_communicator.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "core/check.h"
 
 namespace holdfast {
 namespace {
@@ -94,13 +97,17 @@ class ThreadCommunicator final : public Communicator {
     group_->Barrier();
   }
 
-  void AllGather(void* data, std::span<const size_t> parts) override {
-    group_->Publish(rank_, data, parts.back());
+  void AllGather(void* data, std::span<const Part> parts) override {
+    HOLDFAST_CHECK(parts.size() == static_cast<size_t>(size()), "AllGather needs a part per rank");
+    size_t end = 0;
+    for (const Part& p : parts) end = std::max(end, p.at + p.bytes);
+    group_->Publish(rank_, data, end);
     group_->Barrier();
     for (int r = 0; r < size(); ++r) {
-      if (r == rank_ || parts[r + 1] == parts[r]) continue;
-      std::memcpy(static_cast<char*>(data) + parts[r],
-                  static_cast<const char*>(group_->slot(r)) + parts[r], parts[r + 1] - parts[r]);
+      const Part& p = parts[static_cast<size_t>(r)];
+      if (r == rank_ || p.bytes == 0) continue;
+      std::memcpy(static_cast<char*>(data) + p.at, static_cast<const char*>(group_->slot(r)) + p.at,
+                  p.bytes);
     }
     group_->Barrier();
   }

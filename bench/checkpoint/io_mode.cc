@@ -197,7 +197,7 @@ class IoBench {
               parts.push_back(static_cast<size_t>(holdfast::ReplicaSlice(words, k, world_).end) *
                               sizeof(float));
             }
-            comm_.AllGather(b.bytes.data(), parts);
+            comm_.AllGather(b.bytes.data(), holdfast::Communicator::Consecutive(parts));
           }
         });
         if (StateHash(ckpt) != hash) Fail("the all-gather gave other bytes than were written");

@@ -72,7 +72,13 @@ class StallBench {
       }
       if (env_) env_->Reset();
     }
+    // After the callbacks before this one: the last asynchronous save's
+    // drain, which a run that saves must pay too.
+    void OnTrainEnd(holdfast::TrainingState&) override {
+      tail_seconds = std::chrono::duration<double>(Clock::now() - last_).count();
+    }
     std::vector<double> seconds;
+    double tail_seconds = 0;  // from the last step to Fit's end
     std::vector<bool> saved;
     std::vector<json> save_env;            // per save: its file-system calls
     std::vector<double> save_env_seconds;  // per save: their total time
@@ -116,11 +122,14 @@ class StallBench {
     const std::string schedule =
         f_.save_freq_auto ? "saving as often as a " + Percent(f_.overhead_budget) + " budget allows"
                           : "saving every " + std::to_string(f_.save_freq) + " steps";
-    bo.delete_checkpoint = true;  // each run starts fresh
+    // Each run starts fresh: the bench removes the backup after the run, out
+    // of its time (deleting it is a once-per-run cost, not a save's).
+    bo.delete_checkpoint = false;
     bo.fail_on_save_error = true;
 
     struct RunResult {
       std::vector<double> seconds;
+      double tail_seconds = 0;
       std::vector<bool> saved;
       std::vector<json> save_env;
       std::vector<double> save_env_seconds;
@@ -142,8 +151,15 @@ class StallBench {
       const holdfast::Dataset part = train.Head(steps * f_.batch);
       const CpuSample cpu0 = SampleCpu();
       holdfast::Fit(model, adam, loss, part, options);
-      RunResult run{
-          timer.seconds, timer.saved, timer.save_env, timer.save_env_seconds, -1, 0, 0, {}};
+      RunResult run{timer.seconds,
+                    timer.tail_seconds,
+                    timer.saved,
+                    timer.save_env,
+                    timer.save_env_seconds,
+                    -1,
+                    0,
+                    0,
+                    {}};
       if (with_saves) {
         const holdfast::SaveStats st = backup.save_stats();
         run.waits = st.waits;
@@ -160,6 +176,9 @@ class StallBench {
       }
       run.foreign_cpu_share = h_.ForeignCpuShare(cpu0);
       if (with_saves && backup.saves_failed() > 0) Fail("a save failed during training");
+      comm_.Barrier();
+      if (chief_) fs::remove_all(backup_dir);
+      comm_.Barrier();
       return run;
     };
 
@@ -186,8 +205,9 @@ class StallBench {
           if (!run.saved[i]) v.push_back(run.seconds[i]);
         return v;
       };
+      // Every step but the first, and the drain after the last one.
       auto total = [](const RunResult& run) {
-        double t = 0;
+        double t = run.tail_seconds;
         for (size_t i = 1; i < run.seconds.size(); ++i) t += run.seconds[i];
         return t;
       };
@@ -229,12 +249,14 @@ class StallBench {
                       {"with_saves",
                        {{"step_seconds", with_run.seconds},
                         {"saved", with_run.saved},
+                        {"tail_seconds", with_run.tail_seconds},
                         {"save_file_system_calls", with_run.save_env},
                         {"waits", with_run.waits},
                         {"snapshot_ms", with_run.snapshot_ms},
                         {"foreign_cpu_share", with_run.foreign_cpu_share}}},
                       {"without_saves",
                        {{"step_seconds", without_run.seconds},
+                        {"tail_seconds", without_run.tail_seconds},
                         {"foreign_cpu_share", without_run.foreign_cpu_share}}},
                       {"median_step_seconds_without", base},
                       {"median_step_seconds_with_non_save_steps", base_with},
@@ -317,7 +339,8 @@ class StallBench {
       std::printf(
           "(save step = mean time of the steps that saved; stall = that minus the "
           "median other step of the same run; overhead from stall = stall / median step x "
-          "saves per step; measured = run time with saves / without - 1)\n");
+          "saves per step; measured = run time with saves / without - 1, from the second step to "
+          "Fit's end (the last save's drain included), median over the alternating pairs)\n");
       if (!auto_save.is_null()) {
         std::printf("save_freq auto: interval %lld steps, %lld saves, estimated overhead %.1f%%\n",
                     static_cast<long long>(auto_save["interval_steps"].get<int64_t>()),

@@ -262,9 +262,31 @@ Status ReadSmallSlices(Env* env, const std::string& dir, const CheckpointContent
   return Status::Ok();
 }
 
+void ReadProgress::Add(const std::string& blob, uint64_t bytes) {
+  {
+    std::lock_guard lock(mu_);
+    in_[blob] += bytes;
+  }
+  changed_.notify_all();
+}
+
+void ReadProgress::Finish() {
+  {
+    std::lock_guard lock(mu_);
+    finished_ = true;
+  }
+  changed_.notify_all();
+}
+
+void ReadProgress::WaitFor(const std::string& blob, uint64_t bytes) {
+  std::unique_lock lock(mu_);
+  changed_.wait(lock, [&] { return finished_ || in_[blob] >= bytes; });
+}
+
 StatusOr<ShareRead> ReadShare(Env* env, const std::string& dir, const CheckpointContents& c,
                               std::span<const Extent> share, const BlobMemory& live,
-                              const BlobMemory& small, bool hash_on_another_thread) {
+                              const BlobMemory& small, bool hash_on_another_thread,
+                              ReadProgress* progress) {
   ShareRead out;
   std::unique_ptr<std::byte[]> scratch;  // for verified words that are not kept
   // Hashing a piece while the next is read: the chunks' digests come out in
@@ -337,6 +359,7 @@ StatusOr<ShareRead> ReadShare(Env* env, const std::string& dir, const Checkpoint
           std::byte* p = to->second.data() + first + done;
           HOLDFAST_RETURN_IF_ERROR(ReadInto(*file, a + done, p, n));
           hash_later(p, n);
+          if (progress) progress->Add(s.blob, n);
         } else {
           if (!scratch) scratch.reset(new std::byte[kReadPiece]);
           if (worker) worker->WaitIdle();  // done with the scratch memory

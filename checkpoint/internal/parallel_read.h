@@ -7,9 +7,11 @@
 // (CheckpointContents::has_layout, which ReadManifest has checked).
 #pragma once
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <span>
@@ -79,6 +81,26 @@ struct ShareRead {
   static StatusOr<ShareRead> Decode(const std::string& bytes);
 };
 
+// How far a ReadShare running on another thread has come: for each blob
+// read into live memory, how many bytes of this rank's part of it are in
+// (a rank reads its part of a blob in increasing order, so a count says
+// which). Lets the all-gather of what is in overlap the reading of the rest.
+class ReadProgress {
+ public:
+  void Add(const std::string& blob, uint64_t bytes);
+  // The read has ended, however it ended: nothing more will come.
+  void Finish();
+  // Blocks until `bytes` of this rank's part of `blob` are in, or the read
+  // has ended.
+  void WaitFor(const std::string& blob, uint64_t bytes);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::map<std::string, uint64_t> in_;
+  bool finished_ = false;
+};
+
 // Reads the rest of `share`: each shard's prefix decoded and checked
 // (magic, version, writer rank, step, slice count, counters), every other
 // header compared with the one its slice implies (a difference is noted in
@@ -88,10 +110,12 @@ struct ShareRead {
 // ReadSmallSlices and the all-gather after it put them). Every chunk is
 // hashed as its bytes arrive, on another thread if asked (worth it when
 // this rank has a core to spare). DataLoss or an I/O error for what it
-// finds; the chunks' digests are checked by CheckChecksums.
+// finds; the chunks' digests are checked by CheckChecksums. Each piece
+// read into `live` is reported to `progress`, if given.
 StatusOr<ShareRead> ReadShare(Env* env, const std::string& dir, const CheckpointContents& c,
                               std::span<const Extent> share, const BlobMemory& live,
-                              const BlobMemory& small, bool hash_on_another_thread = false);
+                              const BlobMemory& small, bool hash_on_another_thread = false,
+                              ReadProgress* progress = nullptr);
 
 // Every shard's checksum formed from the chunk digests of all shares:
 // DataLoss "<file>: hash mismatch" for the first that differs from the

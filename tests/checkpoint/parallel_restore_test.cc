@@ -268,13 +268,16 @@ class BigParallelRestoreTest : public ParallelRestoreTest {
     }
   }
 
-  // Every rank restores OK and holds the state saved with `seed`.
+  // Every rank restores OK and holds the state saved with `seed`. The
+  // arrays reach the other ranks in all-gathers of 64 KiB per rank as they
+  // are read (the big array's part is 6 to 25 of them), so that the
+  // all-gathers run while the reads still go on, and go on when one fails.
   void ExpectEveryRankRestores(const fs::path& dir, float seed, Env* env = nullptr) {
     const BigState expected(seed);
     RunInProcessRanks(Reading(), [&](Communicator& comm) {
       BigState state(0);
       CheckpointManager m(&state.checkpoint, &comm, {.directory = dir.string(), .env = env});
-      auto r = m.RestoreLatest();
+      auto r = m.RestoreLatest({.gather_piece_bytes = 64 << 10});
       ASSERT_OK(r.status());
       ASSERT_TRUE(r->has_value());
       EXPECT_EQ(**r, static_cast<int64_t>(seed) * 10) << "rank " << comm.rank();
@@ -294,6 +297,13 @@ TEST_P(BigParallelRestoreTest, DamageAnywhereInAnyShardFallsBackOnEveryRank) {
       SCOPED_TRACE(shard.string() + ": byte " + std::to_string(at) + " flipped");
       const fs::path d = Fresh();
       FlipByte(d / shard, at);
+      ExpectEveryRankRestores(d, kOld);
+      fs::remove_all(d);
+    }
+    for (const uint64_t at : {n / 3, n - 1}) {
+      SCOPED_TRACE(shard.string() + ": cut at byte " + std::to_string(at));
+      const fs::path d = Fresh();
+      fs::resize_file(d / shard, at);
       ExpectEveryRankRestores(d, kOld);
       fs::remove_all(d);
     }
@@ -357,6 +367,23 @@ TEST(DamagedInPlaceTest, AnArrayTheFallbackLacksIsRefusedOrUndone) {
       EXPECT_EQ(extra, std::vector<float>(extra_saved.size(), -1.0f)) << "rank " << comm.rank();
     });
   }
+}
+
+TEST(GatherPieceTest, ZeroBytesIsRefusedBeforeAnythingIsRead) {
+  TempDir dir;
+  RunInProcessRanks(2, [&](Communicator& comm) {
+    BigState state(1);
+    CheckpointManager m(&state.checkpoint, &comm, {.directory = dir.path()});
+    ASSERT_OK(m.Save());
+  });
+  RunInProcessRanks(2, [&](Communicator& comm) {
+    BigState fresh(0);
+    CheckpointManager reader(&fresh.checkpoint, &comm, {.directory = dir.path()});
+    auto r = reader.RestoreLatest({.gather_piece_bytes = 0});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().message();
+    EXPECT_TRUE(fresh == BigState(0));
+  });
 }
 
 // A manifest that lies about where a slice lies (valid checksum) is damage,

@@ -208,6 +208,30 @@ TEST_P(CollectivesTest, GatherArrivesInRankOrderAtTheRootOnly) {
   }
 }
 
+TEST_P(CollectivesTest, AllGatherFillsEveryPartWhereverItLies) {
+  const int w = world();
+  const std::vector<Communicator::Part> parts = testing::ScatteredParts(w, count());
+  std::vector<size_t> wrong(static_cast<size_t>(w));
+  RunInProcessRanks(w, [&](Communicator& comm) {
+    std::vector<unsigned char> buffer = testing::AllGatherBuffer(parts, comm.rank());
+    comm.AllGather(buffer.data(), parts);
+    wrong[static_cast<size_t>(comm.rank())] = testing::AllGatherErrors(parts, buffer);
+  });
+  EXPECT_EQ(wrong, std::vector<size_t>(static_cast<size_t>(w), 0)) << "wrong bytes, by rank";
+}
+
+TEST(ConsecutivePartsTest, EachRankFromItsOffsetToTheNext) {
+  const std::vector<size_t> offsets = {0, 5, 5, 12};
+  const std::vector<Communicator::Part> parts = Communicator::Consecutive(offsets);
+  ASSERT_EQ(parts.size(), 3u);
+  EXPECT_EQ(parts[0].at, 0u);
+  EXPECT_EQ(parts[0].bytes, 5u);
+  EXPECT_EQ(parts[1].at, 5u);
+  EXPECT_EQ(parts[1].bytes, 0u);
+  EXPECT_EQ(parts[2].at, 5u);
+  EXPECT_EQ(parts[2].bytes, 7u);
+}
+
 TEST_P(CollectivesTest, BarrierHoldsEveryRankUntilAllArrive) {
   const int w = world();
   constexpr int kRounds = 20;

@@ -175,6 +175,15 @@ TEST_F(MpiTest, GatherArrivesInRankOrderAtTheRootOnly) {
   }
 }
 
+TEST_F(MpiTest, AllGatherFillsEveryPartWhereverItLies) {
+  for (size_t n : {size_t{0}, size_t{7}, size_t{100000}}) {
+    const std::vector<Communicator::Part> parts = testing::ScatteredParts(Comm().size(), n);
+    std::vector<unsigned char> buffer = testing::AllGatherBuffer(parts, Comm().rank());
+    Comm().AllGather(buffer.data(), parts);
+    EXPECT_EQ(testing::AllGatherErrors(parts, buffer), 0u) << n << " bytes per part step";
+  }
+}
+
 // No rank leaves a barrier before every rank reached it: each rank marks
 // its arrival with a file in a directory all ranks share, the last rank
 // arriving 150 ms late, and after the barrier every rank must see every mark.
