@@ -51,7 +51,7 @@ def holdfast_cmd(args, nproc, out_json, scratch, asynchronous=False):
     exe = os.path.join(args.build, "bench", "checkpoint")
     # The asynchronous variant only changes saves during training: stall only.
     common = ["--mode", "stall" if asynchronous else args.mode, "--sizes-mb", args.sizes_mb, "--repeats", str(args.repeats),
-              "--settle-seconds", str(args.settle_seconds),
+              "--settle-seconds", str(args.settle_seconds), "--gather-piece-mb", str(args.gather_piece_mb),
               "--steps", str(args.steps), "--save-freq", str(args.save_freq),
               "--stall-repeats", str(args.stall_repeats), "--dir", scratch,
               "--data", args.data, "--quiet", "--json", out_json]
@@ -157,6 +157,8 @@ def main(argv=None):
                    help="io repeats inside each program (even: as many of each order)")
     p.add_argument("--settle-seconds", type=float, default=3,
                    help="io: rest before every timed operation (see bench/README.md)")
+    p.add_argument("--gather-piece-mb", type=float, default=16,
+                   help="io, holdfast: RestoreOptions::gather_piece_bytes in MiB (default 16)")
     p.add_argument("--steps", type=int, default=60, help="stall: steps per training run")
     p.add_argument("--save-freq", type=int, default=10, help="stall: save every N steps")
     p.add_argument("--save-freq-auto", action="store_true",

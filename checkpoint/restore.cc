@@ -307,14 +307,17 @@ class ParallelRestore {
                                               const internal::BlobMemory& live,
                                               const internal::BlobMemory& small) {
     const bool hash_on_another_thread = omp_get_max_threads() > 1;
-    if (comm_->size() == 1) {
-      return internal::ReadShare(env_, path, c, mine, live, small, hash_on_another_thread);
-    }
+    auto read_share = [&](internal::ReadProgress* progress) {
+      return internal::ReadShare(env_, path, c, mine, live, small, hash_on_another_thread,
+                                 progress);
+    };
+    if (comm_->size() == 1) return read_share(nullptr);
+    const std::vector<GatherRound> rounds = GatherRounds(c, live);
     internal::ReadProgress progress;
     std::exception_ptr gather_failed;
     std::jthread gatherer([&] {
       try {
-        GatherAsRead(c, live, progress);
+        Gather(rounds, live, progress);
       } catch (...) {  // a collective that threw (in-process ranks): thrown here
         gather_failed = std::current_exception();
       }
@@ -324,29 +327,36 @@ class ParallelRestore {
         internal::ReadProgress& progress;
         ~Finish() { progress.Finish(); }
       } finish{progress};
-      return internal::ReadShare(env_, path, c, mine, live, small, hash_on_another_thread,
-                                 &progress);
+      return read_share(&progress);
     }();
     gatherer.join();
     if (gather_failed) std::rethrow_exception(gather_failed);
     return read;
   }
 
-  // The all-gathers of ReadAndGather: blob by blob in the order the shards
-  // hold them, each rank's part cut into pieces, the
-  // k-th pieces of all parts in one all-gather once this rank's is in.
-  // (gather_piece_ bytes: RestoreOptions::gather_piece_bytes.)
-  void GatherAsRead(const CheckpointContents& c, const internal::BlobMemory& live,
-                    internal::ReadProgress& progress) {
+  // One all-gather of ReadAndGather: the k-th piece of every rank's part of
+  // a blob, once `needs` bytes of this rank's part of it are in.
+  struct GatherRound {
+    std::string blob;
+    std::vector<Communicator::Part> parts;
+    uint64_t needs = 0;
+  };
+
+  // Blob by blob in the order the shards hold them, each rank's part cut
+  // into pieces of gather_piece_ bytes (RestoreOptions::gather_piece_bytes).
+  std::vector<GatherRound> GatherRounds(const CheckpointContents& c,
+                                        const internal::BlobMemory& live) const {
     std::vector<std::string> order;
     std::set<std::string> seen;
     for (const ShardInfo& shard : c.shards) {
       for (const SliceInfo& slice : shard.slices) {
-        if (live.contains(slice.blob) && seen.insert(slice.blob).second)
+        if (live.contains(slice.blob) && seen.insert(slice.blob).second) {
           order.push_back(slice.blob);
+        }
       }
     }
     const size_t rank = static_cast<size_t>(comm_->rank());
+    std::vector<GatherRound> rounds;
     for (const std::string& name : order) {
       const std::vector<size_t> offsets = internal::BlobParts(c, shares_, name);
       size_t longest = 0;
@@ -354,15 +364,25 @@ class ParallelRestore {
         longest = std::max(longest, offsets[r + 1] - offsets[r]);
       }
       for (size_t done = 0; done < longest; done += gather_piece_) {
-        std::vector<Communicator::Part> parts;
+        GatherRound round{name, {}, 0};
         for (size_t r = 0; r + 1 < offsets.size(); ++r) {
           const size_t length = offsets[r + 1] - offsets[r];
           const size_t a = std::min(done, length), b = std::min(done + gather_piece_, length);
-          parts.push_back({offsets[r] + a, b - a});
+          round.parts.push_back({offsets[r] + a, b - a});
         }
-        progress.WaitFor(name, parts[rank].at + parts[rank].bytes - offsets[rank]);
-        comm_->AllGather(live.at(name).data(), parts);
+        round.needs = std::min(done + gather_piece_, offsets[rank + 1] - offsets[rank]);
+        rounds.push_back(std::move(round));
       }
+    }
+    return rounds;
+  }
+
+  // Makes the all-gathers, each once `progress` says this rank's piece is in.
+  void Gather(const std::vector<GatherRound>& rounds, const internal::BlobMemory& live,
+              internal::ReadProgress& progress) {
+    for (const GatherRound& round : rounds) {
+      progress.WaitFor(round.blob, round.needs);
+      comm_->AllGather(live.at(round.blob).data(), round.parts);
     }
   }
 

@@ -38,7 +38,8 @@ struct Flags {
   std::vector<double> sizes_mb = {10, 1000};
   int repeats = 6;
   double settle_seconds = 3;
-  std::string dir;  // parent of the scratch directory; "": beside the executable
+  double gather_piece_mb = 16;  // RestoreOptions::gather_piece_bytes, in MiB
+  std::string dir;              // parent of the scratch directory; "": beside the executable
   std::string json_path;
   // stall
   std::string data = holdfast::kFashionMnistDir;

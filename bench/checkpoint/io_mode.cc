@@ -170,7 +170,8 @@ class IoBench {
         holdfast::CheckpointManager reader(&ckpt, &comm_, co);
         env.Reset();
         *t = h_.Timed([&] {
-          auto restored = reader.RestoreLatest();
+          auto restored = reader.RestoreLatest(
+              {.gather_piece_bytes = static_cast<size_t>(f_.gather_piece_mb * (1 << 20))});
           if (!restored.ok()) Fail("restore failed: " + restored.status().ToString());
           if (!restored->has_value()) Fail("restore found no checkpoint in " + dir);
         });
@@ -276,6 +277,7 @@ class IoBench {
               {"bytes_per_rank", my_bytes},
               {"repeats", repeats},
               {"settle_seconds", f_.settle_seconds},
+              {"gather_piece_mb", f_.gather_piece_mb},
               {"save_seconds", save},
               {"raw_write_seconds", raw_w},
               {"restore_cold_seconds", restore_cold},

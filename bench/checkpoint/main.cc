@@ -87,6 +87,10 @@ void ParseFlags(CLI::App& app, Flags& f) {
       ->delimiter(',')
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--gather-piece-mb", f.gather_piece_mb,
+                 "io: RestoreOptions::gather_piece_bytes, in MiB (2^20 bytes)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--repeats", f.repeats, "io: repeats per size (after one warm-up)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
