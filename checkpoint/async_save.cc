@@ -184,6 +184,12 @@ Status CheckpointManager::StartAsyncSave() {
   return Status::Ok();
 }
 
+void CheckpointManager::PrepareAsyncSave() {
+  if (!async_ || save_in_flight()) return;
+  ReserveSnapshot();
+  async_->worker.WaitIdle();
+}
+
 void CheckpointManager::ReserveSnapshot() {
   AsyncSave& a = *async_;
   const int writers = Writers();

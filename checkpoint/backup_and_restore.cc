@@ -70,6 +70,11 @@ void BackupAndRestore::OnTrainBegin(TrainingState& s) {
     next_save_step_ = 0;  // set at the first step: a Fit measures before it saves
     interval_ = 0;
   }
+  Resume(s);
+  manager_->PrepareAsyncSave();  // before the first step, not during the first ones
+}
+
+void BackupAndRestore::Resume(TrainingState& s) {
   RestoreOptions restore = options_.restore;
   // Starting fresh after damage needs the weights from before the restore.
   restore.undo_on_failure |= options_.start_fresh_if_damaged;

@@ -123,6 +123,8 @@ class BackupAndRestore final : public Callback {
 
  private:
   void Bind(TrainingState& s);
+  // Restores the backup, if any, into the model and `s` (OnTrainBegin).
+  void Resume(TrainingState& s);
   // Records the training position in the Checkpoint's counters and values.
   void Stage(const TrainingState& s);
   // A failed save: thrown (fail_on_save_error) or a warning from the chief.

@@ -208,6 +208,7 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
     holdfast::EndJob(comm, holdfast::RefusesTheRun(restored.status()) ? kExitUsage : kExitFailure,
                      "custom_loop", restored.status().ToString());
   }
+  manager.PrepareAsyncSave();  // the snapshot's memory, before the first step
   optimizer.set_learning_rate(static_cast<float>(schedule.rate));
   int64_t steps_run = 0;
   int64_t& epoch = loop.epoch;

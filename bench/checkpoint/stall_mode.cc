@@ -176,15 +176,20 @@ class StallBench {
       }
       run.foreign_cpu_share = h_.ForeignCpuShare(cpu0);
       if (with_saves && backup.saves_failed() > 0) Fail("a save failed during training");
+      return run;
+    };
+    // After a run and its manager are gone (the manager holds the directory's
+    // lock): the next run starts fresh.
+    auto remove_backup = [&] {
       comm_.Barrier();
       if (chief_) fs::remove_all(backup_dir);
       comm_.Barrier();
-      return run;
     };
 
     // Warm-up: BLAS threads, page faults of the activations, the first save.
     h_.Log("stall: warm-up");
     (void)train_once(true, std::min<int64_t>(f_.steps, f_.save_freq_auto ? 25 : f_.save_freq + 2));
+    remove_backup();
     json runs = json::array();
     std::vector<double> base_ms, mean_ms, save_step_ms, stall_ms, stall_share, total_on, total_off,
         overhead, save_fs_ms, foreign, saves_per_step;
@@ -197,6 +202,7 @@ class StallBench {
         h_.Log(std::string("stall: repeat ") + std::to_string(r + 1) + ", " +
                (with_saves ? schedule : std::string("no saves")));
         (with_saves ? with_run : without_run) = train_once(with_saves, f_.steps);
+        remove_backup();
       }
       // Step 0 carries Fit's start (broadcast, first touch): left out.
       auto steady = [](const RunResult& run) {

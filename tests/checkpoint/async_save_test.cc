@@ -266,12 +266,18 @@ TEST_P(AsyncSaveTest, DestroyedWithASaveInFlightLeavesThePreviousCheckpoint) {
   EXPECT_EQ(PrepareAreas(dir.path()), std::vector<std::string>{});
 }
 
-// Minor page faults of the calling thread so far: each is a fresh page
-// touched.
-int64_t FreshPagesTouchedByThisThread() {
+// Minor page faults so far, each a fresh page touched: of the calling thread
+// (RUSAGE_THREAD) or of the whole process (RUSAGE_SELF).
+int64_t FreshPagesTouched(int who) {
   rusage usage{};
-  getrusage(RUSAGE_THREAD, &usage);
+  getrusage(who, &usage);
   return usage.ru_minflt;
+}
+
+// Pages of snapshot each rank of `world` holds for the big classifier below.
+size_t SnapshotPagesPerRank(int world) {
+  Trainee probe = MakeClassifier(1, false, true, /*hidden=*/1 << 19);
+  return Flat(probe).size() * sizeof(float) / static_cast<size_t>(world) / kDirectIoAlignment;
 }
 
 // Between saves the writer thread faults in the snapshot's memory: the copy
@@ -279,9 +285,7 @@ int64_t FreshPagesTouchedByThisThread() {
 // (a fault per page made that copy several times as slow as the later ones).
 TEST_P(AsyncSaveTest, TheSnapshotTouchesNoFreshMemory) {
   TempDir dir;
-  Trainee probe = MakeClassifier(1, false, true, /*hidden=*/1 << 19);
-  const size_t snapshot_pages =
-      Flat(probe).size() * sizeof(float) / static_cast<size_t>(World()) / kDirectIoAlignment;
+  const size_t snapshot_pages = SnapshotPagesPerRank(World());
   std::vector<int64_t> fresh(static_cast<size_t>(World()), -1);
   RunInProcessRanks(World(), [&](Communicator& comm) {
     Trainee t = MakeClassifier(1, false, true, /*hidden=*/1 << 19);
@@ -290,9 +294,9 @@ TEST_P(AsyncSaveTest, TheSnapshotTouchesNoFreshMemory) {
     CheckpointManager m(&c, &comm, {.directory = dir.path(), .async = true, .replica = &replica});
     replica.Step();
     ASSERT_OK(m.Poll());  // a step without a save: the writer reserves the snapshot
-    const int64_t before = FreshPagesTouchedByThisThread();
+    const int64_t before = FreshPagesTouched(RUSAGE_THREAD);
     ASSERT_OK(m.Save());
-    fresh[static_cast<size_t>(comm.rank())] = FreshPagesTouchedByThisThread() - before;
+    fresh[static_cast<size_t>(comm.rank())] = FreshPagesTouched(RUSAGE_THREAD) - before;
     ASSERT_OK(m.WaitForSave());
     EXPECT_EQ(m.stats().committed, 1);
   });
@@ -303,6 +307,37 @@ TEST_P(AsyncSaveTest, TheSnapshotTouchesNoFreshMemory) {
         << "rank " << r << " faulted in snapshot memory itself (" << snapshot_pages
         << " pages of snapshot)";
   }
+}
+
+// PrepareAsyncSave has the snapshot's memory faulted in before it returns, so
+// that no thread does it while training runs: the first save after it
+// touches almost no fresh page in the whole process (without it, that save's
+// own Poll has the writer fault in every page of the snapshot meanwhile).
+TEST_P(AsyncSaveTest, PrepareAsyncSaveFaultsTheSnapshotInBeforeItReturns) {
+  TempDir dir;
+  const size_t snapshot_pages = SnapshotPagesPerRank(World()) * static_cast<size_t>(World());
+  int64_t before = 0, after = 0;
+  RunInProcessRanks(World(), [&](Communicator& comm) {
+    Trainee t = MakeClassifier(1, false, true, /*hidden=*/1 << 19);
+    Checkpoint c(t.model.get(), t.optimizer.get());
+    StepReplica replica(comm);
+    CheckpointManager m(&c, &comm, {.directory = dir.path(), .async = true, .replica = &replica});
+    m.PrepareAsyncSave();
+    replica.Step();
+    comm.Barrier();
+    if (comm.rank() == 0) before = FreshPagesTouched(RUSAGE_SELF);
+    comm.Barrier();
+    ASSERT_OK(m.Save());
+    comm.Barrier();
+    if (comm.rank() == 0) after = FreshPagesTouched(RUSAGE_SELF);
+    comm.Barrier();
+    ASSERT_OK(m.WaitForSave());
+    EXPECT_EQ(m.stats().committed, 1);
+  });
+  ASSERT_GT(snapshot_pages, 1000u);
+  EXPECT_LT(after - before, static_cast<int64_t>(snapshot_pages / 20))
+      << "the process faulted in snapshot memory during the first save (" << snapshot_pages
+      << " pages of snapshot in all)";
 }
 
 INSTANTIATE_TEST_SUITE_P(Worlds, AsyncSaveTest, ::testing::Values(1, 2, 3),

@@ -270,7 +270,7 @@ class BigParallelRestoreTest : public ParallelRestoreTest {
 
   // Every rank restores OK and holds the state saved with `seed`. The
   // arrays reach the other ranks in all-gathers of 64 KiB per rank as they
-  // are read (the big array's part is 6 to 25 of them), so that the
+  // are read (13 rounds for the big array at 2 ranks, 9 at 3), so that the
   // all-gathers run while the reads still go on, and go on when one fails.
   void ExpectEveryRankRestores(const fs::path& dir, float seed, Env* env = nullptr) {
     const BigState expected(seed);

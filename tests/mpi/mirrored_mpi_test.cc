@@ -180,7 +180,7 @@ TEST_F(MpiTest, AllGatherFillsEveryPartWhereverItLies) {
     const std::vector<Communicator::Part> parts = testing::ScatteredParts(Comm().size(), n);
     std::vector<unsigned char> buffer = testing::AllGatherBuffer(parts, Comm().rank());
     Comm().AllGather(buffer.data(), parts);
-    EXPECT_EQ(testing::AllGatherErrors(parts, buffer), 0u) << n << " bytes per part step";
+    EXPECT_EQ(testing::AllGatherErrors(parts, buffer), 0u) << "n = " << n;
   }
 }
 
