@@ -34,30 +34,19 @@ std::string Shard(int rank, int world) {
   return "shard-" + std::to_string(rank) + "-of-" + std::to_string(world) + ".bin";
 }
 
-// Every file read was read whole and each byte once: the reads of each file
-// (named relative to `dir`, as `name_of` gives it) tile it exactly.
+// Every file read was read whole and each byte once, and exactly the
+// `expected_files` were read (named relative to `dir`, as `name_of` gives it).
 void ExpectEachByteReadOnce(const std::vector<testing::FaultInjectionEnv::Read>& reads,
                             const fs::path& dir,
                             const std::function<std::string(const fs::path&)>& name_of,
                             const std::vector<std::string>& expected_files) {
-  std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> by_file;
+  ReadRanges by_file;
   for (const testing::FaultInjectionEnv::Read& read : reads) {
     by_file[name_of(read.path)].emplace_back(read.offset, read.offset + read.bytes);
   }
-  std::vector<std::string> read_files, expected = expected_files;
-  for (const auto& [file, ranges] : by_file) read_files.push_back(file);
-  std::sort(expected.begin(), expected.end());
-  EXPECT_EQ(read_files, expected);
-  for (auto& [file, ranges] : by_file) {
-    SCOPED_TRACE(file);
-    std::sort(ranges.begin(), ranges.end());
-    uint64_t next = 0;
-    for (const auto& [begin, end] : ranges) {
-      EXPECT_EQ(begin, next) << "bytes read twice or not at all";
-      next = std::max(next, end);
-    }
-    EXPECT_EQ(next, fs::file_size(dir / file));
-  }
+  std::map<std::string, uint64_t> sizes;
+  for (const std::string& file : expected_files) sizes[file] = fs::file_size(dir / file);
+  holdfast::ExpectEachByteReadOnce(std::move(by_file), sizes);
 }
 
 // Parameters: the world size that saved, the world size that restores.

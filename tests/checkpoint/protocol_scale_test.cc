@@ -201,28 +201,15 @@ TEST_F(ProtocolScaleTest, EachRankReadsItsShareOfTheState) {
 TEST_F(ProtocolScaleTest, EveryShardByteIsReadExactlyOnce) {
   for (const auto& [world, m] : *measured_) {
     SCOPED_TRACE("W=" + std::to_string(world));
-    std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>> by_file;
+    ReadRanges by_file;
     for (const CountingEnv::Read& read : m.restore_reads) {
       by_file[read.path].emplace_back(read.offset, read.offset + read.bytes);
       if (fs::path(read.path).filename() == kManifestFile) {
         EXPECT_EQ(read.rank, 0);
       }
     }
-    std::vector<std::string> expected_files, read_files;
-    for (const auto& [path, size] : m.file_sizes) expected_files.push_back(path);
-    for (const auto& [path, ranges] : by_file) read_files.push_back(path);
-    EXPECT_EQ(read_files, expected_files);
-    EXPECT_EQ(expected_files.size(), static_cast<size_t>(world) + 1);  // shards and manifest
-    for (auto& [path, ranges] : by_file) {
-      SCOPED_TRACE(path);
-      std::sort(ranges.begin(), ranges.end());
-      uint64_t next = 0;
-      for (const auto& [begin, end] : ranges) {
-        EXPECT_EQ(begin, next) << "bytes read twice or not at all";
-        next = std::max(next, end);
-      }
-      EXPECT_EQ(next, m.file_sizes.at(path));
-    }
+    EXPECT_EQ(m.file_sizes.size(), static_cast<size_t>(world) + 1);  // shards and manifest
+    ExpectEachByteReadOnce(std::move(by_file), m.file_sizes);
   }
 }
 

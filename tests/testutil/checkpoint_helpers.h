@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/serialization/string.hpp>
 #include <boost/serialization/vector.hpp>
 #include <chrono>
@@ -18,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "checkpoint/manager.h"
@@ -29,6 +31,31 @@
 #include "tests/testutil/testutil.h"
 
 namespace holdfast {
+
+// Byte ranges [begin, end) read, by file.
+using ReadRanges = std::map<std::string, std::vector<std::pair<uint64_t, uint64_t>>>;
+
+// The files of `sizes` were read, none other, and each whole, each byte once:
+// the ranges read of each file tile it exactly.
+inline void ExpectEachByteReadOnce(ReadRanges reads, const std::map<std::string, uint64_t>& sizes) {
+  std::vector<std::string> read_files, expected_files;
+  for (const auto& [file, ranges] : reads) read_files.push_back(file);
+  for (const auto& [file, size] : sizes) expected_files.push_back(file);
+  EXPECT_EQ(read_files, expected_files);
+  for (auto& [file, ranges] : reads) {
+    SCOPED_TRACE(file);
+    std::sort(ranges.begin(), ranges.end());
+    uint64_t next = 0;
+    for (const auto& [begin, end] : ranges) {
+      EXPECT_EQ(begin, next) << "bytes read twice or not at all";
+      next = std::max(next, end);
+    }
+    const auto size = sizes.find(file);
+    if (size != sizes.end()) {
+      EXPECT_EQ(next, size->second);
+    }
+  }
+}
 
 // A model trained for `steps` Adam steps, so every blob holds distinct values.
 inline Trainee Trained(uint64_t seed, int steps) {
