@@ -6,13 +6,11 @@
 // For each layer shape (rows x in x out): the forward X.W (+ bias), the input
 // gradient dY.W^T and the weight gradient X^T.dY, each as OpenBLAS's sgemm
 // (the `--layout-invariant off` path) and as holdfast's fixed-order kernel
-// (core/internal/fixed_order_gemm.h). The weight gradient is measured both
-// ways the invariant mode can form it: float chains per micro-shard rounded
-// onto the grid (16 micro-shards) and each row rounded onto the grid; the
-// mode's rule (core/layers.h, RoundsEachRow) picks the second below 8 rows
-// per micro-shard, and the row sweep shows where the two cross. Every
-// figure is the median over interleaved rounds whose order rotates, so
-// drift hits all alike. Prints a table and JSON.
+// (core/internal/fixed_order_gemm.h), which the invariant mode uses for all
+// three (the weight gradient over the global batch's gathered rows,
+// core/gathered_gradients.h). Every figure is the median over interleaved
+// rounds whose order rotates, so drift hits all alike. Prints a table and
+// JSON.
 #include <cblas.h>
 #include <omp.h>
 
@@ -26,18 +24,12 @@
 #include <string>
 #include <vector>
 
-#include "core/exact_sum.h"
-#include "core/internal/exact_gradient.h"
 #include "core/internal/fixed_order_gemm.h"
 #include "examples/cli.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using holdfast::internal::MicroShardGradient;
-
-constexpr int kMicroShards = 16;
-
 // Median seconds per call of each fn: each round times every fn (calls
 // repeated to fill ~20 ms), starting at a rotating position.
 std::vector<double> MedianSeconds(const std::vector<std::function<void()>>& fns, int rounds) {
@@ -96,9 +88,6 @@ int main(int argc, char** argv) {
 
   std::vector<Layer> layers = {{"small model, layer 1 (batch 50)", 50, 784, 256},
                                {"big model, hidden layer (batch 256)", 256, 2048, 2048}};
-  for (int64_t rows : {32, 64, 96, 128, 192, 256}) {  // rows / 16 per micro-shard: 2 .. 16
-    layers.push_back({"dW sweep", rows, 1024, 512});
-  }
 
   nlohmann::json results = nlohmann::json::array();
   std::printf("bench/kernels, %d thread(s): GFLOP/s, median of %d interleaved rounds\n", threads,
@@ -106,28 +95,11 @@ int main(int argc, char** argv) {
   std::printf("%-36s | %-17s | %8s | %8s | %8s | %s\n", "layer", "rows x in x out", "product",
               "OpenBLAS", "holdfast", "holdfast / OpenBLAS");
   for (const Layer& l : layers) {
-    const bool sweep = l.name == "dW sweep";
     const std::vector<float> x = Random(l.rows * l.in, 1, 1.0f, true),
                              w = Random(l.in * l.out, 2, 0.05f, false),
                              dy = Random(l.rows * l.out, 3, 1e-3f, false),
                              bias = Random(l.out, 4, 0.1f, false);
     std::vector<float> y(l.rows * l.out), dx(l.rows * l.in), dw(l.in * l.out);
-    std::vector<double> kgrid(l.in * l.out), bgrid(l.out);
-    std::vector<int64_t> offsets;
-    for (int m = 0; m <= kMicroShards; ++m) offsets.push_back(l.rows * m / kMicroShards);
-    const holdfast::internal::RowBounds b =
-        holdfast::internal::DenseRowBounds(x.data(), dy.data(), l.rows, l.in, l.out);
-    MicroShardGradient g{x.data(),
-                         dy.data(),
-                         l.in,
-                         l.out,
-                         offsets,
-                         holdfast::GridScale(holdfast::BoundExponent(l.rows * b.kernel)),
-                         holdfast::GridScale(holdfast::BoundExponent(l.rows * b.bias)),
-                         kgrid.data(),
-                         bgrid.data()};
-    MicroShardGradient rows_g = g;
-    rows_g.round_each_row = true;
     using holdfast::internal::FixedOrderGemm;
     const int64_t rows = l.rows, in = l.in, out = l.out;
     std::vector<std::function<void()>> fns = {
@@ -135,27 +107,29 @@ int main(int argc, char** argv) {
           cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, rows, 1.0f, x.data(), in,
                       dy.data(), out, 0.0f, dw.data(), out);
         },
-        [&] { holdfast::internal::MicroShardDenseGradient(g); },
-        [&] { holdfast::internal::MicroShardDenseGradient(rows_g); }};
-    if (!sweep) {
-      fns.push_back([&] {  // y = X W + b: sgemm onto the broadcast bias, as Eigen does
-        for (int64_t r = 0; r < rows; ++r) std::copy(bias.begin(), bias.end(), y.data() + r * out);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, out, in, 1.0f, x.data(), in,
-                    w.data(), out, 1.0f, y.data(), out);
-      });
-      fns.push_back([&] {
-        FixedOrderGemm(rows, out, in, {x.data(), in, 1}, {w.data(), out, 1}, bias.data(), y.data(),
-                       out);
-      });
-      fns.push_back([&] {  // dX = dY W^T
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, in, out, 1.0f, dy.data(), out,
-                    w.data(), out, 0.0f, dx.data(), in);
-      });
-      fns.push_back([&] {
-        FixedOrderGemm(rows, in, out, {dy.data(), out, 1}, {w.data(), 1, out}, nullptr, dx.data(),
-                       in);
-      });
-    }
+        [&] {  // X read down its columns, as ParameterGradients does
+          FixedOrderGemm(in, out, rows, {x.data(), 1, in}, {dy.data(), out, 1}, nullptr, dw.data(),
+                         out);
+        },
+        [&] {  // y = X W + b: sgemm onto the broadcast bias, as Eigen does  // y = X W + b: sgemm
+               // onto the broadcast bias, as Eigen does
+          for (int64_t r = 0; r < rows; ++r)
+            std::copy(bias.begin(), bias.end(), y.data() + r * out);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, out, in, 1.0f, x.data(), in,
+                      w.data(), out, 1.0f, y.data(), out);
+        },
+        [&] {
+          FixedOrderGemm(rows, out, in, {x.data(), in, 1}, {w.data(), out, 1}, bias.data(),
+                         y.data(), out);
+        },
+        [&] {  // dX = dY W^T
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, in, out, 1.0f, dy.data(), out,
+                      w.data(), out, 0.0f, dx.data(), in);
+        },
+        [&] {
+          FixedOrderGemm(rows, in, out, {dy.data(), out, 1}, {w.data(), 1, out}, nullptr, dx.data(),
+                         in);
+        }};
     const std::vector<double> s = MedianSeconds(fns, rounds);
     const double gflop = 2.0 * static_cast<double>(rows * in * out) / 1e9;
     const std::string shape =
@@ -173,12 +147,9 @@ int main(int argc, char** argv) {
                          {"holdfast_gflops", gflop / holdfast_s},
                          {"ratio", blas_s / holdfast_s}});
     };
-    if (!sweep) {
-      report("X.W+b", s[3], s[4]);
-      report("dY.W^T", s[5], s[6]);
-    }
-    report("dW chain", s[0], s[1]);
-    report("dW rows", s[0], s[2]);
+    report("X.W+b", s[2], s[3]);
+    report("dY.W^T", s[4], s[5]);
+    report("X^T.dY", s[0], s[1]);
   }
   if (!json_path.empty()) {
     holdfast::examples::WriteJsonFile(json_path, results);

@@ -3,9 +3,8 @@
 namespace holdfast {
 namespace {
 
-std::string Describe(bool invariant, int64_t micro_shards) {
-  return invariant ? "--layout-invariant on with " + std::to_string(micro_shards) + " micro-shards"
-                   : std::string("--layout-invariant off");
+std::string Describe(bool invariant) {
+  return invariant ? "--layout-invariant on" : "--layout-invariant off";
 }
 
 std::string Plural(int64_t n, const char* word) {
@@ -17,7 +16,6 @@ std::string Plural(int64_t n, const char* word) {
 void RecordRunLayout(const LayoutOptions& layout, int threads_per_rank,
                      std::map<std::string, int64_t>* counters) {
   (*counters)[kLayoutInvariantCounter] = layout.invariant ? 1 : 0;
-  (*counters)[kMicroShardsCounter] = layout.micro_shards;
   (*counters)[kThreadsCounter] = threads_per_rank;
 }
 
@@ -32,9 +30,8 @@ Status CheckRunLayout(const std::map<std::string, int64_t>& counters, int writte
                       std::string* warning) {
   warning->clear();
   const auto mode = counters.find(kLayoutInvariantCounter);
-  const auto shards = counters.find(kMicroShardsCounter);
   const auto threads = counters.find(kThreadsCounter);
-  if (mode == counters.end() || shards == counters.end() || threads == counters.end()) {
+  if (mode == counters.end() || threads == counters.end()) {
     *warning =
         "it records no layout (written before holdfast recorded layouts, or by a manager "
         "without the training's replica), so this resume cannot be bit-exact with the run "
@@ -42,14 +39,20 @@ Status CheckRunLayout(const std::map<std::string, int64_t>& counters, int writte
     return Status::Ok();
   }
   const bool written_invariant = mode->second != 0;
-  // Under the opt-out the micro-shard count plays no part.
-  if (written_invariant != layout.invariant ||
-      (layout.invariant && shards->second != layout.micro_shards)) {
+  if (written_invariant != layout.invariant) {
     return FailedPreconditionError(
-        "written with " + Describe(written_invariant, shards->second) + ", this run has " +
-        Describe(layout.invariant, layout.micro_shards) +
+        "written with " + Describe(written_invariant) + ", this run has " +
+        Describe(layout.invariant) +
         ": resuming would change the result (start with the checkpoint's setting or another "
         "directory)");
+  }
+  const auto shards = counters.find(kMicroShardsCounter);
+  if (written_invariant && shards != counters.end()) {
+    *warning = "written by an earlier holdfast that summed layout-invariant gradients over " +
+               Plural(shards->second, "micro-shard") +
+               "; this one gathers rows, so this resume cannot be bit-exact with the run that "
+               "wrote it";
+    return Status::Ok();
   }
   if (!layout.invariant &&
       (threads->second != threads_per_rank || written_world_size != world_size)) {

@@ -12,6 +12,8 @@
 namespace holdfast {
 
 inline constexpr const char* kLayoutInvariantCounter = "holdfast/layout/invariant";
+// Written by holdfast before layout-invariant gradients were formed from
+// gathered rows (their micro-shard count); read to name such checkpoints.
 inline constexpr const char* kMicroShardsCounter = "holdfast/layout/micro_shards";
 inline constexpr const char* kThreadsCounter = "holdfast/layout/threads_per_rank";
 
@@ -25,9 +27,10 @@ void EraseRunLayout(std::map<std::string, int64_t>* counters);
 // Whether a run with `layout`, `threads_per_rank` and `world_size` may
 // resume a checkpoint with these counters, written by `written_world_size`
 // ranks. FailedPrecondition, naming both, when its result would change (the
-// mode or the micro-shards differ). Otherwise OK; *warning (one line, or
-// empty) says when the resume cannot be bit-exact: under the opt-out with
-// other threads or another world size, or a checkpoint older than the record.
+// mode differs). Otherwise OK; *warning (one line, or empty) says when the
+// resume cannot be bit-exact: under the opt-out with other threads or
+// another world size, or a checkpoint older than the record or than gathered
+// rows.
 Status CheckRunLayout(const std::map<std::string, int64_t>& counters, int written_world_size,
                       const LayoutOptions& layout, int threads_per_rank, int world_size,
                       std::string* warning);

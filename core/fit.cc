@@ -41,13 +41,6 @@ double LossSum(const Loss& loss, const Matrix& output, const Matrix& target, flo
 
 }  // namespace
 
-Replica::Replica(LayoutOptions layout) : layout_(layout) {
-  if (layout_.micro_shards < 1) {
-    throw std::invalid_argument("micro_shards must be at least 1, got " +
-                                std::to_string(layout_.micro_shards));
-  }
-}
-
 void GatherRows(const Dataset& data, std::span<const uint32_t> order, Range range, Matrix* x,
                 Matrix* y) {
   const int64_t xc = data.x.cols(), yc = data.y.cols();
@@ -70,30 +63,12 @@ Trainer::Trainer(Sequential& model, Optimizer& optimizer, const Loss& loss, cons
       replica_(options.replica != nullptr ? options.replica : &single_process_) {
   Validate(model, data, options);
   replica_->BeginTraining(model, optimizer, loss, data, options);
-  plan_.agree_max = [this](std::span<int64_t> v) { replica_->AgreeMax(v); };
-}
-
-Range Trainer::LocalRows(int64_t batch_rows) {
-  const int rank = replica_->rank(), world = replica_->world_size();
-  if (!replica_->layout().invariant) return ReplicaSlice(batch_rows, rank, world);
-  // Canonical micro-shards (the same cut whatever the world size), dealt to
-  // the replicas whole: micro-shard m is rows ReplicaSlice(B, m, M).
-  const int shards = replica_->layout().micro_shards;
-  const Range mine = ReplicaSlice(shards, rank, world);
-  const int64_t first = ReplicaSlice(batch_rows, static_cast<int>(mine.begin), shards).begin;
-  shard_offsets_.assign(1, 0);
-  for (int64_t m = mine.begin; m < mine.end; ++m) {
-    shard_offsets_.push_back(ReplicaSlice(batch_rows, static_cast<int>(m), shards).end - first);
-  }
-  plan_.shard_offsets = shard_offsets_;
-  plan_.global_rows = batch_rows;
-  plan_.round_each_row = RoundsEachRow(batch_rows, shards);
-  return {first, first + shard_offsets_.back()};
 }
 
 StepMetrics Trainer::Step(std::span<const uint32_t> order, Range batch) {
   const bool invariant = replica_->layout().invariant;
-  const Range slice = LocalRows(batch.size());
+  const int world = replica_->world_size();
+  const Range slice = ReplicaSlice(batch.size(), replica_->rank(), world);
   GatherRows(data_, order, {batch.begin + slice.begin, batch.begin + slice.end}, &x_, &y_);
 
   StepContext ctx;
@@ -102,7 +77,6 @@ StepMetrics Trainer::Step(std::span<const uint32_t> order, Range batch) {
   ctx.step = optimizer_.iterations();
   ctx.first_row = slice.begin;
   ctx.fixed_order = invariant;
-  ctx.exact_gradients = invariant ? &plan_ : nullptr;
   const Matrix& output = model_.Forward(x_, ctx);
   // Scaling by the global batch size makes the replicas' gradient sum the
   // gradient of the global batch's mean loss, however it is split.
@@ -111,9 +85,15 @@ StepMetrics Trainer::Step(std::span<const uint32_t> order, Range batch) {
                            invariant, &row_losses_);
   sums[kCorrect] = static_cast<double>(loss_.CountCorrect(output, y_).value_or(0));
   sums[kSamples] = static_cast<double>(slice.size());
-  model_.Backward(doutput_, replica_->BeginStepSync(sums));
-  replica_->FinishStepSync(model_.store().grads(), sums);
-  if (invariant) model_.store().ResolveExactGradients();
+  if (invariant) {
+    model_.Backward(doutput_);  // input gradients only
+    // The parameter gradients need the whole batch's input rows (x_ when alone).
+    if (world > 1) GatherRows(data_, order, batch, &global_x_, &global_y_);
+    gathered_.Compute(model_, world > 1 ? global_x_ : x_, *replica_, sums);
+  } else {
+    model_.Backward(doutput_, replica_->BeginStepSync(sums));
+    replica_->FinishStepSync(model_.store().grads(), sums);
+  }
   optimizer_.Apply(model_.store().params(), model_.store().grads());
   return {sums[kLossSum], sums[kCorrect], sums[kSamples]};
 }

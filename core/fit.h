@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -16,6 +17,7 @@
 
 #include "core/data_order.h"
 #include "core/dataset.h"
+#include "core/gathered_gradients.h"
 #include "core/loss.h"
 #include "core/optimizer.h"
 #include "core/sequential.h"
@@ -43,13 +45,11 @@ struct StepControl {
 struct LayoutOptions {
   // true: the weights, losses and metrics are a function of the run alone,
   // not of threads per replica, world size or hosts: fixed-order products,
-  // gradients formed per micro-shard and summed exactly. false: the faster
-  // BLAS path, whose last bits follow the layout.
+  // and every parameter gradient one chain over the global batch's rows,
+  // gathered from the replicas (core/gathered_gradients.h). false: the
+  // faster BLAS path and a float all-reduce, whose last bits follow the
+  // layout.
   bool invariant = true;
-  // Canonical micro-shards of every global batch (invariant mode): any world
-  // size up to this many gives the same bits (more ranks idle); fewer, larger
-  // micro-shards cost less per step.
-  int micro_shards = 16;
 };
 
 // The seam between the training loop and a data-parallel strategy. This
@@ -60,8 +60,7 @@ struct LayoutOptions {
 // metric sums), then Backward with the returned hook, then FinishStepSync.
 class Replica {
  public:
-  // Throws std::invalid_argument on micro_shards < 1.
-  explicit Replica(LayoutOptions layout = {});
+  explicit Replica(LayoutOptions layout = {}) : layout_(layout) {}
   virtual ~Replica() = default;
   virtual int rank() const { return 0; }
   virtual int world_size() const { return 1; }
@@ -74,21 +73,28 @@ class Replica {
   // Starts a step's synchronisation. `metrics` are this replica's sums; the
   // returned hook (may be empty) is passed to Sequential::Backward.
   virtual GradientsReadyFn BeginStepSync(std::span<const double> /*metrics*/) { return {}; }
-  // Ends it: leaves in `grads` the sum of every replica's gradients (in
-  // layout-invariant mode: in the store's exact gradients, summed exactly)
-  // and in `metrics` the sum of every replica's metrics, and agrees on
-  // control().
+  // Ends it: leaves in `grads` the sum of every replica's gradients and in
+  // `metrics` the sum of every replica's metrics, and agrees on control().
   virtual void FinishStepSync(std::span<float> /*grads*/, std::span<double> /*metrics*/) {
-    const int64_t sequence = control_.sequence;
-    control_ = TakeLocalControl();
-    control_.sequence = sequence + 1;
+    AgreeWithItself();
   }
   // Sums small metric vectors (evaluation) over replicas, in place.
   virtual void SumMetrics(std::span<double> /*values*/) {}
-  // Replaces each value with its maximum over replicas, in place. Collective
-  // (layout-invariant training agrees on gradient grids with it during
-  // backward).
-  virtual void AgreeMax(std::span<int64_t> /*values*/) {}
+
+  // Layout-invariant training (core/gathered_gradients.h) in place of
+  // BeginStepSync and FinishStepSync; both collective.
+  // ShareRows: every replica r's bytes [offsets[r], offsets[r+1]) of `rows`
+  // reach every replica. The first kStepLineBytes of each part are the
+  // replica's own: it sends its control words and `metrics` there, and sums
+  // everyone's into control() and `metrics`, as FinishStepSync does.
+  static constexpr size_t kStepLineBytes = 16 * sizeof(double);
+  virtual void ShareRows(std::span<std::byte> /*rows*/, std::span<const size_t> /*offsets*/,
+                         std::span<double> /*metrics*/) {
+    AgreeWithItself();
+  }
+  // ShareGradients: every replica r's range [cuts[r], cuts[r+1]) of `grads`
+  // reaches every replica.
+  virtual void ShareGradients(std::span<float> /*grads*/, std::span<const size_t> /*cuts*/) {}
 
   // Raise a control word; it reaches every replica at the end of the next
   // step. Async-signal-safe (a lock-free atomic store).
@@ -104,6 +110,12 @@ class Replica {
   const StepControl& control() const { return control_; }
 
  protected:
+  // One replica's agreement: its own raised words become control().
+  void AgreeWithItself() {
+    const int64_t sequence = control_.sequence;
+    control_ = TakeLocalControl();
+    control_.sequence = sequence + 1;
+  }
   // This replica's raised words (events are cleared as they are taken).
   StepControl TakeLocalControl() {
     StepControl c;
@@ -219,10 +231,6 @@ class Trainer {
   Replica& replica() { return *replica_; }
 
  private:
-  // This replica's rows of the global batch; in layout-invariant mode also
-  // sets the micro-shard plan (whole canonical micro-shards).
-  Range LocalRows(int64_t batch_rows);
-
   Sequential& model_;
   Optimizer& optimizer_;
   const Loss& loss_;
@@ -230,10 +238,10 @@ class Trainer {
   uint64_t seed_;
   Replica single_process_;
   Replica* replica_;
-  Matrix x_, y_, doutput_;  // reused across steps
+  Matrix x_, y_, doutput_;      // reused across steps
+  Matrix global_x_, global_y_;  // layout-invariant, several replicas: the whole batch
   std::vector<double> row_losses_;
-  std::vector<int64_t> shard_offsets_;
-  ExactGradientPlan plan_;
+  GatheredGradients gathered_;
 };
 
 // Trains `model` (already built) with `optimizer` (built for the model's

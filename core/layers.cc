@@ -1,17 +1,22 @@
 #include "core/layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
 
 #include "core/check.h"
-#include "core/exact_sum.h"
-#include "core/internal/exact_gradient.h"
 #include "core/internal/fixed_order_gemm.h"
 #include "core/random.h"
 
 namespace holdfast {
+
+void Layer::ParameterGradients(const Matrix&, const Matrix&, size_t begin, size_t end) {
+  HOLDFAST_CHECK(begin == end, kind() << " layer has parameters but no layout-invariant gradient "
+                                         "(ParameterGradients); train it with "
+                                         "--layout-invariant off");
+}
 
 // ---- Dense ------------------------------------------------------------------
 
@@ -39,7 +44,6 @@ void Dense::Initialize(uint64_t seed) {
 
 void Dense::Forward(const Matrix& x, Matrix* y, const StepContext& ctx) {
   fixed_order_ = ctx.fixed_order;
-  exact_gradients_ = ctx.training ? ctx.exact_gradients : nullptr;
   y->resize(x.rows(), units_);
   if (fixed_order_) {
     internal::FixedOrderGemm(x.rows(), units_, inputs_, {x.data(), inputs_, 1},
@@ -54,29 +58,6 @@ void Dense::Forward(const Matrix& x, Matrix* y, const StepContext& ctx) {
 }
 
 void Dense::Backward(const Matrix& x, const Matrix&, const Matrix& dy, Matrix* dx) {
-  HOLDFAST_CHECK(!fixed_order_ || exact_gradients_ != nullptr,
-                 "fixed-order backward needs an ExactGradientPlan (a training Forward)");
-  if (exact_gradients_ != nullptr) {
-    const ExactGradientPlan& plan = *exact_gradients_;
-    const int64_t rows = dy.rows();
-    HOLDFAST_CHECK(plan.shard_offsets.back() == rows, "micro-shards cover "
-                                                          << plan.shard_offsets.back()
-                                                          << " rows, batch has " << rows);
-    // The grids: from the rows' bounds, agreed over replicas (a max does not
-    // depend on how rows are split, so neither do the grids).
-    const internal::RowBounds bounds =
-        internal::DenseRowBounds(x.data(), dy.data(), rows, inputs_, units_);
-    const double global_rows = static_cast<double>(plan.global_rows);
-    int64_t exponents[2] = {BoundExponent(global_rows * bounds.kernel),
-                            BoundExponent(global_rows * bounds.bias)};
-    plan.agree_max(exponents);
-    store_->set_grad_exponent(kernel_, exponents[0]);
-    store_->set_grad_exponent(bias_, exponents[1]);
-    internal::MicroShardDenseGradient({x.data(), dy.data(), inputs_, units_, plan.shard_offsets,
-                                       GridScale(exponents[0]), GridScale(exponents[1]),
-                                       store_->exact_grad(kernel_), store_->exact_grad(bias_),
-                                       plan.round_each_row});
-  }
   if (fixed_order_) {
     if (dx != nullptr) {
       dx->resize(dy.rows(), inputs_);
@@ -94,6 +75,40 @@ void Dense::Backward(const Matrix& x, const Matrix&, const Matrix& dy, Matrix* d
     MatrixMap w = store_->ParamMatrix(kernel_);
     dx->resize(dy.rows(), inputs_);
     dx->noalias() = dy * w.transpose();
+  }
+}
+
+void Dense::ParameterGradients(const Matrix& x, const Matrix& dy, size_t begin, size_t end) {
+  HOLDFAST_CHECK(x.rows() == dy.rows() && x.cols() == inputs_ && dy.cols() == units_,
+                 "dense_" << index_ << " gradients from " << x.rows() << "x" << x.cols()
+                          << " inputs and " << dy.rows() << "x" << dy.cols() << " gradients");
+  const TensorSpec& k = store_->tensors()[kernel_];
+  const TensorSpec& b = store_->tensors()[bias_];
+  const int64_t rows = x.rows();
+  // Kernel rows [i0, i1): dW[i][j] = chain over rows r of x[r][i] * dy[r][j],
+  // i.e. X^T dY with X read down its columns.
+  const size_t klo = std::max(begin, k.offset), khi = std::min(end, k.offset + k.size);
+  if (klo < khi) {
+    const size_t out = static_cast<size_t>(units_);
+    HOLDFAST_CHECK((klo - k.offset) % out == 0 && (khi - k.offset) % out == 0,
+                   "dense_" << index_ << " kernel gradient cut inside a row");
+    const int64_t i0 = static_cast<int64_t>((klo - k.offset) / out);
+    const int64_t i1 = static_cast<int64_t>((khi - k.offset) / out);
+    internal::FixedOrderGemm(i1 - i0, units_, rows, {x.data() + i0, 1, inputs_},
+                             {dy.data(), units_, 1}, nullptr, store_->grad(kernel_) + i0 * units_,
+                             units_);
+  }
+  // Bias elements [j0, j1): the chain over rows of dy[r][j] + (...), from 0.
+  const size_t blo = std::max(begin, b.offset), bhi = std::min(end, b.offset + b.size);
+  if (blo < bhi) {
+    const int64_t j0 = static_cast<int64_t>(blo - b.offset),
+                  j1 = static_cast<int64_t>(bhi - b.offset);
+    float* db = store_->grad(bias_);
+    for (int64_t j = j0; j < j1; ++j) db[j] = 0.0f;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = dy.data() + r * units_;
+      for (int64_t j = j0; j < j1; ++j) db[j] = db[j] + row[j];
+    }
   }
 }
 

@@ -4,45 +4,13 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <span>
 #include <string>
 
 #include "core/parameter_store.h"
 #include "core/tensor.h"
 
 namespace holdfast {
-
-// How a training step forms parameter gradients in layout-invariant mode
-// (docs/layout-invariance.md). The rows of the step's input are this
-// replica's micro-shards, whole and in order.
-struct ExactGradientPlan {
-  // Row offsets of the local micro-shards in the input: first 0, last the
-  // row count; one more entry than micro-shards (just {0} for none).
-  std::span<const int64_t> shard_offsets;
-  int64_t global_rows = 0;  // rows of the global batch: the gradients' bound scales with it
-  // Round each row's products to the grid instead of each micro-shard's
-  // float chain (internal::MicroShardGradient): RoundsEachRow(global_rows, M).
-  bool round_each_row = false;
-  // Replaces each value with its maximum over all replicas. Collective:
-  // every replica's layers call it the same number of times, in the same
-  // order, even with no rows.
-  std::function<void(std::span<int64_t>)> agree_max;
-};
-
-// The arithmetic of a step's exact gradients, a function of the run alone:
-// with short micro-shards (fewer than kChainRows rows each on average) every
-// row's products are rounded to the grid (double multiply-adds, exact
-// products); otherwise each micro-shard's float FMA chain is, once per
-// micro-shard. Both are exact sums; the first costs two double multiply-adds
-// per product, the second one float multiply-add per product plus a
-// conversion per micro-shard, which is the dearer part below ~8 rows
-// (measured: bench/kernels).
-inline constexpr int64_t kChainRows = 8;
-inline bool RoundsEachRow(int64_t global_rows, int micro_shards) {
-  return global_rows < kChainRows * micro_shards;
-}
 
 // What a forward pass needs to know about the step it belongs to.
 struct StepContext {
@@ -53,14 +21,12 @@ struct StepContext {
   // Dropout masks are keyed by global rows, so they do not depend on how the
   // batch is split across ranks.
   int64_t first_row = 0;
-  // Layout-invariant mode: products as fixed-order FMA chains
-  // (core/internal/fixed_order_gemm.h), whose bits do not depend on threads
-  // or on the rows around a row.
+  // Layout-invariant mode (docs/layout-invariance.md): products as
+  // fixed-order FMA chains (core/internal/fixed_order_gemm.h), whose bits do
+  // not depend on threads or on the rows around a row. In training, Backward
+  // then computes the input gradient only; the parameter gradients come from
+  // ParameterGradients over the whole global batch's rows.
   bool fixed_order = false;
-  // In training with fixed_order: how Backward forms the parameter
-  // gradients. Backward then writes every tensor's gradient to the store's
-  // exact_grad() and its grid exponent, not to grads(). Must outlive Backward.
-  const ExactGradientPlan* exact_gradients = nullptr;
 };
 
 class Layer {
@@ -80,10 +46,16 @@ class Layer {
   // y = f(x). `x` stays alive and unchanged until Backward.
   virtual void Forward(const Matrix& x, Matrix* y, const StepContext& ctx) = 0;
   // Given dL/dy, writes dL/d(parameters) into the store's gradient buffer
-  // (overwriting; in layout-invariant training, into the exact gradients as
-  // the last Forward's StepContext says) and dL/dx into *dx unless dx is
-  // null (the first layer).
+  // (overwriting) and dL/dx into *dx unless dx is null (the first layer).
+  // After a fixed-order Forward: dL/dx only (ParameterGradients follows).
   virtual void Backward(const Matrix& x, const Matrix& y, const Matrix& dy, Matrix* dx) = 0;
+  // Layout-invariant training (docs/layout-invariance.md): the elements
+  // [begin, end) of this layer's part of the gradient buffer (whole rows of
+  // its tensors, cut by GradientShares), from x and dy of EVERY row of the
+  // global batch in order, each element one fixed-order chain over the rows:
+  // so its bits do not depend on which replica or thread computes it. A
+  // layer with parameters must override it.
+  virtual void ParameterGradients(const Matrix& x, const Matrix& dy, size_t begin, size_t end);
   // Part of the flat buffers this layer's tensors occupy (empty if none).
   virtual size_t param_begin() const { return 0; }
   virtual size_t param_end() const { return 0; }
@@ -98,6 +70,7 @@ class Dense final : public Layer {
   void Initialize(uint64_t seed) override;
   void Forward(const Matrix& x, Matrix* y, const StepContext& ctx) override;
   void Backward(const Matrix& x, const Matrix& y, const Matrix& dy, Matrix* dx) override;
+  void ParameterGradients(const Matrix& x, const Matrix& dy, size_t begin, size_t end) override;
   size_t param_begin() const override;
   size_t param_end() const override;
 
@@ -105,8 +78,7 @@ class Dense final : public Layer {
   int units_, inputs_ = 0, index_ = 0;
   ParameterStore* store_ = nullptr;
   size_t kernel_ = 0, bias_ = 0;
-  bool fixed_order_ = false;                            // of the last Forward
-  const ExactGradientPlan* exact_gradients_ = nullptr;  // of the last Forward
+  bool fixed_order_ = false;  // of the last Forward
 };
 
 class ReLU final : public Layer {

@@ -3,7 +3,6 @@
 #include <sstream>
 
 #include "core/check.h"
-#include "core/exact_sum.h"
 
 namespace holdfast {
 
@@ -25,28 +24,7 @@ void ParameterStore::Finalize() {
   total_ = AlignUp(total_);
   params_.assign(total_, 0.0f);
   grads_.assign(kControlFloats + total_, 0.0f);
-  grad_exponents_.assign(tensors_.size(), kUnsetExponent);
   finalized_ = true;
-}
-
-std::span<double> ParameterStore::control_and_exact_grads() {
-  HOLDFAST_CHECK(finalized_, "exact gradients before Finalize");
-  if (exact_grads_.empty()) exact_grads_.assign(kControlFloats + total_, 0.0);
-  return {exact_grads_.data(), exact_grads_.size()};
-}
-
-void ParameterStore::ResolveExactGradients() {
-  const std::span<double> exact = control_and_exact_grads().subspan(kControlFloats);
-  for (size_t i = 0; i < tensors_.size(); ++i) {
-    const TensorSpec& t = tensors_[i];
-    // A layer that knows only the float path would leave stale gradients here.
-    HOLDFAST_CHECK(grad_exponents_[i] != kUnsetExponent,
-                   "no layout-invariant gradient was formed for "
-                       << t.name << " this step: its layer supports only --layout-invariant off");
-    GridToFloat(exact.subspan(t.offset, t.size), grad_exponents_[i],
-                std::span<float>(grad_base() + t.offset, t.size));
-    grad_exponents_[i] = kUnsetExponent;
-  }
 }
 
 MatrixMap ParameterStore::ParamMatrix(size_t index) {

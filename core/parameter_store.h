@@ -85,21 +85,6 @@ class ParameterStore {
   // The control line followed by grads(): what a strategy all-reduces.
   std::span<float> control_and_grads() { return {grads_.data(), grads_.size()}; }
 
-  // Layout-invariant gradients (docs/layout-invariance.md): the same layout
-  // as grads(), as integer-valued doubles on each tensor's grid, preceded by
-  // a control line of kControlFloats doubles. Allocated by the first call
-  // (zeroed); a data-parallel strategy sums this buffer instead of grads().
-  std::span<double> control_and_exact_grads();
-  double* exact_grad(size_t index) {
-    return control_and_exact_grads().data() + kControlFloats + tensors_[index].offset;
-  }
-  // The agreed bound exponent of tensor `index`'s grid this step (BoundExponent).
-  void set_grad_exponent(size_t index, int64_t exponent) { grad_exponents_[index] = exponent; }
-  // grads() = the exact gradients converted to float, tensor by tensor (one
-  // rounding each); padding stays zero. Every tensor's exponent must have
-  // been set since the last call (CHECK: a layer without an exact path).
-  void ResolveExactGradients();
-
   float* param(size_t index) { return params_.data() + tensors_[index].offset; }
   float* grad(size_t index) { return grad_base() + tensors_[index].offset; }
   // A 2-D view of tensor `index` (1-D tensors are one row).
@@ -117,9 +102,6 @@ class ParameterStore {
   const float* grad_base() const { return grads_.data() + kControlFloats; }
   FloatBuffer params_;
   FloatBuffer grads_;  // kControlFloats control floats, then the gradients
-  std::vector<double, CacheLineAllocator<double>> exact_grads_;  // empty until first used
-  std::vector<int64_t> grad_exponents_;  // per tensor; kUnsetExponent until Backward sets it
-  static constexpr int64_t kUnsetExponent = INT64_MIN;
 };
 
 }  // namespace holdfast

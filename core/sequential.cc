@@ -25,6 +25,7 @@ void Sequential::Build(uint64_t seed) {
   store_.Finalize();
   for (auto& layer : layers_) layer->Initialize(seed);
   activations_.resize(layers_.size() + 1);
+  output_grads_.resize(layers_.size() + 1);
   built_ = true;
 }
 
@@ -41,18 +42,27 @@ const Matrix& Sequential::Forward(const Matrix& x, const StepContext& ctx) {
 
 void Sequential::Backward(const Matrix& doutput, const GradientsReadyFn& ready) {
   HOLDFAST_CHECK(built_ && input_ != nullptr, "Sequential::Backward before Forward");
-  dy_ = doutput;
+  output_grads_.back() = doutput;
   // Layers finish in reverse order; adjacent parameter-free layers need no
   // report. The first layer's input gradient is never needed.
   for (size_t i = layers_.size(); i-- > 0;) {
     Layer& layer = *layers_[i];
-    layer.Backward(i == 0 ? *input_ : activations_[i], activations_[i + 1], dy_,
-                   i > 0 ? &dx_ : nullptr);
+    layer.Backward(layer_input(i), activations_[i + 1], output_grads_[i + 1],
+                   i > 0 ? &output_grads_[i] : nullptr);
     if (ready && layer.param_end() > layer.param_begin()) {
       ready(layer.param_begin(), layer.param_end());
     }
-    if (i > 0) std::swap(dy_, dx_);
   }
+}
+
+const Matrix& Sequential::layer_input(size_t i) const {
+  HOLDFAST_CHECK(input_ != nullptr && i < layers_.size(), "no input of layer " << i);
+  return i == 0 ? *input_ : activations_[i];
+}
+
+const Matrix& Sequential::output_gradient(size_t i) const {
+  HOLDFAST_CHECK(i < layers_.size(), "no output gradient of layer " << i);
+  return output_grads_[i + 1];
 }
 
 std::string Sequential::Signature() const {

@@ -44,6 +44,9 @@ class Sequential {
   // Back-propagates dL/d(output of the last Forward) and fills the gradient
   // buffer; `ready` (may be empty) is told as parts of it become final.
   void Backward(const Matrix& doutput, const GradientsReadyFn& ready = {});
+  // After Backward: layer i's input in the last Forward, and dL/d(its output).
+  const Matrix& layer_input(size_t i) const;
+  const Matrix& output_gradient(size_t i) const;
 
   ParameterStore& store() { return store_; }
   const ParameterStore& store() const { return store_; }
@@ -63,9 +66,9 @@ class Sequential {
   bool built_ = false;
   std::vector<std::unique_ptr<Layer>> layers_;
   ParameterStore store_;
-  const Matrix* input_ = nullptr;    // the last Forward's input
-  std::vector<Matrix> activations_;  // [i+1] = output of layer i; [0] unused
-  Matrix dy_, dx_;                   // scratch for backward, reused across steps
+  const Matrix* input_ = nullptr;     // the last Forward's input
+  std::vector<Matrix> activations_;   // [i+1] = output of layer i; [0] unused
+  std::vector<Matrix> output_grads_;  // [i+1] = dL/d(output of layer i); [0] unused
 };
 
 // The inverse of Sequential::Signature, for tools that read a checkpoint

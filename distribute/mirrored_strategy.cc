@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -27,6 +29,7 @@ constexpr size_t kStopWord = 0, kFailureWord = 1, kBusyWord = 2, kFailedWord = 3
 // (~1e-7 relative), plenty for reported loss and accuracy. In
 // layout-invariant mode they travel as doubles on their grid, exactly.
 constexpr size_t kMaxMetrics = kControl - kFirstMetric;
+static_assert(kControl * sizeof(double) == Replica::kStepLineBytes);
 
 int64_t HashToInt(const std::string& s) { return static_cast<int64_t>(Xxh3(s)); }
 
@@ -72,7 +75,6 @@ void MirroredStrategy::BeginTraining(Sequential& model, Optimizer& optimizer, co
       {"shuffle", options.shuffle, true},
       {"drop_remainder", options.drop_remainder, true},
       {"layout-invariant mode (--layout-invariant, 1 = on)", layout().invariant, true},
-      {"number of micro-shards", layout().micro_shards, true},
   };
   // One collective finds every disagreement.
   std::vector<int64_t> values;
@@ -125,13 +127,8 @@ GradientsReadyFn MirroredStrategy::BeginStepSync(std::span<const double> metrics
   HOLDFAST_CHECK(model_ != nullptr, "BeginStepSync before BeginTraining");
   comm_->NoteStep(optimizer_->iterations() + 1);
   HOLDFAST_CHECK(metrics.size() <= kMaxMetrics, "at most " << kMaxMetrics << " step metrics");
+  HOLDFAST_CHECK(!layout().invariant, "layout-invariant steps sync through ShareRows");
   const StepControl local = TakeLocalControl();
-  if (layout().invariant) {
-    // Doubles: the metrics are on their grid, the words small integers, so
-    // this line's sum is exact too.
-    WriteControlLine(local, metrics, model_->store().control_and_exact_grads().first(kControl));
-    return {};
-  }
   WriteControlLine(local, metrics, model_->store().control_and_grads().first(kControl));
   ready_lo_ = launched_lo_ = model_->store().control_and_grads().size();
   if (!sync_thread_) return {};
@@ -177,18 +174,13 @@ void MirroredStrategy::Launch(size_t lo, size_t hi) {
 
 void MirroredStrategy::FinishStepSync(std::span<float> /*grads*/, std::span<double> metrics) {
   const auto start = std::chrono::steady_clock::now();
-  if (layout().invariant) {
-    if (world_size() > 1) SumExactGradients();
-    ReadControlLine(model_->store().control_and_exact_grads().first(kControl), metrics);
-  } else {
-    if (world_size() > 1) {
-      // Everything is final now, down to the control line at offset 0.
-      ready_lo_ = 0;
-      LaunchReadyBuckets(/*final=*/true);
-      if (sync_thread_) sync_thread_->Drain();
-    }
-    ReadControlLine(model_->store().control_and_grads().first(kControl), metrics);
+  if (world_size() > 1) {
+    // Everything is final now, down to the control line at offset 0.
+    ready_lo_ = 0;
+    LaunchReadyBuckets(/*final=*/true);
+    if (sync_thread_) sync_thread_->Drain();
   }
+  ReadControlLine(model_->store().control_and_grads().first(kControl), metrics);
   ++control_.sequence;
   exposed_sync_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -203,18 +195,45 @@ void MirroredStrategy::ReadControlLine(std::span<T> line, std::span<double> metr
   for (size_t i = 0; i < metrics.size(); ++i) metrics[i] = line[kFirstMetric + i];
 }
 
-void MirroredStrategy::SumExactGradients() {
-  const std::span<double> all = model_->store().control_and_exact_grads();
-  // One collective up to fuse_bytes, buckets beyond (as the float path).
-  const size_t bucket = std::max<size_t>(1, options_.bucket_bytes / sizeof(double));
-  const size_t step = all.size() * sizeof(double) <= options_.fuse_bytes ? all.size() : bucket;
-  for (size_t lo = 0; lo < all.size(); lo += step) {
-    comm_->AllReduceSum(all.subspan(lo, std::min(step, all.size() - lo)));
-    ++buckets_launched_;
+void MirroredStrategy::ShareRows(std::span<std::byte> rows, std::span<const size_t> offsets,
+                                 std::span<double> metrics) {
+  HOLDFAST_CHECK(model_ != nullptr, "ShareRows before BeginTraining");
+  HOLDFAST_CHECK(
+      offsets.size() == static_cast<size_t>(world_size()) + 1 && offsets.back() <= rows.size(),
+      "ShareRows: " << offsets.size() << " offsets for " << world_size() << " ranks");
+  HOLDFAST_CHECK(metrics.size() <= kMaxMetrics, "at most " << kMaxMetrics << " step metrics");
+  comm_->NoteStep(optimizer_->iterations() + 1);
+  const auto start = std::chrono::steady_clock::now();
+  // Doubles: the metrics are on their grid and the words small integers, so
+  // the lines add up exactly, in any order.
+  auto line = [&](int r) {
+    HOLDFAST_CHECK(offsets[r + 1] - offsets[r] >= kStepLineBytes, "no step line for rank " << r);
+    return rows.data() + offsets[r];
+  };
+  std::array<double, kControl> own{}, sum{};
+  WriteControlLine(TakeLocalControl(), metrics, std::span<double>(own));
+  std::memcpy(line(rank()), own.data(), kStepLineBytes);
+  if (world_size() > 1) comm_->AllGather(rows.data(), Communicator::Consecutive(offsets));
+  for (int r = 0; r < world_size(); ++r) {
+    std::memcpy(own.data(), line(r), kStepLineBytes);
+    for (size_t i = 0; i < kControl; ++i) sum[i] += own[i];
   }
+  ReadControlLine(std::span<double>(sum), metrics);
+  ++control_.sequence;
+  exposed_sync_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-void MirroredStrategy::AgreeMax(std::span<int64_t> values) { comm_->AllReduceMax(values); }
+void MirroredStrategy::ShareGradients(std::span<float> grads, std::span<const size_t> cuts) {
+  if (world_size() == 1) return;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<size_t> bytes(cuts.begin(), cuts.end());
+  for (size_t& b : bytes) b *= sizeof(float);
+  comm_->AllGather(grads.data(), Communicator::Consecutive(bytes));
+  ++buckets_launched_;
+  exposed_sync_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 void MirroredStrategy::SumMetrics(std::span<double> values) { comm_->AllReduceSum(values); }
 

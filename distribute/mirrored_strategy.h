@@ -3,18 +3,18 @@
 // over ranks in fused buckets of the flat gradient buffer, started while
 // backward is still running; every rank then applies the identical update.
 //
-// Layout-invariant mode (the default, MirroredOptions::layout) sums the
-// store's exact gradients instead, after backward, and agrees on their grids
-// with one small max-reduce per layer during backward (AgreeMax).
+// Layout-invariant mode (the default, MirroredOptions::layout) moves rows
+// instead (core/gathered_gradients.h): after backward, one all-gather of every
+// rank's rows with the control line (ShareRows), then one of every rank's
+// share of the gradients (ShareGradients).
 //
 // Threading: with overlap, a sync thread owned by the strategy runs the
 // bucket all-reduces of a step while the training thread computes; the
 // training thread uses the communicator only outside that window (between
 // FinishStepSync and the next step's first bucket). Collective order (the same on every rank):
 // BeginTraining's consistency check and broadcasts, then per step the bucket all-reduces in buffer
-// order from the end to the start (invariant mode: one AgreeMax per layer
-// with parameters, from the last layer to the first, then the exact sum in
-// buckets from the start), then Evaluate's one metric all-reduce.
+// order from the end to the start (invariant mode: ShareRows, then
+// ShareGradients), then Evaluate's one metric all-reduce.
 #pragma once
 
 #include <cstddef>
@@ -90,13 +90,15 @@ class MirroredStrategy final : public Replica {
   GradientsReadyFn BeginStepSync(std::span<const double> metrics) override;
   void FinishStepSync(std::span<float> grads, std::span<double> metrics) override;
   void SumMetrics(std::span<double> values) override;
-  void AgreeMax(std::span<int64_t> values) override;
+  void ShareRows(std::span<std::byte> rows, std::span<const size_t> offsets,
+                 std::span<double> metrics) override;
+  void ShareGradients(std::span<float> grads, std::span<const size_t> cuts) override;
 
   // Seconds spent waiting for gradient all-reduces after backward, summed
   // over steps (the part not hidden behind backward).
   double exposed_sync_seconds() const { return exposed_sync_seconds_; }
   // Whether buckets overlap backward (kAuto resolved at BeginTraining; never
-  // in layout-invariant mode, whose exact sum runs after backward).
+  // in layout-invariant mode, whose exchange runs after backward).
   bool overlapping() const { return sync_thread_ != nullptr; }
   int64_t buckets_launched() const { return buckets_launched_; }
 
@@ -106,11 +108,7 @@ class MirroredStrategy final : public Replica {
   // all of it.
   void LaunchReadyBuckets(bool final);
   void Launch(size_t lo, size_t hi);  // offsets into control_and_grads()
-  // Layout-invariant mode: sums the store's exact gradients (control line
-  // first) over ranks. Integer-valued doubles add exactly, so neither the
-  // buckets nor MPI's algorithm change the bits.
-  void SumExactGradients();
-  // The step's control line (words, then metrics) in either gradient buffer.
+  // The step's control line (words, then metrics).
   template <typename T>
   static void WriteControlLine(const StepControl& local, std::span<const double> metrics,
                                std::span<T> line);

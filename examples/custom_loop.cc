@@ -320,7 +320,6 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
       j["world_size"] = comm.size();
       j["threads"] = omp_get_max_threads();
       j["layout_invariant"] = trainer.replica().layout().invariant;
-      j["micro_shards"] = trainer.replica().layout().micro_shards;
       nlohmann::json kept = nlohmann::json::array();
       for (const auto& c : manager.Checkpoints()) kept.push_back(c.name);
       j["checkpoints"] = kept;

@@ -353,7 +353,6 @@ int Run(const Flags& f, holdfast::AutoStrategy& auto_strategy,
     j["train_samples"] = train.size();
     j["threads"] = omp_get_max_threads();
     j["layout_invariant"] = strategy.layout().invariant;
-    j["micro_shards"] = strategy.layout().micro_shards;
     j["hidden"] = f.hidden;
     j["batch"] = f.batch;
     j["optimizer"] = optimizer->Signature();

@@ -1,6 +1,5 @@
 // The command-line options every example shares for what a run's bits may
-// depend on (docs/layout-invariance.md): --layout-invariant, --micro-shards
-// and --threads.
+// depend on (docs/layout-invariance.md): --layout-invariant and --threads.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -12,7 +11,6 @@ namespace holdfast::examples {
 
 struct LayoutFlags {
   std::string layout_invariant = "on";
-  int micro_shards = LayoutOptions{}.micro_shards;
   int threads = 0;  // 0: this host's cores shared among its ranks
 };
 

@@ -669,6 +669,7 @@ TEST(ProgressBarTest, QuietPrintsNothing) {
 
 class CountingReplica : public Replica {
  public:
+  using Replica::Replica;
   void BeginTraining(Sequential&, Optimizer&, const Loss&, const Dataset&,
                      const FitOptions&) override {
     ++begin_calls;
@@ -686,22 +687,48 @@ class CountingReplica : public Replica {
     ++finish_calls;
     grads_size = grads.size();
   }
+  void ShareRows(std::span<std::byte> rows, std::span<const size_t> offsets,
+                 std::span<double> metrics) override {
+    Replica::ShareRows(rows, offsets, metrics);
+    ++row_calls;
+    EXPECT_FALSE(metrics.empty());
+    // One replica: its part is the step line alone (no rows travel).
+    EXPECT_EQ(std::vector<size_t>(offsets.begin(), offsets.end()),
+              (std::vector<size_t>{0, kStepLineBytes}));
+  }
+  void ShareGradients(std::span<float> grads, std::span<const size_t> cuts) override {
+    ++gradient_calls;
+    grads_size = grads.size();
+    EXPECT_EQ(std::vector<size_t>(cuts.begin(), cuts.end()),
+              (std::vector<size_t>{0, grads.size()}));
+  }
   int begin_calls = 0, ready_calls = 0, finish_calls = 0, metric_calls = 0;
+  int row_calls = 0, gradient_calls = 0;
   size_t grads_size = 0;
 };
 
 TEST(ReplicaTest, FitCallsTheSeam) {
   const Dataset data = MakeBlobs(50, 16);
-  Trainee t = MakeClassifier(2);
-  CountingReplica replica;
-  FitOptions o = Options(2, 16);  // 4 batches per epoch
-  o.replica = &replica;
-  (void)Fit(*t.model, *t.optimizer, kCrossEntropy, data, o);
-  EXPECT_EQ(replica.begin_calls, 1);
-  EXPECT_EQ(replica.finish_calls, 8);
-  EXPECT_GE(replica.ready_calls, 8);
-  EXPECT_GE(replica.metric_calls, 8);
-  EXPECT_EQ(replica.grads_size, t.model->store().size());
+  for (bool invariant : {false, true}) {
+    SCOPED_TRACE(invariant ? "layout-invariant" : "float path");
+    Trainee t = MakeClassifier(2);
+    CountingReplica replica(LayoutOptions{.invariant = invariant});
+    FitOptions o = Options(2, 16);  // 4 batches per epoch
+    o.replica = &replica;
+    (void)Fit(*t.model, *t.optimizer, kCrossEntropy, data, o);
+    EXPECT_EQ(replica.begin_calls, 1);
+    EXPECT_EQ(replica.grads_size, t.model->store().size());
+    if (invariant) {
+      EXPECT_EQ(replica.row_calls, 8);
+      EXPECT_EQ(replica.gradient_calls, 8);
+      EXPECT_EQ(replica.finish_calls + replica.metric_calls, 0);
+    } else {
+      EXPECT_EQ(replica.finish_calls, 8);
+      EXPECT_GE(replica.ready_calls, 8);
+      EXPECT_GE(replica.metric_calls, 8);
+      EXPECT_EQ(replica.row_calls + replica.gradient_calls, 0);
+    }
+  }
 }
 
 // A raised control word is agreed at the end of the next step, then cleared.
@@ -737,13 +764,22 @@ TEST(ReplicaTest, ControlWordsReachTheNextStepEnd) {
 class ThreadGroup {
  public:
   explicit ThreadGroup(int world)
-      : world_(world), barrier_(world), grads_(world), metrics_(world), words_(world) {}
+      : world_(world), barrier_(world), grads_(world), metrics_(world), parts_(world) {}
   int world() const { return world_; }
 
   void Sum(int rank, std::span<float> values) { Reduce(rank, values, grads_, std::plus<>()); }
   void Sum(int rank, std::span<double> values) { Reduce(rank, values, metrics_, std::plus<>()); }
-  void Max(int rank, std::span<int64_t> values) {
-    Reduce(rank, values, words_, [](int64_t a, int64_t b) { return std::max(a, b); });
+  // Every rank r's bytes [offsets[r], offsets[r+1]) of `buffer` reach every rank.
+  void Gather(int rank, std::span<std::byte> buffer, std::span<const size_t> offsets) {
+    parts_[rank] = buffer.data();
+    barrier_.arrive_and_wait();
+    for (int r = 0; r < world_; ++r) {
+      if (r != rank) {
+        std::memcpy(buffer.data() + offsets[r], parts_[r] + offsets[r],
+                    offsets[r + 1] - offsets[r]);
+      }
+    }
+    barrier_.arrive_and_wait();
   }
 
  private:
@@ -763,36 +799,38 @@ class ThreadGroup {
   std::barrier<> barrier_;
   std::vector<std::vector<float>> grads_;
   std::vector<std::vector<double>> metrics_;
-  std::vector<std::vector<int64_t>> words_;
+  std::vector<std::byte*> parts_;
 };
 
-// A Replica written against the seam alone: both the float path and the
-// layout-invariant one (the store's exact gradients, grids agreed by max).
+// A Replica written against the seam alone: both the float path (a sum of
+// gradients) and the layout-invariant one (rows and gradient shares gathered).
 class ThreadReplica : public Replica {
  public:
   ThreadReplica(ThreadGroup* group, int rank, LayoutOptions layout)
       : Replica(layout), group_(group), rank_(rank) {}
   int rank() const override { return rank_; }
   int world_size() const override { return group_->world(); }
-  void BeginTraining(Sequential& model, Optimizer&, const Loss&, const Dataset&,
-                     const FitOptions&) override {
-    store_ = &model.store();
-  }
   void FinishStepSync(std::span<float> grads, std::span<double> metrics) override {
-    if (layout().invariant) {
-      group_->Sum(rank_, store_->control_and_exact_grads());
-    } else {
-      group_->Sum(rank_, grads);
-    }
+    group_->Sum(rank_, grads);
     group_->Sum(rank_, metrics);
+    AgreeWithItself();  // the control words, kept local
+  }
+  void ShareRows(std::span<std::byte> rows, std::span<const size_t> offsets,
+                 std::span<double> metrics) override {
+    group_->Gather(rank_, rows, offsets);
+    group_->Sum(rank_, metrics);
+    AgreeWithItself();
+  }
+  void ShareGradients(std::span<float> grads, std::span<const size_t> cuts) override {
+    std::vector<size_t> bytes(cuts.begin(), cuts.end());
+    for (size_t& b : bytes) b *= sizeof(float);
+    group_->Gather(rank_, std::as_writable_bytes(grads), bytes);
   }
   void SumMetrics(std::span<double> values) override { group_->Sum(rank_, values); }
-  void AgreeMax(std::span<int64_t> values) override { group_->Max(rank_, values); }
 
  private:
   ThreadGroup* group_;
   int rank_;
-  ParameterStore* store_ = nullptr;
 };
 
 // 3 ranks split batches of 10 as 4/3/3 (and the last batch of 5 as 2/2/1);
@@ -882,10 +920,16 @@ TEST(ReplicaTest, ThreeInvariantReplicasTrainBitForBitLikeOneProcess) {
 namespace holdfast {
 namespace {
 
-// A layer with a parameter that knows only the float gradient path.
+// A layer with a parameter that knows only the float gradient path; it may
+// report where its parameter lies, or not.
 class FloatOnlyScale final : public Layer {
  public:
+  explicit FloatOnlyScale(bool reports_range) : reports_range_(reports_range) {}
   std::string kind() const override { return "scale"; }
+  size_t param_begin() const override {
+    return reports_range_ ? store_->tensors()[tensor_].offset : 0;
+  }
+  size_t param_end() const override { return reports_range_ ? param_begin() + 1 : 0; }
   int Build(int width, int index, ParameterStore* store) override {
     store_ = store;
     tensor_ = store->Declare("scale_" + std::to_string(index) + "/w", {1});
@@ -901,17 +945,18 @@ class FloatOnlyScale final : public Layer {
   }
 
  private:
+  bool reports_range_;
   ParameterStore* store_ = nullptr;
   size_t tensor_ = 0;
 };
 
 // In layout-invariant mode such a layer would train on stale gradients: a bug
-// the store reports, naming the tensor and the way out.
+// the run stops on, naming the tensor or the layer, and the way out.
 TEST(LayoutInvariantDeathTest, ALayerWithoutAnExactGradientStopsTheRun) {
   const Dataset data = MakeBlobs(20, 3);
-  auto train = [&](bool invariant) {
+  auto train = [&](bool invariant, bool reports_range) {
     Sequential model(static_cast<int>(data.x.cols()));
-    model.Add<FloatOnlyScale>().Add<Dense>(3);
+    model.Add<FloatOnlyScale>(reports_range).Add<Dense>(3);
     model.Build(1);
     SGD sgd(0.1f);
     sgd.Build(model.store().size());
@@ -920,8 +965,14 @@ TEST(LayoutInvariantDeathTest, ALayerWithoutAnExactGradientStopsTheRun) {
     o.replica = &replica;
     Fit(model, sgd, kCrossEntropy, data, o);
   };
-  train(false);  // fine on the float path
-  EXPECT_DEATH(train(true), "scale_0/w.*--layout-invariant off");
+  train(false, false);  // fine on the float path
+  train(false, true);
+  EXPECT_DEATH(train(true, false),
+               "no layout-invariant gradient is formed for scale_0/w.*"
+               "--layout-invariant off");
+  EXPECT_DEATH(train(true, true),
+               "scale layer has parameters but no layout-invariant gradient.*"
+               "--layout-invariant off");
 }
 
 }  // namespace

@@ -208,7 +208,7 @@ TEST_P(MirroredTrainingTest, RanksStayIdenticalAndTrainLikeOneProcess) {
   const std::vector<RunResult> ranks = TrainMirrored(world(), mirrored(), data, Options());
   ExpectMirrorsOfSingleProcess(ranks, single);
   for (const RunResult& r : ranks) {
-    // The exact sum runs after backward: no overlap in invariant mode.
+    // The gathers run after backward: no overlap in invariant mode.
     EXPECT_EQ(r.overlapping, world() > 1 && mirrored().overlap == Overlap::kOn && !invariant());
     // And it is the one process's result, bit for bit.
     if (invariant()) {
@@ -216,7 +216,7 @@ TEST_P(MirroredTrainingTest, RanksStayIdenticalAndTrainLikeOneProcess) {
     }
   }
   if (world() > 1 && invariant()) {
-    EXPECT_GE(ranks[0].buckets, single.iterations) << "expected a sum every step";
+    EXPECT_GE(ranks[0].buckets, single.iterations) << "expected a gradient gather every step";
   } else if (world() == 1) {
     // Nothing to sum: exactly the single-process run.
     EXPECT_EQ(ranks[0].hashes.steps, single.hashes.steps);
@@ -672,54 +672,29 @@ TEST(MirroredStrategyTest, ExceptionOnOneRankDoesNotHangTheOthers) {
   }
 }
 
-// More ranks than micro-shards: the extra ranks compute no rows, still join
-// every collective (the grids' max-reduces included), and the bits are one
-// process's. One micro-shard of 10 rows: its float chain is rounded (the
-// epoch's last batch of 3 rows rounds each row).
-TEST(MirroredStrategyTest, MoreRanksThanMicroShardsGiveTheSameBits) {
+// More ranks than rows: batches of 2 on 3 ranks, so one rank computes no
+// rows, yet joins both gathers and computes its share of the gradients; the
+// bits are one process's.
+TEST(MirroredStrategyTest, MoreRanksThanRowsGiveTheSameBits) {
   const Dataset data = Data();
-  MirroredOptions mirrored;
-  mirrored.layout.micro_shards = 1;
-  ASSERT_FALSE(RoundsEachRow(kBatch, 1));
-  const RunResult single = TrainSingleProcess(data, Options(), mirrored.layout);
-  const std::vector<RunResult> ranks = TrainMirrored(3, mirrored, data, Options());
-  for (const RunResult& r : ranks) {
+  const FitOptions options = Options(kEpochs, 2);
+  const RunResult single = TrainSingleProcess(data, options);
+  for (const RunResult& r : TrainMirrored(3, MirroredOptions{}, data, options)) {
     EXPECT_EQ(r.hashes.steps, single.hashes.steps);
     EXPECT_EQ(r.eval.loss, single.eval.loss);
     EXPECT_EQ(r.eval.accuracy, single.eval.accuracy);
   }
 }
 
-// Another micro-shard count is another run: different bits (and a resume
-// across the two is refused, checkpoint/run_layout.h).
-// Batches of 40: 2 and 4 micro-shards round their float chains (of 20 and
-// 10 rows), 16 round each row.
-TEST(MirroredStrategyTest, TheMicroShardCountIsPartOfTheRun) {
-  const Dataset data = Data();
-  const FitOptions options = Options(kEpochs, 40);
-  ASSERT_FALSE(RoundsEachRow(40, 4));
-  ASSERT_TRUE(RoundsEachRow(40, 16));
-  const RunResult two = TrainSingleProcess(data, options, LayoutOptions{.micro_shards = 2});
-  const RunResult four = TrainSingleProcess(data, options, LayoutOptions{.micro_shards = 4});
-  const RunResult sixteen = TrainSingleProcess(data, options, LayoutOptions{.micro_shards = 16});
-  EXPECT_NE(two.params, four.params);
-  EXPECT_NE(four.params, sixteen.params);
-  EXPECT_NE(two.params, sixteen.params);
-}
-
-// Micro-shards long enough for float chains (4 of 8 rows per batch of 32;
-// the epoch's last batch of 11 rows rounds each row), dealt to 2, 3 and 4
-// ranks: one process's bits at every step.
-TEST(MirroredStrategyTest, ChainedMicroShardsGiveOneProcesssBitsOnEveryWorld) {
+// Batches of 32 (the epoch's last of 11 rows) dealt to 2, 3 and 4 ranks:
+// one process's bits at every step.
+TEST(MirroredStrategyTest, EveryWorldSizeGivesOneProcesssBits) {
   const Dataset data = Data();
   const FitOptions options = Options(kEpochs, 32);
-  ASSERT_FALSE(RoundsEachRow(32, 4));
-  MirroredOptions mirrored;
-  mirrored.layout.micro_shards = 4;
-  const RunResult single = TrainSingleProcess(data, options, mirrored.layout);
+  const RunResult single = TrainSingleProcess(data, options);
   for (int world : {2, 3, 4}) {
     SCOPED_TRACE("world " + std::to_string(world));
-    for (const RunResult& r : TrainMirrored(world, mirrored, data, options)) {
+    for (const RunResult& r : TrainMirrored(world, MirroredOptions{}, data, options)) {
       EXPECT_EQ(r.hashes.steps, single.hashes.steps);
       EXPECT_EQ(r.params, single.params);
       EXPECT_EQ(r.eval.loss, single.eval.loss);

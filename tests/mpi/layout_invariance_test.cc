@@ -3,7 +3,7 @@
 // loss and final training loss and accuracy, bit for bit, on 1, 2, 3 and 4
 // ranks with 1 or 2 threads each (oversubscribed: the reference machine has 2
 // cores), for a small and a wide model and for global batches that do not
-// split evenly over the ranks or the micro-shards. Every run is compared with
+// split evenly over the ranks. Every run is compared with
 // the same configuration on one rank with one thread. --layout-invariant off
 // still trains, and says so in its summary.
 #include <gtest/gtest.h>
@@ -123,9 +123,6 @@ class LayoutInvarianceTest : public ::testing::Test {
     EXPECT_EQ(Get(s, "world_size"), layout.np) << Name(layout);
     EXPECT_EQ(Get(s, "threads"), layout.threads) << Name(layout);
     EXPECT_EQ(Get(s, "layout_invariant"), invariant) << Name(layout);
-    if (invariant) {
-      EXPECT_EQ(Get(s, "micro_shards"), 16) << Name(layout);
-    }
     EXPECT_EQ(Get(s, "steps"), steps) << Name(layout);
     ASSERT_TRUE(Get(s, "weights_xxh64").is_string()) << s.dump();
     EXPECT_EQ(s["weights_xxh64"].get<std::string>().size(), 16u) << s.dump();
@@ -180,10 +177,9 @@ TEST_F(LayoutInvarianceTest, SmallModelHasTheSameBitsOnEveryLayout) {
 }
 
 // 784-2048-2048-2048-10 (10.3 M parameters): products big enough for every
-// blocking and threading decision of the kernels to come into play. 384
-// samples in global batches of 128, 3 steps: 16 micro-shards of 8 rows, long
-// enough that their float chains are rounded (the small model's batches of
-// 60 round each row; core/layers.h, RoundsEachRow).
+// blocking and threading decision of the kernels to come into play, and
+// gradient shares cut inside the big kernels. 384 samples in global batches
+// of 128, 3 steps.
 TEST_F(LayoutInvarianceTest, BigModelHasTheSameBitsOnEveryLayout) {
   ExpectSameBitsOnEveryLayout(
       "big model",
@@ -191,10 +187,9 @@ TEST_F(LayoutInvarianceTest, BigModelHasTheSameBitsOnEveryLayout) {
       EveryLayout(), 3);
 }
 
-// A global batch of 50 on 3 and 4 ranks: 16 micro-shards of 3 or 4 rows,
-// dealt 6/5/5 or 4/4/4/4. Then 510 samples: the last batch has 10 rows,
-// fewer than the micro-shards, so 6 of them are empty and on 4 ranks the
-// last rank holds no row at all.
+// A global batch of 50 on 3 and 4 ranks: rows dealt 17/17/16 or
+// 13/13/12/12. Then 510 samples: the last batch has 10 rows, dealt 4/3/3 or
+// 3/3/2/2.
 TEST_F(LayoutInvarianceTest, UnevenSplitsHaveTheSameBitsAsOneRank) {
   ExpectSameBitsOnEveryLayout("batch 50 x 10",
                               {"--train-samples", "500", "--epochs", "1", "--batch", "50"},
@@ -215,7 +210,7 @@ TEST_F(LayoutInvarianceTest, OptOutStillTrainsAndSaysSo) {
   const nlohmann::json& expected = invariant.summary;
 
   std::vector<std::string> explicit_on = kSmallModel;
-  explicit_on.insert(explicit_on.end(), {"--layout-invariant", "on", "--micro-shards", "16"});
+  explicit_on.insert(explicit_on.end(), {"--layout-invariant", "on"});
   const Layout two_by_two = {.np = 2, .threads = 2};
   const Run on = Train(two_by_two, explicit_on);
   ExpectFinished(on, two_by_two, 10);

@@ -1,0 +1,116 @@
+#include "core/gathered_gradients.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/check.h"
+#include "core/data_order.h"
+#include "core/fit.h"
+
+namespace holdfast {
+
+std::vector<size_t> GradientShares(const ParameterStore& store, int world) {
+  HOLDFAST_CHECK(world >= 1, "gradient shares for " << world << " replicas");
+  const size_t total = store.size();
+  std::vector<size_t> cuts(1, 0);
+  for (int r = 1; r < world; ++r) {
+    size_t cut = total * static_cast<size_t>(r) / static_cast<size_t>(world);
+    for (const TensorSpec& t : store.tensors()) {
+      if (cut <= t.offset || cut >= t.offset + t.size) continue;
+      size_t row = 1;  // floats per row: everything after the first dimension
+      for (size_t d = 1; d < t.shape.size(); ++d) row *= static_cast<size_t>(t.shape[d]);
+      cut = t.offset + (cut - t.offset + row / 2) / row * row;
+      break;
+    }
+    cuts.push_back(std::max(cut, cuts.back()));
+  }
+  cuts.push_back(total);
+  return cuts;
+}
+
+void GatheredGradients::Compute(Sequential& model, const Matrix& global_input, Replica& replica,
+                                std::span<double> metrics) {
+  const int world = replica.world_size(), rank = replica.rank();
+  const int64_t batch = global_input.rows();
+  std::vector<size_t> layers;  // those with parameters
+  for (size_t l = 0; l < model.layers().size(); ++l) {
+    if (model.layers()[l]->param_end() > model.layers()[l]->param_begin()) layers.push_back(l);
+  }
+  // A tensor outside every layer's reported range would keep a stale gradient.
+  for (const TensorSpec& t : model.store().tensors()) {
+    const bool covered = std::any_of(layers.begin(), layers.end(), [&](size_t l) {
+      const Layer& layer = *model.layers()[l];
+      return layer.param_begin() <= t.offset && t.offset + t.size <= layer.param_end();
+    });
+    HOLDFAST_CHECK(covered, "no layout-invariant gradient is formed for "
+                                << t.name
+                                << ": its layer does not report its parameters (param_begin, "
+                                   "param_end); train it with --layout-invariant off");
+  }
+  // Floats per row that travel: each parameter layer's input (but the
+  // model's, which every replica reads from the data) and output gradient.
+  int64_t row_floats = 0;
+  for (size_t l : layers) {
+    if (l > 0) row_floats += model.layer_input(l).cols();
+    row_floats += model.output_gradient(l).cols();
+  }
+  // Each replica's part: its step line, then (on several) its rows, layer by layer.
+  offsets_.assign(1, 0);
+  for (int r = 0; r < world; ++r) {
+    const int64_t rows = world > 1 ? ReplicaSlice(batch, r, world).size() : 0;
+    offsets_.push_back(offsets_.back() + Replica::kStepLineBytes +
+                       static_cast<size_t>(rows * row_floats) * sizeof(float));
+  }
+  exchange_.resize(offsets_.back());
+  auto copy = [](const Matrix& m, std::byte* to) {
+    std::memcpy(to, m.data(), sizeof(float) * static_cast<size_t>(m.size()));
+    return to + sizeof(float) * static_cast<size_t>(m.size());
+  };
+  if (world > 1) {
+    std::byte* at = exchange_.data() + offsets_[rank] + Replica::kStepLineBytes;
+    for (size_t l : layers) {
+      if (l > 0) at = copy(model.layer_input(l), at);
+      at = copy(model.output_gradient(l), at);
+    }
+  }
+  replica.ShareRows(exchange_, offsets_, metrics);
+
+  // Every row of every traveling matrix, in global order: replica r's rows
+  // follow replica r-1's, as ReplicaSlice deals them.
+  inputs_.resize(layers.size());
+  output_grads_.resize(layers.size());
+  if (world > 1) {
+    for (size_t k = 0; k < layers.size(); ++k) {
+      const size_t l = layers[k];
+      if (l > 0) inputs_[k].resize(batch, model.layer_input(l).cols());
+      output_grads_[k].resize(batch, model.output_gradient(l).cols());
+    }
+    for (int r = 0; r < world; ++r) {
+      const Range rows = ReplicaSlice(batch, r, world);
+      const std::byte* from = exchange_.data() + offsets_[r] + Replica::kStepLineBytes;
+      for (size_t k = 0; k < layers.size(); ++k) {
+        for (Matrix* m : {layers[k] > 0 ? &inputs_[k] : nullptr, &output_grads_[k]}) {
+          if (m == nullptr) continue;
+          const size_t bytes = sizeof(float) * static_cast<size_t>(rows.size() * m->cols());
+          std::memcpy(m->data() + rows.begin * m->cols(), from, bytes);
+          from += bytes;
+        }
+      }
+    }
+  }
+
+  cuts_ = GradientShares(model.store(), world);
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const size_t l = layers[k];
+    Layer& layer = *model.layers()[l];
+    const size_t lo = std::max(cuts_[rank], layer.param_begin());
+    const size_t hi = std::min(cuts_[rank + 1], layer.param_end());
+    if (lo >= hi) continue;
+    const Matrix& x = l == 0 ? global_input : world > 1 ? inputs_[k] : model.layer_input(l);
+    const Matrix& dy = world > 1 ? output_grads_[k] : model.output_gradient(l);
+    layer.ParameterGradients(x, dy, lo, hi);
+  }
+  replica.ShareGradients(model.store().grads(), cuts_);
+}
+
+}  // namespace holdfast
