@@ -63,10 +63,18 @@ void GatheredGradients::Compute(Sequential& model, const Matrix& global_input, R
   }
   exchange_.resize(offsets_.back());
   auto copy = [](const Matrix& m, std::byte* to) {
-    std::memcpy(to, m.data(), sizeof(float) * static_cast<size_t>(m.size()));
-    return to + sizeof(float) * static_cast<size_t>(m.size());
+    const size_t bytes = sizeof(float) * static_cast<size_t>(m.size());
+    if (bytes > 0) std::memcpy(to, m.data(), bytes);
+    return to + bytes;
   };
   if (world > 1) {
+    const int64_t own = ReplicaSlice(batch, rank, world).size();
+    for (size_t l : layers) {
+      HOLDFAST_CHECK(
+          model.output_gradient(l).rows() == own && (l == 0 || model.layer_input(l).rows() == own),
+          "layer " << l << " has " << model.output_gradient(l).rows()
+                   << " rows; this replica's share of the batch is " << own);
+    }
     std::byte* at = exchange_.data() + offsets_[rank] + Replica::kStepLineBytes;
     for (size_t l : layers) {
       if (l > 0) at = copy(model.layer_input(l), at);
@@ -92,7 +100,7 @@ void GatheredGradients::Compute(Sequential& model, const Matrix& global_input, R
         for (Matrix* m : {layers[k] > 0 ? &inputs_[k] : nullptr, &output_grads_[k]}) {
           if (m == nullptr) continue;
           const size_t bytes = sizeof(float) * static_cast<size_t>(rows.size() * m->cols());
-          std::memcpy(m->data() + rows.begin * m->cols(), from, bytes);
+          if (bytes > 0) std::memcpy(m->data() + rows.begin * m->cols(), from, bytes);
           from += bytes;
         }
       }
