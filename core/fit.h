@@ -57,7 +57,8 @@ struct LayoutOptions {
 // provides the mirrored strategy over a Communicator.
 //
 // Per step, Fit calls BeginStepSync (after the loss, with this replica's
-// metric sums), then Backward with the returned hook, then FinishStepSync.
+// metric sums), then Backward with the returned hook, then FinishStepSync;
+// in layout-invariant mode Backward, then ShareRows and ShareGradients.
 class Replica {
  public:
   explicit Replica(LayoutOptions layout = {}) : layout_(layout) {}
