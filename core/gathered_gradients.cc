@@ -47,14 +47,23 @@ void GatheredGradients::Compute(Sequential& model, const Matrix& global_input, R
                                 << ": its layer does not report its parameters (param_begin, "
                                    "param_end); train it with --layout-invariant off");
   }
-  // Floats per row that travel: each parameter layer's input (but the
-  // model's, which every replica reads from the data) and output gradient.
-  int64_t row_floats = 0;
-  for (size_t l : layers) {
-    if (l > 0) row_floats += model.layer_input(l).cols();
-    row_floats += model.output_gradient(l).cols();
+  // What travels, in this order in every replica's part: each parameter
+  // layer's input (but the model's, which every replica reads from the data)
+  // and output gradient; `whole` receives every replica's rows of `local`.
+  inputs_.resize(layers.size());
+  output_grads_.resize(layers.size());
+  struct Traveling {
+    const Matrix* local;
+    Matrix* whole;
+  };
+  std::vector<Traveling> traveling;
+  for (size_t k = 0; k < layers.size(); ++k) {
+    if (layers[k] > 0) traveling.push_back({&model.layer_input(layers[k]), &inputs_[k]});
+    traveling.push_back({&model.output_gradient(layers[k]), &output_grads_[k]});
   }
-  // Each replica's part: its step line, then (on several) its rows, layer by layer.
+  int64_t row_floats = 0;
+  for (const Traveling& t : traveling) row_floats += t.local->cols();
+  // Each replica's part: its step line, then (on several) its rows.
   offsets_.assign(1, 0);
   for (int r = 0; r < world; ++r) {
     const int64_t rows = world > 1 ? ReplicaSlice(batch, r, world).size() : 0;
@@ -62,47 +71,32 @@ void GatheredGradients::Compute(Sequential& model, const Matrix& global_input, R
                        static_cast<size_t>(rows * row_floats) * sizeof(float));
   }
   exchange_.resize(offsets_.back());
-  auto copy = [](const Matrix& m, std::byte* to) {
-    const size_t bytes = sizeof(float) * static_cast<size_t>(m.size());
-    if (bytes > 0) std::memcpy(to, m.data(), bytes);
-    return to + bytes;
-  };
   if (world > 1) {
     const int64_t own = ReplicaSlice(batch, rank, world).size();
-    for (size_t l : layers) {
-      HOLDFAST_CHECK(
-          model.output_gradient(l).rows() == own && (l == 0 || model.layer_input(l).rows() == own),
-          "layer " << l << " has " << model.output_gradient(l).rows()
-                   << " rows; this replica's share of the batch is " << own);
-    }
     std::byte* at = exchange_.data() + offsets_[rank] + Replica::kStepLineBytes;
-    for (size_t l : layers) {
-      if (l > 0) at = copy(model.layer_input(l), at);
-      at = copy(model.output_gradient(l), at);
+    for (const Traveling& t : traveling) {
+      HOLDFAST_CHECK(t.local->rows() == own, "a traveling matrix has "
+                                                 << t.local->rows()
+                                                 << " rows; this replica's share of the batch is "
+                                                 << own);
+      const size_t bytes = sizeof(float) * static_cast<size_t>(t.local->size());
+      if (bytes > 0) std::memcpy(at, t.local->data(), bytes);
+      at += bytes;
     }
   }
   replica.ShareRows(exchange_, offsets_, metrics);
 
   // Every row of every traveling matrix, in global order: replica r's rows
   // follow replica r-1's, as ReplicaSlice deals them.
-  inputs_.resize(layers.size());
-  output_grads_.resize(layers.size());
   if (world > 1) {
-    for (size_t k = 0; k < layers.size(); ++k) {
-      const size_t l = layers[k];
-      if (l > 0) inputs_[k].resize(batch, model.layer_input(l).cols());
-      output_grads_[k].resize(batch, model.output_gradient(l).cols());
-    }
+    for (const Traveling& t : traveling) t.whole->resize(batch, t.local->cols());
     for (int r = 0; r < world; ++r) {
       const Range rows = ReplicaSlice(batch, r, world);
       const std::byte* from = exchange_.data() + offsets_[r] + Replica::kStepLineBytes;
-      for (size_t k = 0; k < layers.size(); ++k) {
-        for (Matrix* m : {layers[k] > 0 ? &inputs_[k] : nullptr, &output_grads_[k]}) {
-          if (m == nullptr) continue;
-          const size_t bytes = sizeof(float) * static_cast<size_t>(rows.size() * m->cols());
-          if (bytes > 0) std::memcpy(m->data() + rows.begin * m->cols(), from, bytes);
-          from += bytes;
-        }
+      for (const Traveling& t : traveling) {
+        const size_t bytes = sizeof(float) * static_cast<size_t>(rows.size() * t.whole->cols());
+        if (bytes > 0) std::memcpy(t.whole->data() + rows.begin * t.whole->cols(), from, bytes);
+        from += bytes;
       }
     }
   }
