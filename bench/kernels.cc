@@ -8,9 +8,10 @@
 // (the `--layout-invariant off` path) and as holdfast's fixed-order kernel
 // (core/internal/fixed_order_gemm.h), which the invariant mode uses for all
 // three (the weight gradient over the global batch's gathered rows,
-// core/gathered_gradients.h). Every figure is the median over interleaved
-// rounds whose order rotates, so drift hits all alike. Prints a table and
-// JSON.
+// core/gathered_gradients.h). GFLOP/s are medians over interleaved rounds
+// whose order rotates; the ratio is the median of the rounds' own ratios, so
+// a drift of the host's speed between rounds cancels in it. Prints a table
+// and JSON.
 #include <cblas.h>
 #include <omp.h>
 
@@ -30,9 +31,10 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-// Median seconds per call of each fn: each round times every fn (calls
-// repeated to fill ~20 ms), starting at a rotating position.
-std::vector<double> MedianSeconds(const std::vector<std::function<void()>>& fns, int rounds) {
+// Seconds per call of each fn in each round: each round times every fn
+// (calls repeated to fill ~20 ms), starting at a rotating position.
+std::vector<std::vector<double>> RoundSeconds(const std::vector<std::function<void()>>& fns,
+                                              int rounds) {
   std::vector<std::vector<double>> times(fns.size());
   for (auto& fn : fns) fn();  // warm-up: buffers, pages, caches
   for (int round = 0; round < rounds; ++round) {
@@ -49,12 +51,20 @@ std::vector<double> MedianSeconds(const std::vector<std::function<void()>>& fns,
       times[i].push_back(t / calls);
     }
   }
-  std::vector<double> medians;
-  for (auto& t : times) {
-    std::sort(t.begin(), t.end());
-    medians.push_back(t[t.size() / 2]);
-  }
-  return medians;
+  return times;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// The median over rounds of a / b, each pair timed in the same round: a
+// drift of the host's speed between rounds cancels in the ratio.
+double MedianRatio(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> r;
+  for (size_t i = 0; i < a.size(); ++i) r.push_back(a[i] / b[i]);
+  return Median(r);
 }
 
 struct Layer {
@@ -111,8 +121,7 @@ int main(int argc, char** argv) {
           FixedOrderGemm(in, out, rows, {x.data(), 1, in}, {dy.data(), out, 1}, nullptr, dw.data(),
                          out);
         },
-        [&] {  // y = X W + b: sgemm onto the broadcast bias, as Eigen does  // y = X W + b: sgemm
-               // onto the broadcast bias, as Eigen does
+        [&] {  // y = X W + b: sgemm onto the broadcast bias, as Eigen does
           for (int64_t r = 0; r < rows; ++r)
             std::copy(bias.begin(), bias.end(), y.data() + r * out);
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, out, in, 1.0f, x.data(), in,
@@ -130,13 +139,16 @@ int main(int argc, char** argv) {
           FixedOrderGemm(rows, in, out, {dy.data(), out, 1}, {w.data(), 1, out}, nullptr, dx.data(),
                          in);
         }};
-    const std::vector<double> s = MedianSeconds(fns, rounds);
+    const std::vector<std::vector<double>> s = RoundSeconds(fns, rounds);
     const double gflop = 2.0 * static_cast<double>(rows * in * out) / 1e9;
     const std::string shape =
         std::to_string(rows) + " x " + std::to_string(in) + " x " + std::to_string(out);
-    auto report = [&](const std::string& product, double blas_s, double holdfast_s) {
+    auto report = [&](const std::string& product, const std::vector<double>& blas,
+                      const std::vector<double>& holdfast) {
+      const double blas_s = Median(blas), holdfast_s = Median(holdfast);
+      const double ratio = MedianRatio(blas, holdfast);
       std::printf("%-36s | %-17s | %8s | %8.1f | %8.1f | %.2f\n", l.name.c_str(), shape.c_str(),
-                  product.c_str(), gflop / blas_s, gflop / holdfast_s, blas_s / holdfast_s);
+                  product.c_str(), gflop / blas_s, gflop / holdfast_s, ratio);
       results.push_back({{"layer", l.name},
                          {"rows", rows},
                          {"in", in},
@@ -145,7 +157,7 @@ int main(int argc, char** argv) {
                          {"threads", threads},
                          {"openblas_gflops", gflop / blas_s},
                          {"holdfast_gflops", gflop / holdfast_s},
-                         {"ratio", blas_s / holdfast_s}});
+                         {"ratio", ratio}});
     };
     report("X.W+b", s[2], s[3]);
     report("dY.W^T", s[4], s[5]);

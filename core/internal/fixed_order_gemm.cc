@@ -4,17 +4,68 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 
-#include "core/internal/fixed_order_kernel.h"
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define HOLDFAST_FIXED_ORDER_AVX2 1
+#endif
+
+#include "core/check.h"
 
 namespace holdfast::internal {
 namespace {
 
+// Register tile 6 x 16 (twelve 8-float accumulators), K pieces of 512 (a B
+// panel of 32 KiB, in L1), A blocks of 144 rows (288 KiB, in L2). The longer
+// K pieces halve how often a tile of C is stored and loaded again. These
+// choose speed only: the bits are fixed by the chain order.
+constexpr int64_t kMr = 6, kNr = 16, kKc = 512, kMc = 144;
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Below this many multiply-adds a parallel region costs more than it saves.
+constexpr int64_t kParallelFlops = int64_t{1} << 16;
+
+// A packing buffer of this thread, reused from call to call (which: 0..2),
+// aligned to a cache line so that no 32-byte load of a packed panel spans two.
+float* ThreadBuffer(int which, size_t n) {
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  thread_local std::unique_ptr<float, Free> buffers[3];
+  thread_local size_t sizes[3] = {};
+  if (sizes[which] < n) {
+    const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    buffers[which].reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    HOLDFAST_CHECK(buffers[which] != nullptr, "no memory for a " << bytes << "-byte GEMM buffer");
+    sizes[which] = n;
+  }
+  return buffers[which].get();
+}
+
 // A block rows [m0, m0+mc), columns [k0, k0+kc) as micro-panels of kMr rows:
 // ap[(p * kc + kk) * kMr + ii] = a(m0 + p*kMr + ii, k0 + kk), zero past mc.
 void PackA(StridedMatrix a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* ap) {
-  for (int64_t p = 0; p * kMr < mc; ++p) {
+  if (a.row_stride == 1) {  // columns of a are contiguous (X^T.dY: rows of X): read each once
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      const float* src = a.data + m0 + (k0 + kk) * a.col_stride;
+      for (int64_t p = 0; p * kMr < mc; ++p) {
+        float* dst = ap + (p * kc + kk) * kMr;
+        const int64_t rows = std::min(kMr, mc - p * kMr);
+        if (rows == kMr) {  // a constant size: inlined moves, not a call
+          std::memcpy(dst, src + p * kMr, sizeof(float) * kMr);
+          continue;
+        }
+        std::memcpy(dst, src + p * kMr, sizeof(float) * rows);
+        for (int64_t ii = rows; ii < kMr; ++ii) dst[ii] = 0.0f;
+      }
+    }
+    return;
+  }
+  for (int64_t p = 0; p * kMr < mc; ++p) {  // rows of a contiguous (X.W, dY.W^T)
     float* dst = ap + p * kc * kMr;
     for (int64_t ii = 0; ii < kMr; ++ii) {
       const int64_t row = p * kMr + ii;
@@ -51,7 +102,6 @@ void PackB(StridedMatrix b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, floa
   for (int64_t q = 0; q * kNr < nc; ++q) {
     float* dst = bp + q * kc * kNr;
     const int64_t cols = std::min(kNr, nc - q * kNr);
-    if (b.col_stride == 1) continue;        // packed below, row by row
     for (int64_t jj = 0; jj < kNr; ++jj) {  // columns contiguous (dY.W^T: rows of W)
       if (jj >= cols) {
         for (int64_t kk = 0; kk < kc; ++kk) dst[kk * kNr + jj] = 0.0f;
@@ -64,6 +114,24 @@ void PackB(StridedMatrix b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, floa
 }
 
 #ifdef HOLDFAST_FIXED_ORDER_AVX2
+
+// A 6 x 16 register tile: twelve 8-float accumulators, c[2*i + h] holding
+// row i, columns 8h..8h+7. Fully inlined and unrolled, they stay in registers.
+struct RegisterTile {
+  __m256 c[2 * kMr];
+};
+
+// One link of every chain of the tile: c[i][j] = fma(a[i], b[j], c[i][j]).
+__attribute__((always_inline)) inline void FmaStep(RegisterTile& t, const float* a,
+                                                   const float* b) {
+  const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 6
+  for (int i = 0; i < kMr; ++i) {
+    const __m256 ai = _mm256_broadcast_ss(a + i);
+    t.c[2 * i] = _mm256_fmadd_ps(ai, b0, t.c[2 * i]);
+    t.c[2 * i + 1] = _mm256_fmadd_ps(ai, b1, t.c[2 * i + 1]);
+  }
+}
 
 // c[6][16] (row stride ldc): continue (load_c) or start each element's
 // chain, run kc more links, add bias (if given), store.
@@ -130,6 +198,13 @@ void GemmColumnBlock(int64_t m, int64_t k, StridedMatrix a, StridedMatrix b, con
           const int64_t rows = std::min(kMr, mc - p * kMr);
           const float* apanel = ap + p * kc * kMr;
           float* ctile = c + (m0 + p * kMr) * ldc + col;
+          // The next tile's rows of C, loaded while this one's chains run:
+          // its loads at the kernel's start would otherwise wait on memory.
+          // (A prefetch past the matrix never faults.)
+          const float* next = (p + 2) * kMr <= mc ? ctile + kMr * ldc : c + m0 * ldc + col + kNr;
+          for (int64_t i = 0; i < kMr; ++i) {
+            __builtin_prefetch(next + i * ldc, 1);
+          }
           if (rows == kMr && cols == kNr) {
             Kernel6x16(kc, apanel, bpanel, ctile, ldc, !first,
                        last && bias != nullptr ? bias + col : nullptr);
