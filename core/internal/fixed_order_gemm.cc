@@ -46,6 +46,26 @@ float* ThreadBuffer(int which, size_t n) {
   return buffers[which].get();
 }
 
+// dst[kk * dst_stride] = src[kk * src_stride] for kk < n: a row of a (or a
+// column of b) into its packed panel. A contiguous run also prefetches, a
+// cache line at a time, `ahead`: the run packed two after this one. Those
+// rows of X, dY and W come from memory, and the hardware prefetcher stops at
+// every page. Measured by perf on the big layer at one thread, packing fell
+// from ~25% to ~20% of X.W's samples and from ~33% to ~22% of dY.W^T's.
+void PackRun(const float* src, int64_t src_stride, int64_t n, float* dst, int64_t dst_stride,
+             const float* ahead) {
+  if (src_stride != 1) {
+    for (int64_t kk = 0; kk < n; ++kk) dst[kk * dst_stride] = src[kk * src_stride];
+    return;
+  }
+  constexpr int64_t kLine = 64 / sizeof(float);
+  for (int64_t k0 = 0; k0 < n; k0 += kLine) {
+    __builtin_prefetch(ahead + k0);  // never faults, even past the matrix
+    const int64_t end = std::min(n, k0 + kLine);
+    for (int64_t kk = k0; kk < end; ++kk) dst[kk * dst_stride] = src[kk];
+  }
+}
+
 // A block rows [m0, m0+mc), columns [k0, k0+kc) as micro-panels of kMr rows:
 // ap[(p * kc + kk) * kMr + ii] = a(m0 + p*kMr + ii, k0 + kk), zero past mc.
 void PackA(StridedMatrix a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* ap) {
@@ -74,7 +94,7 @@ void PackA(StridedMatrix a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, floa
         continue;
       }
       const float* src = a.data + (m0 + row) * a.row_stride + k0 * a.col_stride;
-      for (int64_t kk = 0; kk < kc; ++kk) dst[kk * kMr + ii] = src[kk * a.col_stride];
+      PackRun(src, a.col_stride, kc, dst + ii, kMr, src + 2 * a.row_stride);
     }
   }
 }
@@ -108,7 +128,7 @@ void PackB(StridedMatrix b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, floa
         continue;
       }
       const float* src = b.data + k0 * b.row_stride + (n0 + q * kNr + jj) * b.col_stride;
-      for (int64_t kk = 0; kk < kc; ++kk) dst[kk * kNr + jj] = src[kk * b.row_stride];
+      PackRun(src, b.row_stride, kc, dst + jj, kNr, src + 2 * b.col_stride);
     }
   }
 }
