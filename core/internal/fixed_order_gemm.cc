@@ -135,61 +135,75 @@ void PackB(StridedMatrix b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, floa
 
 #ifdef HOLDFAST_FIXED_ORDER_AVX2
 
-// A 6 x 16 register tile: twelve 8-float accumulators, c[2*i + h] holding
-// row i, columns 8h..8h+7. Fully inlined and unrolled, they stay in registers.
-struct RegisterTile {
-  __m256 c[2 * kMr];
-};
-
-// One link of every chain of the tile: c[i][j] = fma(a[i], b[j], c[i][j]).
-__attribute__((always_inline)) inline void FmaStep(RegisterTile& t, const float* a,
-                                                   const float* b) {
-  const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-#pragma GCC unroll 6
-  for (int i = 0; i < kMr; ++i) {
-    const __m256 ai = _mm256_broadcast_ss(a + i);
-    t.c[2 * i] = _mm256_fmadd_ps(ai, b0, t.c[2 * i]);
-    t.c[2 * i + 1] = _mm256_fmadd_ps(ai, b1, t.c[2 * i + 1]);
-  }
-}
-
-// c[6][16] (row stride ldc): continue (load_c) or start each element's
-// chain, run kc more links, add bias (if given), store.
-void Kernel6x16(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool load_c,
+// c[R][16] (row stride ldc), R <= kMr rows of a micro-panel: continue
+// (load_c) or start each element's chain, run kc more links, add bias (if
+// given), store. acc[2*i + h] holds row i, columns 8h..8h+7; fully unrolled,
+// the 2R accumulators stay in registers. An edge of fewer rows runs its own
+// R instead of a full tile: a batch of 25 rows on a rank is 4 tiles and 1 row,
+// not 5 tiles with a sixth of the work thrown away.
+template <int R>
+void KernelRows(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool load_c,
                 const float* bias) {
-  RegisterTile t;
+  __m256 acc[2 * R];
 #pragma GCC unroll 6
-  for (int i = 0; i < kMr; ++i) {
-    t.c[2 * i] = load_c ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps();
-    t.c[2 * i + 1] = load_c ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps();
+  for (int i = 0; i < R; ++i) {
+    acc[2 * i] = load_c ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps();
+    acc[2 * i + 1] = load_c ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps();
   }
-  for (int64_t kk = 0; kk < kc; ++kk, ap += kMr, bp += kNr) FmaStep(t, ap, bp);
+  for (int64_t kk = 0; kk < kc; ++kk, ap += kMr, bp += kNr) {
+    const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {  // one link of every chain: c[i][j] = fma(a[i], b[j], c[i][j])
+      const __m256 ai = _mm256_broadcast_ss(ap + i);
+      acc[2 * i] = _mm256_fmadd_ps(ai, b0, acc[2 * i]);
+      acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
+    }
+  }
   const __m256 b0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
   const __m256 b1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
 #pragma GCC unroll 6
-  for (int i = 0; i < kMr; ++i) {
+  for (int i = 0; i < R; ++i) {
     // Without a bias nothing is added: x + 0 would turn -0 into +0.
-    _mm256_storeu_ps(c + i * ldc, bias ? _mm256_add_ps(t.c[2 * i], b0) : t.c[2 * i]);
-    _mm256_storeu_ps(c + i * ldc + 8, bias ? _mm256_add_ps(t.c[2 * i + 1], b1) : t.c[2 * i + 1]);
+    _mm256_storeu_ps(c + i * ldc, bias ? _mm256_add_ps(acc[2 * i], b0) : acc[2 * i]);
+    _mm256_storeu_ps(c + i * ldc + 8, bias ? _mm256_add_ps(acc[2 * i + 1], b1) : acc[2 * i + 1]);
+  }
+}
+
+void Kernel(int64_t rows, int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc,
+            bool load_c, const float* bias) {
+  static_assert(kMr == 6, "one case per row count");
+  switch (rows) {
+    case 6:
+      return KernelRows<6>(kc, ap, bp, c, ldc, load_c, bias);
+    case 5:
+      return KernelRows<5>(kc, ap, bp, c, ldc, load_c, bias);
+    case 4:
+      return KernelRows<4>(kc, ap, bp, c, ldc, load_c, bias);
+    case 3:
+      return KernelRows<3>(kc, ap, bp, c, ldc, load_c, bias);
+    case 2:
+      return KernelRows<2>(kc, ap, bp, c, ldc, load_c, bias);
+    default:
+      return KernelRows<1>(kc, ap, bp, c, ldc, load_c, bias);
   }
 }
 
 #else
 
-void Kernel6x16(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool load_c,
-                const float* bias) {
+void Kernel(int64_t rows, int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc,
+            bool load_c, const float* bias) {
   float acc[kMr][kNr];
-  for (int64_t i = 0; i < kMr; ++i) {
+  for (int64_t i = 0; i < rows; ++i) {
     for (int64_t j = 0; j < kNr; ++j) acc[i][j] = load_c ? c[i * ldc + j] : 0.0f;
   }
   for (int64_t kk = 0; kk < kc; ++kk) {
-    for (int64_t i = 0; i < kMr; ++i) {
+    for (int64_t i = 0; i < rows; ++i) {
       for (int64_t j = 0; j < kNr; ++j) acc[i][j] = std::fma(ap[i], bp[j], acc[i][j]);
     }
     ap += kMr;
     bp += kNr;
   }
-  for (int64_t i = 0; i < kMr; ++i) {
+  for (int64_t i = 0; i < rows; ++i) {
     for (int64_t j = 0; j < kNr; ++j) c[i * ldc + j] = bias ? acc[i][j] + bias[j] : acc[i][j];
   }
 }
@@ -225,19 +239,19 @@ void GemmColumnBlock(int64_t m, int64_t k, StridedMatrix a, StridedMatrix b, con
           for (int64_t i = 0; i < kMr; ++i) {
             __builtin_prefetch(next + i * ldc, 1);
           }
-          if (rows == kMr && cols == kNr) {
-            Kernel6x16(kc, apanel, bpanel, ctile, ldc, !first,
-                       last && bias != nullptr ? bias + col : nullptr);
+          if (cols == kNr) {
+            Kernel(rows, kc, apanel, bpanel, ctile, ldc, !first,
+                   last && bias != nullptr ? bias + col : nullptr);
             continue;
           }
-          // An edge tile runs the same kernel on a copy; padded lanes are dropped.
+          // A tile short of columns runs on a copy; padded lanes are dropped.
           std::fill(tile, tile + kMr * kNr, 0.0f);
           if (!first) {
             for (int64_t i = 0; i < rows; ++i) {
               std::memcpy(tile + i * kNr, ctile + i * ldc, sizeof(float) * cols);
             }
           }
-          Kernel6x16(kc, apanel, bpanel, tile, kNr, !first, nullptr);
+          Kernel(rows, kc, apanel, bpanel, tile, kNr, !first, nullptr);
           for (int64_t i = 0; i < rows; ++i) {
             for (int64_t j = 0; j < cols; ++j) {
               ctile[i * ldc + j] =

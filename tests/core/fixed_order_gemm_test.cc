@@ -89,15 +89,15 @@ TEST_P(FixedOrderGemmTest, ARowsBitsDoNotDependOnTheOtherRows) {
   EXPECT_EQ(0, std::memcmp(part.data(), whole.data() + r0 * s.n, part.size() * sizeof(float)));
 }
 
-// Edges of the 6 x 16 tile, of the 144-row A block and of the 512-long K
-// pieces (1100: three pieces, the last one short), and one product big
-// enough to run on several threads.
+// Edges of the 6 x 16 tile (every count of rows left over, 1 to 5, runs its
+// own kernel), of the 144-row A block and of the 512-long K pieces (1100:
+// three pieces, the last one short).
 INSTANTIATE_TEST_SUITE_P(Shapes, FixedOrderGemmTest,
                          ::testing::Values(Shape{1, 1, 1}, Shape{5, 7, 3}, Shape{6, 16, 256},
                                            Shape{7, 17, 257}, Shape{50, 256, 784},
                                            Shape{13, 10, 32}, Shape{150, 33, 600},
                                            Shape{145, 520, 70}, Shape{4, 1100, 9},
-                                           Shape{7, 33, 1100}));
+                                           Shape{7, 33, 1100}, Shape{9, 40, 20}));
 
 TEST(FixedOrderGemmTest, EmptyKGivesTheBias) {
   const std::vector<float> bias = {1.5f, -2.0f};
