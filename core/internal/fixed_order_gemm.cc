@@ -276,7 +276,7 @@ void FixedOrderGemm(int64_t m, int64_t n, int64_t k, StridedMatrix a, StridedMat
     return;
   }
   // Column blocks of whole panels, at least two per thread when there are
-  // enough, at most 512 columns (a 512 KiB packed B block).
+  // enough, at most 512 columns (a packed B block of 1 MiB).
   const int threads = omp_get_max_threads();
   const int64_t panels = CeilDiv(n, kNr);
   const int64_t block_panels = std::clamp<int64_t>(CeilDiv(panels, 2 * threads), 1, 32);
