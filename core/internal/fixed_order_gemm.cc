@@ -66,71 +66,57 @@ void PackRun(const float* src, int64_t src_stride, int64_t n, float* dst, int64_
   }
 }
 
-// A block rows [m0, m0+mc), columns [k0, k0+kc) as micro-panels of kMr rows:
-// ap[(p * kc + kk) * kMr + ii] = a(m0 + p*kMr + ii, k0 + kk), zero past mc.
-void PackA(StridedMatrix a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* ap) {
-  if (a.row_stride == 1) {  // columns of a are contiguous (X^T.dY: rows of X): read each once
+// A block of an operand as panels R wide, the way the kernel reads them:
+// element (i, kk) of the block, i < width along the panels and kk < kc along
+// the chains, is origin[i * i_stride + kk * k_stride], and goes to
+// panels[(p * kc + kk) * R + r] with i = p*R + r; zero past width.
+template <int64_t R>
+void PackPanels(const float* origin, int64_t i_stride, int64_t k_stride, int64_t width, int64_t kc,
+                float* panels) {
+  if (i_stride == 1) {  // a chain step's R elements are contiguous: copy whole lines
     for (int64_t kk = 0; kk < kc; ++kk) {
-      const float* src = a.data + m0 + (k0 + kk) * a.col_stride;
-      for (int64_t p = 0; p * kMr < mc; ++p) {
-        float* dst = ap + (p * kc + kk) * kMr;
-        const int64_t rows = std::min(kMr, mc - p * kMr);
-        if (rows == kMr) {  // a constant size: inlined moves, not a call
-          std::memcpy(dst, src + p * kMr, sizeof(float) * kMr);
+      const float* src = origin + kk * k_stride;
+      for (int64_t p = 0; p * R < width; ++p) {
+        float* dst = panels + (p * kc + kk) * R;
+        const int64_t n = std::min(R, width - p * R);
+        if (n == R) {  // a constant size: inlined moves, not a call
+          std::memcpy(dst, src + p * R, sizeof(float) * R);
           continue;
         }
-        std::memcpy(dst, src + p * kMr, sizeof(float) * rows);
-        for (int64_t ii = rows; ii < kMr; ++ii) dst[ii] = 0.0f;
+        std::memcpy(dst, src + p * R, sizeof(float) * n);
+        for (int64_t r = n; r < R; ++r) dst[r] = 0.0f;
       }
     }
     return;
   }
-  for (int64_t p = 0; p * kMr < mc; ++p) {  // rows of a contiguous (X.W, dY.W^T)
-    float* dst = ap + p * kc * kMr;
-    for (int64_t ii = 0; ii < kMr; ++ii) {
-      const int64_t row = p * kMr + ii;
-      if (row >= mc) {
-        for (int64_t kk = 0; kk < kc; ++kk) dst[kk * kMr + ii] = 0.0f;
+  for (int64_t p = 0; p * R < width; ++p) {  // one run along the chain per element of a step
+    float* dst = panels + p * kc * R;
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t i = p * R + r;
+      if (i >= width) {
+        for (int64_t kk = 0; kk < kc; ++kk) dst[kk * R + r] = 0.0f;
         continue;
       }
-      const float* src = a.data + (m0 + row) * a.row_stride + k0 * a.col_stride;
-      PackRun(src, a.col_stride, kc, dst + ii, kMr, src + 2 * a.row_stride);
+      const float* src = origin + i * i_stride;
+      PackRun(src, k_stride, kc, dst + r, R, src + 2 * i_stride);
     }
   }
 }
 
-// B block rows [k0, k0+kc), columns [n0, n0+nc) as panels of kNr columns:
-// bp[(q * kc + kk) * kNr + jj] = b(k0 + kk, n0 + q*kNr + jj), zero past nc.
+// A's rows [m0, m0+mc), columns [k0, k0+kc), as panels of kMr rows. Rows of
+// X^T are X's columns, so X^T.dY reads whole rows of X; X.W and dY.W^T read
+// each row of X or dY along its chain.
+void PackA(StridedMatrix a, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* ap) {
+  PackPanels<kMr>(a.data + m0 * a.row_stride + k0 * a.col_stride, a.row_stride, a.col_stride, mc,
+                  kc, ap);
+}
+
+// B's rows [k0, k0+kc), columns [n0, n0+nc), as panels of kNr columns. X.W
+// and X^T.dY read whole rows of W and dY; dY.W^T reads each row of W (a
+// column of W^T) along its chain.
 void PackB(StridedMatrix b, int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* bp) {
-  if (b.col_stride == 1) {  // rows of b are contiguous (X.W: rows of W): read each row once
-    const int64_t panels = CeilDiv(nc, kNr);
-    for (int64_t kk = 0; kk < kc; ++kk) {
-      const float* src = b.data + (k0 + kk) * b.row_stride + n0;
-      for (int64_t q = 0; q < panels; ++q) {
-        float* dst = bp + (q * kc + kk) * kNr;
-        const int64_t cols = std::min(kNr, nc - q * kNr);
-        if (cols == kNr) {  // a constant size: inlined moves, not a call
-          std::memcpy(dst, src + q * kNr, sizeof(float) * kNr);
-          continue;
-        }
-        std::memcpy(dst, src + q * kNr, sizeof(float) * cols);
-        for (int64_t jj = cols; jj < kNr; ++jj) dst[jj] = 0.0f;
-      }
-    }
-    return;
-  }
-  for (int64_t q = 0; q * kNr < nc; ++q) {
-    float* dst = bp + q * kc * kNr;
-    const int64_t cols = std::min(kNr, nc - q * kNr);
-    for (int64_t jj = 0; jj < kNr; ++jj) {  // columns contiguous (dY.W^T: rows of W)
-      if (jj >= cols) {
-        for (int64_t kk = 0; kk < kc; ++kk) dst[kk * kNr + jj] = 0.0f;
-        continue;
-      }
-      const float* src = b.data + k0 * b.row_stride + (n0 + q * kNr + jj) * b.col_stride;
-      PackRun(src, b.row_stride, kc, dst + jj, kNr, src + 2 * b.col_stride);
-    }
-  }
+  PackPanels<kNr>(b.data + k0 * b.row_stride + n0 * b.col_stride, b.col_stride, b.row_stride, nc,
+                  kc, bp);
 }
 
 #ifdef HOLDFAST_FIXED_ORDER_AVX2
