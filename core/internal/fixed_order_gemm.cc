@@ -46,9 +46,9 @@ float* ThreadBuffer(int which, size_t n) {
   return buffers[which].get();
 }
 
-// dst[kk * dst_stride] = src[kk * src_stride] for kk < n: a row of a (or a
-// column of b) into its packed panel. A contiguous run also prefetches, a
-// cache line at a time, `ahead`: the run packed two after this one. Those
+// dst[kk * dst_stride] = src[kk * src_stride] for kk < n: one element's run
+// along the chains into its packed panel. A contiguous run also prefetches,
+// a cache line at a time, `ahead`: the run packed two after this one. Those
 // rows of X, dY and W come from memory, and the hardware prefetcher stops at
 // every page. Measured by perf on the big layer at one thread, packing fell
 // from ~25% to ~20% of X.W's samples and from ~33% to ~22% of dY.W^T's.
