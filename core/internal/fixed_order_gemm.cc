@@ -221,7 +221,7 @@ void GemmColumnBlock(int64_t m, int64_t k, StridedMatrix a, StridedMatrix b, con
           // The next tile's rows of C, loaded while this one's chains run:
           // its loads at the kernel's start would otherwise wait on memory.
           // (A prefetch past the matrix never faults.)
-          const float* next = (p + 2) * kMr <= mc ? ctile + kMr * ldc : c + m0 * ldc + col + kNr;
+          const float* next = (p + 1) * kMr < mc ? ctile + kMr * ldc : c + m0 * ldc + col + kNr;
           for (int64_t i = 0; i < kMr; ++i) {
             __builtin_prefetch(next + i * ldc, 1);
           }
