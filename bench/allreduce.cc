@@ -24,12 +24,15 @@
 #include <string>
 #include <vector>
 
+#include "bench/median.h"
 #include "core/gathered_gradients.h"
 #include "distribute/mirrored_strategy.h"
 #include "distribute/mpi_communicator.h"
 #include "examples/cli.h"
 
 namespace {
+
+using holdfast::bench::Median;
 
 using Clock = std::chrono::steady_clock;
 
@@ -60,10 +63,7 @@ std::vector<double> MedianSeconds(const std::vector<std::function<void()>>& fns,
     MPI_Bcast(&go, 1, MPI_INT, 0, comm);
   }
   std::vector<double> medians;
-  for (auto& t : times) {
-    std::sort(t.begin(), t.end());
-    medians.push_back(t[t.size() / 2]);
-  }
+  for (const auto& t : times) medians.push_back(Median(t));
   return medians;
 }
 

@@ -25,10 +25,13 @@
 #include <string>
 #include <vector>
 
+#include "bench/median.h"
 #include "core/internal/fixed_order_gemm.h"
 #include "examples/cli.h"
 
 namespace {
+
+using holdfast::bench::Median;
 
 using Clock = std::chrono::steady_clock;
 // Seconds per call of each fn in each round: each round times every fn
@@ -52,11 +55,6 @@ std::vector<std::vector<double>> RoundSeconds(const std::vector<std::function<vo
     }
   }
   return times;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 // The median over rounds of a / b, each pair timed in the same round: a

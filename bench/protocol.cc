@@ -41,6 +41,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/median.h"
 #include "bench/protocol_counting.h"
 #include "checkpoint/internal/shard_format.h"
 #include "checkpoint/manager.h"
@@ -59,6 +60,7 @@ using holdfast::bench::Collective;
 using holdfast::bench::CountedRun;
 using holdfast::bench::CountingEnv;
 using holdfast::bench::IoCounts;
+using holdfast::bench::Median;
 using holdfast::bench::RankCounts;
 using nlohmann::json;
 
@@ -229,12 +231,6 @@ json RankJson(int rank, const RankCounts& r) {
           {"collective_bytes", r.collective_bytes},
           {"cpu_seconds", r.cpu_seconds},
           {"cpu_seconds_in_collectives", r.cpu_seconds_in_collectives}};
-}
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
 // One phase (save or restore) at one W, reduced to what the table shows.
