@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/median.h"
 #include "core/dataset.h"
 #include "distribute/communicator.h"
 
@@ -21,7 +22,7 @@ using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
 double SecondsSince(Clock::time_point t0);
-double Median(std::vector<double> v);                                 // NaN when empty
+using holdfast::bench::Median;                                        // NaN when empty
 [[noreturn]] void Fail(const std::string& what);                      // throws std::runtime_error
 std::string Errno(const std::string& what, const std::string& path);  // "what path: strerror"
 
